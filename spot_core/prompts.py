@@ -1,0 +1,170 @@
+"""The soft prompt: one trainable [L, H] matrix, and the functions that initialise it.
+
+Every initialiser returns a float32 tensor of shape [L, H] and checks shapes; a
+`SoftPrompt` is then built from that tensor. Transfer is `SoftPrompt(from_file(path))`:
+no special code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+import torch
+from torch import nn
+
+
+class PromptInit(str, Enum):
+    """How a fresh prompt is initialised (SPoT section 2 / Lester et al. 2021)."""
+
+    RANDOM_UNIFORM = "random_uniform"
+    SAMPLED_VOCAB = "sampled_vocab"
+    CLASS_LABELS = "class_labels"
+    FILE = "file"
+    WEIGHTED_AVERAGE = "weighted_average"
+
+
+class PromptShapeError(ValueError):
+    """A prompt does not fit the model or the other prompts it is combined with."""
+
+
+class SoftPrompt(nn.Module):
+    """Owns the one trainable parameter `weight` of shape [L, H]."""
+
+    def __init__(self, init: torch.Tensor):
+        super().__init__()
+        if init.dim() != 2:
+            raise PromptShapeError(f"a soft prompt is a 2-D [L, H] matrix; got shape {tuple(init.shape)}")
+        self.weight = nn.Parameter(init.detach().to(torch.float32).clone())
+
+    @property
+    def length(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.weight.shape[1]
+
+    def expand(self, batch_size: int) -> torch.Tensor:
+        """Returns the prompt broadcast over a batch, [B, L, H]."""
+        return self.weight.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+def check_shape(prompt: torch.Tensor, length: int | None, hidden_size: int, *, what: str, model: str) -> None:
+    """Raises PromptShapeError unless `prompt` is [length, hidden_size] (length None = any)."""
+    want = (length if length is not None else "L", hidden_size)
+    ok = prompt.dim() == 2 and prompt.shape[1] == hidden_size and (length is None or prompt.shape[0] == length)
+    if not ok:
+        raise PromptShapeError(
+            f"{what} has shape {tuple(prompt.shape)} but model {model!r} needs a prompt of shape "
+            f"[{want[0]}, {want[1]}] (prompt length x hidden size). A prompt trained on a model with a "
+            "different hidden size cannot be loaded directly; train it on this model or project it."
+        )
+
+
+def random_uniform(length: int, hidden_size: int, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """U[-scale, scale] entries, [L, H] (SPoT's 'random uniform'; the reference code uses U[0, 0.5))."""
+    if scale <= 0:
+        raise ValueError(f"random_uniform scale must be > 0, got {scale}")
+    return (torch.rand(length, hidden_size, generator=generator) * 2 - 1) * scale
+
+
+def sampled_vocab(
+    embeddings: torch.Tensor,
+    length: int,
+    generator: torch.Generator,
+    population: int | Sequence[int] = 5000,
+) -> torch.Tensor:
+    """Rows of the input embedding matrix, drawn without replacement where possible.
+
+    Args:
+        embeddings: [V, H] input embedding matrix.
+        length: L, rows to draw.
+        population: either N (the first N token ids: SentencePiece and BPE vocabularies are
+            ordered roughly by frequency, which is how the reference code reads "the 5,000 most
+            frequent tokens") or an explicit list of token ids.
+
+    Returns:
+        [L, H] float32.
+    """
+    ids = torch.arange(min(population, embeddings.shape[0])) if isinstance(population, int) else torch.as_tensor(
+        list(population), dtype=torch.long
+    )
+    if ids.numel() == 0:
+        raise ValueError("sampled_vocab needs a non-empty token population")
+    if ids.max() >= embeddings.shape[0]:
+        raise ValueError(f"sampled_vocab population has id {int(ids.max())} >= vocabulary size {embeddings.shape[0]}")
+    if length <= ids.numel():
+        pick = ids[torch.randperm(ids.numel(), generator=generator)[:length]]
+    else:
+        pick = ids[torch.randint(ids.numel(), (length,), generator=generator)]
+    return embeddings[pick].detach().to(torch.float32).clone()
+
+
+def class_labels(
+    embeddings: torch.Tensor,
+    label_token_ids: Sequence[Sequence[int]],
+    length: int,
+    generator: torch.Generator,
+    population: int | Sequence[int] = 5000,
+) -> torch.Tensor:
+    """Row i = mean embedding of label i's subword tokens; the remaining rows are sampled vocab.
+
+    Args:
+        embeddings: [V, H] input embedding matrix.
+        label_token_ids: one list of token ids per label word (as tokenized for the target side).
+        length: L; must be >= the number of labels.
+
+    Returns:
+        [L, H] float32.
+    """
+    if len(label_token_ids) > length:
+        raise ValueError(f"class_labels init needs prompt length >= number of labels ({len(label_token_ids)}), got {length}")
+    if any(len(ids) == 0 for ids in label_token_ids):
+        raise ValueError("class_labels init got a label word that tokenizes to no tokens")
+    rows = [embeddings[torch.as_tensor(list(ids))].to(torch.float32).mean(0) for ids in label_token_ids]
+    rest = sampled_vocab(embeddings, length - len(rows), generator, population)
+    return torch.cat([torch.stack(rows).detach(), rest]) if rows else rest
+
+
+def weighted_average(prompts: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """sum_r w_r * P_r over prompts of equal shape [L, H]; weights must be non-negative and are used as given."""
+    if not prompts:
+        raise ValueError("weighted_average needs at least one prompt")
+    if len(prompts) != len(weights):
+        raise ValueError(f"weighted_average got {len(prompts)} prompts but {len(weights)} weights")
+    shape = prompts[0].shape
+    for i, p in enumerate(prompts):
+        if p.shape != shape:
+            raise PromptShapeError(f"weighted_average: prompt {i} has shape {tuple(p.shape)}, prompt 0 has {tuple(shape)}")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weighted_average weights must be >= 0, got {list(weights)}")
+    stacked = torch.stack([p.to(torch.float32) for p in prompts])
+    w = torch.as_tensor(list(weights), dtype=torch.float32).view(-1, 1, 1)
+    return (stacked * w).sum(0)
+
+
+def similarity_weights(similarities: Sequence[float]) -> list[float]:
+    """SPoT's top-k weights a_r = sim_r / sum_l sim_l (they sum to 1)."""
+    total = float(sum(similarities))
+    if total <= 0:
+        raise ValueError(f"similarity weights need a positive sum, got {list(similarities)}")
+    return [float(s) / total for s in similarities]
+
+
+def prefix(prompt: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prepends a prompt to embedded inputs.
+
+    Args:
+        prompt: [B, L, H] (or [L, H], broadcast over the batch).
+        embeds: [B, T, H] embedded input tokens.
+        mask: [B, T] attention mask (1 = attend).
+
+    Returns:
+        ([B, L + T, H] embeddings, [B, L + T] mask with ones over the prompt).
+    """
+    if prompt.dim() == 2:
+        prompt = prompt.unsqueeze(0).expand(embeds.shape[0], -1, -1)
+    prompt = prompt.to(embeds.dtype)
+    ones = torch.ones(mask.shape[0], prompt.shape[1], dtype=mask.dtype, device=mask.device)
+    return torch.cat([prompt, embeds], dim=1), torch.cat([ones, mask], dim=1)

@@ -1,0 +1,252 @@
+"""Prompt-tuning loop with evaluation, checkpoints and exact resume.
+
+Everything is written inside `out_dir`:
+
+    resume.pt                      last checkpoint: prompt, optimizer, RNG, step, history (atomic)
+    checkpoints/step_XXXXXXX.safetensors   prompt at each evaluation (if keep_checkpoints)
+    task_embedding.safetensors     prompt after `embedding_step` steps (SPoT's task embedding)
+    best_prompt.safetensors        prompt with the best validation score (SPoT's source prompt)
+    final_prompt.safetensors       prompt after the last step
+    metrics.json                   every evaluation
+    result.json                    final metrics; its presence marks the run finished
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spot_core.data import Codec, Encoded, batch_indices, collate
+from spot_core.evaluation import evaluate
+from spot_core.prompt_files import save_prompt
+from spot_core.prompted import PromptedLM
+from spot_core.tasks.base import Task
+from spot_core.tracking import NullTracker, Tracker
+
+
+class OptimizerName(str, Enum):
+    ADAFACTOR = "adafactor"
+    ADAMW = "adamw"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainerConfig:
+    """Prompt-tuning hyperparameters (defaults: SPoT's optimizer settings, a CPU-sized budget)."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    optimizer: OptimizerName = OptimizerName.ADAFACTOR
+    lr: float = 0.3
+    weight_decay: float = 1e-5
+    decay_rate: float = 0.8  # Adafactor second-moment decay: beta2_t = 1 - t^(-decay_rate)
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    eval_every: int = 100
+    eval_batch_size: int = 16
+    eval_at_start: bool = True
+    embedding_step: int | None = None  # save the task embedding after this step
+    keep_checkpoints: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        self.optimizer = _choice(OptimizerName, self.optimizer, "optimizer")
+        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainerConfig.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.decay_rate <= 0:
+            raise ValueError("TrainerConfig.weight_decay and grad_clip must be >= 0 and decay_rate > 0")
+        if self.embedding_step is not None and not 1 <= self.embedding_step <= self.steps:
+            raise ValueError(f"TrainerConfig.embedding_step must be in 1..steps ({self.steps}), got {self.embedding_step}")
+
+
+def _choice(enum: type[Enum], value: Any, field_name: str) -> Any:
+    try:
+        return enum(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise ValueError(f"{field_name} must be one of: {allowed}; got {value!r}") from None
+
+
+def make_optimizer(config: TrainerConfig, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer is OptimizerName.ADAMW:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    from transformers.optimization import Adafactor
+
+    # SPoT / prompt-tuning: constant LR, no parameter scaling, no relative step, no momentum.
+    return Adafactor(
+        params, lr=config.lr, scale_parameter=False, relative_step=False, warmup_init=False,
+        decay_rate=-config.decay_rate, weight_decay=config.weight_decay, beta1=None, clip_threshold=1.0,
+    )
+
+
+@dataclass
+class TaskData:
+    """A task's encoded training and validation examples."""
+
+    task: Task
+    codec: Codec
+    train: list[Encoded]
+    validation: list[Encoded]
+
+
+class Callback:
+    """Named hooks; override what you need."""
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+
+@dataclass
+class _State:
+    step: int = 0
+    best_score: float = -math.inf
+    best_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+
+class Trainer:
+    def __init__(
+        self, config: TrainerConfig, model: PromptedLM, data: TaskData, out_dir: str | Path,
+        tracker: Tracker | None = None, callbacks: Sequence[Callback] = (), metadata: dict[str, Any] | None = None,
+    ):
+        if not data.train:
+            raise ValueError(f"task {data.task.name!r} has no training examples")
+        if not data.validation:
+            raise ValueError(f"task {data.task.name!r} has no validation examples")
+        self.config, self.model, self.data = config, model, data
+        self.out_dir = Path(out_dir)
+        self.tracker = tracker or NullTracker()
+        self.callbacks = list(callbacks)
+        self.metadata = {"model": model.backbone.name, "task": data.task.name, "seed": config.seed, **(metadata or {})}
+        self.optimizer = make_optimizer(config, [model.prompt.weight])
+        self.device = model.prompt.weight.device
+
+    # --- files -------------------------------------------------------------------------------
+    def _path(self, name: str) -> Path:
+        return self.out_dir / name
+
+    def _save(self, name: str, step: int, **extra: Any) -> Path:
+        return save_prompt(self._path(name), self.model.prompt.weight, step=step, **self.metadata, **extra)
+
+    def _checkpoint(self, state: _State) -> None:
+        blob = {
+            "step": state.step, "prompt": self.model.prompt.weight.detach().cpu().clone(),
+            "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "state": {k: v for k, v in asdict(state).items() if k != "step"},
+        }
+        tmp = self._path(".resume.pt.tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, self._path("resume.pt"))  # atomic: a kill mid-write leaves the previous checkpoint
+
+    def _restore(self) -> _State:
+        path = self._path("resume.pt")
+        if not path.exists():
+            torch.manual_seed(self.config.seed)
+            return _State()
+        blob = torch.load(path, weights_only=False)
+        with torch.no_grad():
+            self.model.prompt.weight.copy_(blob["prompt"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        torch.set_rng_state(blob["rng"])
+        if blob["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        return _State(step=blob["step"], **blob["state"])
+
+    # --- loop --------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Trains (or resumes, or returns the saved result of a finished run) and returns final metrics."""
+        done = self._path("result.json")
+        if done.exists():
+            return json.loads(done.read_text())
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = self._restore()
+        if state.step == 0:
+            self.tracker.log_params({**self.metadata, **_flat(asdict(self.config))})
+            if self.config.eval_at_start:
+                self._evaluate(state)
+        self.model.train()
+        while state.step < self.config.steps:
+            self._train_step(state)
+            if state.step == self.config.embedding_step:
+                self.tracker.log_artifact(self._save("task_embedding.safetensors", state.step))
+            if state.step % self.config.eval_every == 0 or state.step == self.config.steps:
+                self._evaluate(state)
+                self._checkpoint(state)
+        return self._finish(state)
+
+    def _train_step(self, state: _State) -> None:
+        cfg = self.config
+        idx = batch_indices(state.step, cfg.batch_size, len(self.data.train), cfg.seed)
+        batch = {k: v.to(self.device) for k, v in collate([self.data.train[i] for i in idx], self.data.codec).items()}
+        loss = self.model.loss(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at step {state.step + 1} (task {self.data.task.name!r}, "
+                f"lr {cfg.lr}); lower the learning rate or enable grad_clip"
+            )
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([self.model.prompt.weight], cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.loss_sum += loss.item()
+        state.loss_count += 1
+
+    def _evaluate(self, state: _State) -> None:
+        metrics = evaluate(self.model, self.data.codec, self.data.task, self.data.validation, self.config.eval_batch_size)
+        record = {f"val/{k}": v for k, v in metrics.items()}
+        if state.loss_count:
+            record["train/loss"] = state.loss_sum / state.loss_count
+            state.loss_sum, state.loss_count = 0.0, 0
+        state.history.append({"step": state.step, **record})
+        self.tracker.log_metrics(record, state.step)
+        self._path("metrics.json").write_text(json.dumps(state.history, indent=1) + "\n")
+        score = metrics["score"]
+        if state.step > 0 and score > state.best_score:  # step 0 is the init, not a trained checkpoint
+            state.best_score, state.best_step = score, state.step
+            self._save("best_prompt.safetensors", state.step, score=score)
+        if state.step > 0 and self.config.keep_checkpoints:
+            path = self._save(f"checkpoints/step_{state.step:07d}.safetensors", state.step, score=score)
+            for cb in self.callbacks:
+                cb.on_checkpoint(state.step, path)
+        for cb in self.callbacks:
+            cb.on_eval(state.step, record)
+
+    def _finish(self, state: _State) -> dict[str, float]:
+        final = self._save("final_prompt.safetensors", state.step)
+        last = state.history[-1]
+        result = {
+            "best/val_score": state.best_score, "best/step": state.best_step,
+            "final/val_score": last["val/score"], "final/step": state.step,
+        }
+        for name in ("best_prompt.safetensors", "task_embedding.safetensors"):
+            if self._path(name).exists():
+                self.tracker.log_artifact(self._path(name))
+        self.tracker.log_artifact(final)
+        self.tracker.log_metrics({k: float(v) for k, v in result.items()}, state.step)
+        self._path("result.json").write_text(json.dumps(result, indent=1) + "\n")
+        return result
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in d.items()}

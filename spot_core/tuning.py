@@ -1,0 +1,130 @@
+"""One prompt-tuning run from names: model, task, initial prompt, trainer settings.
+
+`tune_prompt(spec, out_dir)` is what the pipelines call for every cell of a study. It checks
+everything a user can get wrong (task name, data files, prompt files and their shapes) before
+any training starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spot_core import prompts
+from spot_core.backbones import Backbone, load_backbone
+from spot_core.data import Codec, encode_examples
+from spot_core.prompt_files import PromptFileError, import_peft, load_numpy_prompt, load_prompt
+from spot_core.prompted import PromptedLM
+from spot_core.prompts import PromptInit, SoftPrompt
+from spot_core.tasks import get_task, load_examples
+from spot_core.trainer import Callback, TaskData, Trainer, TrainerConfig, _choice
+from spot_core.tracking import Tracker
+
+
+@dataclass
+class PromptConfig:
+    """How the prompt starts.
+
+    `files` is one path for init=file (spot .safetensors, a PEFT adapter directory, or a SPoT
+    numpy prompt) and several for init=weighted_average, with `weights` (same length).
+    """
+
+    length: int = 100
+    init: PromptInit = PromptInit.SAMPLED_VOCAB
+    scale: float = 0.5  # random_uniform: U[-scale, scale]
+    population: int = 5000  # sampled_vocab / class_labels: the first N token ids
+    files: Sequence[str] = ()
+    weights: Sequence[float] = ()
+
+    def __post_init__(self):
+        self.init = _choice(PromptInit, self.init, "prompt.init")
+        if self.length < 1:
+            raise ValueError(f"prompt.length must be >= 1, got {self.length}")
+        n = len(self.files)
+        if self.init is PromptInit.FILE and n != 1:
+            raise ValueError(f"prompt.init=file needs exactly one path in prompt.files, got {n}")
+        if self.init is PromptInit.WEIGHTED_AVERAGE and (n == 0 or len(self.weights) != n):
+            raise ValueError(f"prompt.init=weighted_average needs prompt.files and as many prompt.weights ({n} vs {len(self.weights)})")
+
+
+def read_prompt(path: str | Path, hidden_size: int | None = None) -> torch.Tensor:
+    """Any supported prompt file -> [L, H]: spot safetensors, PEFT adapter dir, SPoT numpy."""
+    p = Path(path)
+    if p.is_dir():
+        return import_peft(p)[0]
+    if not p.exists():
+        raise PromptFileError(f"prompt file {p} does not exist")
+    if p.suffix == ".safetensors":
+        return load_prompt(p)[0]
+    return load_numpy_prompt(p, hidden_size)
+
+
+def initial_prompt(cfg: PromptConfig, backbone: Backbone, codec: Codec, label_words: Sequence[str] | None,
+                   seed: int) -> torch.Tensor:
+    """[L, H] initial prompt for `backbone`, checked against its hidden size."""
+    gen = torch.Generator().manual_seed(seed)
+    emb, H = backbone.embeddings.detach().float().cpu(), backbone.hidden_size
+    if cfg.init is PromptInit.RANDOM_UNIFORM:
+        return prompts.random_uniform(cfg.length, H, cfg.scale, gen)
+    if cfg.init is PromptInit.SAMPLED_VOCAB:
+        return prompts.sampled_vocab(emb, cfg.length, gen, cfg.population)
+    if cfg.init is PromptInit.CLASS_LABELS:
+        if not label_words:
+            raise ValueError("prompt.init=class_labels needs a task with a closed label set; use sampled_vocab")
+        ids = [codec.label_word_ids(w) for w in label_words]
+        return prompts.class_labels(emb, ids, cfg.length, gen, cfg.population)
+    loaded = [read_prompt(f, H) for f in cfg.files]
+    for f, p in zip(cfg.files, loaded, strict=True):
+        prompts.check_shape(p, cfg.length, H, what=f"prompt file {f}", model=backbone.name)
+    if cfg.init is PromptInit.FILE:
+        return loaded[0]
+    return prompts.weighted_average(loaded, cfg.weights)
+
+
+@dataclass
+class RunSpec:
+    """Everything one prompt-tuning run needs."""
+
+    model: str
+    task: str
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    data_dir: str | None = None  # offline mirror; None = Hugging Face hub
+    cache_dir: str | None = None
+    max_input_len: int = 256
+    max_target_len: int = 16
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if isinstance(self.prompt, dict):
+            self.prompt = PromptConfig(**self.prompt)
+        if isinstance(self.trainer, dict):
+            self.trainer = TrainerConfig(**self.trainer)
+
+
+def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData]:
+    """Loads task data first (cheap, most likely to be wrong), then the model and the initial prompt."""
+    task = get_task(spec.task)
+    train = load_examples(task, "train", spec.data_dir, spec.max_train_examples)
+    validation = load_examples(task, "validation", spec.data_dir, spec.max_eval_examples)
+    backbone = load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
+    codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_len, spec.max_target_len)
+    init = initial_prompt(spec.prompt, backbone, codec, task.label_words, spec.trainer.seed)
+    model = PromptedLM(backbone, SoftPrompt(init)).to(spec.device)
+    data = TaskData(task, codec, encode_examples(codec, train), encode_examples(codec, validation))
+    return model, data
+
+
+def tune_prompt(spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None,
+                callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Runs (or resumes) one prompt-tuning run; returns its final metrics."""
+    model, data = prepare(spec)
+    meta = {"init": spec.prompt.init.value, "prompt_length": spec.prompt.length}
+    return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta).fit()
