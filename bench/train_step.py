@@ -1,0 +1,225 @@
+"""Prompt-tuning training step: time against PEFT's prompt tuning, against an arithmetic floor, and peak memory.
+
+Run from the repository root:
+
+    python -m bench.train_step [--model smollm2-135m] [--steps 5] [--json out.json]
+
+The spot step is `PromptedLM.loss` + backward + Adafactor on the [L, H] prompt. The PEFT step is
+`peft.get_peft_model(..., PromptTuningConfig)` on a second copy of the same backbone, fed the same
+batch. Steps of the two are interleaved (alternating which goes first) so machine noise hits both.
+The floor counts the FLOPs a frozen forward + input-gradient backward must do and divides by the
+machine's best measured fp32 matmul rate. Peak RSS is measured in a fresh subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from spot_core.backbones import Backbone, load_backbone
+from spot_core.data import Codec, Encoded, collate
+from spot_core.prompted import PromptedLM
+from spot_core.prompts import SoftPrompt, sampled_vocab
+from spot_core.trainer import TrainerConfig, make_optimizer
+
+TARGET_RATIO_PEFT = 0.85
+TARGET_RATIO_FLOOR = 1.5
+TARGET_RSS_GB = 2.5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m", help="backbone name for load_backbone (e.g. tiny-llama)")
+    p.add_argument("--prompt-len", type=int, default=100, help="soft prompt length L")
+    p.add_argument("--batch", type=int, default=8, help="batch size B")
+    p.add_argument("--input-len", type=int, default=64, help="input tokens per example")
+    p.add_argument("--target-len", type=int, default=2, help="target tokens per example (an end token is added)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--matmul-repeats", type=int, default=5, help="best-of-N for the matmul rate")
+    p.add_argument("--no-peft", action="store_true", help="skip the PEFT comparison")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument("--memory-only", action="store_true", help="(internal) run spot steps, print peak RSS as JSON")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def make_batch(backbone: Backbone, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """A decoder-only training batch of random token ids in [100, vocab) with exact lengths.
+
+    Returns:
+        collate's dict: input_ids, attention_mask, labels, each [B, input_len + target_len + 1].
+    """
+    tok = backbone.tokenizer
+    vocab = min(len(tok), backbone.model.config.vocab_size)
+    gen = torch.Generator().manual_seed(args.seed)
+    rows = []
+    for _ in range(args.batch):
+        inp = torch.randint(100, vocab, (args.input_len,), generator=gen).tolist()
+        tgt = torch.randint(100, vocab, (args.target_len,), generator=gen).tolist() + [tok.eos_token_id]
+        rows.append(Encoded(inp, tgt, ""))
+    return collate(rows, Codec(tok, is_encoder_decoder=False))
+
+
+def spot_model(backbone: Backbone, args: argparse.Namespace) -> tuple[PromptedLM, torch.optim.Optimizer]:
+    """PromptedLM with a sampled-vocabulary prompt, in train mode, and its Adafactor."""
+    init = sampled_vocab(backbone.embeddings, args.prompt_len, torch.Generator().manual_seed(args.seed))
+    model = PromptedLM(backbone, SoftPrompt(init)).train()
+    return model, make_optimizer(TrainerConfig(), [model.prompt.weight])
+
+
+def peft_model(backbone: Backbone, args: argparse.Namespace):
+    """PEFT prompt tuning wrapped around `backbone.model`, in train mode, and its Adafactor."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    model = get_peft_model(backbone.model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.prompt_len))
+    model.train()
+    return model, make_optimizer(TrainerConfig(), [p for p in model.parameters() if p.requires_grad])
+
+
+def timed_step(loss_fn, opt: torch.optim.Optimizer) -> float:
+    """One training step (loss, backward, optimizer step); returns wall seconds."""
+    t0 = time.perf_counter()
+    loss = loss_fn()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def count_flops(config, batch: int, prompt_len: int, seq_len: int, n_target: int) -> dict[str, float]:
+    """FLOPs of a frozen forward + input-gradient backward (no weight gradients) over prompt + sequence.
+
+    Args:
+        config: the HF Llama-style config (hidden_size, intermediate_size, heads, kv heads, head_dim, layers).
+        batch: B.
+        prompt_len: L.
+        seq_len: T, input + target tokens.
+        n_target: LM-head positions per example (target tokens).
+
+    Returns:
+        linear, attention, head and total FLOPs.
+    """
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    nh, nkv = config.num_attention_heads, config.num_key_value_heads
+    hd = getattr(config, "head_dim", None) or h // nh
+    params = h * nh * hd + 2 * h * nkv * hd + nh * hd * h + 3 * h * i  # q, k, v, o, gate, up, down
+    s = prompt_len + seq_len
+    tokens = batch * s
+    linear = layers * (2 + 2) * tokens * params  # forward + input gradient
+    attention = layers * (2 * 2 * batch * nh * s * s * hd) * (1 + 2)  # scores + weighted sum, backward x2
+    head = (2 + 2) * batch * n_target * h * config.vocab_size
+    return {"linear": linear, "attention": attention, "head": head, "total": linear + attention + head}
+
+
+def matmul_rate(tokens: int, hidden: int, inter: int, repeats: int) -> dict[str, float]:
+    """Best-of-N fp32 GFLOP/s of torch.matmul on the MLP's shapes ([tokens, H] x [H, I] and [tokens, I] x [I, H])."""
+    gen = torch.Generator().manual_seed(0)
+    rates = {}
+    for name, (m, k, n) in {"up": (tokens, hidden, inter), "down": (tokens, inter, hidden)}.items():
+        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+        torch.matmul(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(4):
+                torch.matmul(a, b)
+            best = min(best, (time.perf_counter() - t0) / 4)
+        rates[name] = 2 * m * k * n / best / 1e9
+    rates["best"] = max(rates.values())
+    return rates
+
+
+def memory_only(args: argparse.Namespace) -> dict[str, float]:
+    """Loads the model and runs warmup + steps spot steps in this process; returns peak RSS."""
+    backbone = load_backbone(args.model)
+    model, opt = spot_model(backbone, args)
+    batch = make_batch(backbone, args)
+    for _ in range(max(1, args.warmup + args.steps)):
+        timed_step(lambda: model.loss(batch), opt)
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    return {"peak_rss_kb": kb, "peak_rss_gb": kb * 1024 / 1e9}
+
+
+def memory_subprocess(args: argparse.Namespace) -> dict[str, float]:
+    """Runs `--memory-only` in a fresh interpreter and parses its JSON line."""
+    cmd = [sys.executable, "-m", "bench.train_step", "--memory-only", "--model", args.model,
+           "--prompt-len", str(args.prompt_len), "--batch", str(args.batch), "--input-len", str(args.input_len),
+           "--target-len", str(args.target_len), "--warmup", "1", "--steps", str(min(args.steps, 2)),
+           "--threads", str(args.threads), "--seed", str(args.seed)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the benchmark, prints a table and returns the figures."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.memory_only:
+        print(json.dumps(memory_only(args)))
+        return {}
+    backbone = load_backbone(args.model)
+    spot, spot_opt = spot_model(backbone, args)
+    batch = make_batch(backbone, args)
+    run = {"spot": (lambda: spot.loss(batch), spot_opt)}
+    if not args.no_peft:
+        pmodel, peft_opt = peft_model(load_backbone(args.model), args)  # a second copy: no shared hooks
+        run["peft"] = (lambda: pmodel(**batch).loss, peft_opt)
+    times: dict[str, list[float]] = {name: [] for name in run}
+    for step in range(args.warmup + args.steps):
+        order = list(run) if step % 2 == 0 else list(run)[::-1]
+        for name in order:
+            t = timed_step(*run[name])
+            if step >= args.warmup:
+                times[name].append(t)
+    res: dict = {"config": {k: v for k, v in vars(args).items() if k != "memory_only"}, "threads": torch.get_num_threads()}
+    res["spot_step_s"] = statistics.median(times["spot"])
+    res["spot_step_all_s"] = times["spot"]
+    line = f"spot step: {res['spot_step_s']:.3f} s"
+    if "peft" in times:
+        res["peft_step_s"] = statistics.median(times["peft"])
+        res["peft_step_all_s"] = times["peft"]
+        res["ratio_spot_peft"] = res["spot_step_s"] / res["peft_step_s"]
+        line += (f"  peft step: {res['peft_step_s']:.3f} s  ratio spot/peft: {res['ratio_spot_peft']:.2f}"
+                 f" (target <= {TARGET_RATIO_PEFT})")
+    print(f"model {args.model}  B={args.batch}  L={args.prompt_len}  input={args.input_len}  "
+          f"target={args.target_len}+eos  threads={res['threads']}  median of {args.steps} steps")
+    print(line)
+
+    cfg = backbone.model.config
+    seq_len = args.input_len + args.target_len + 1
+    flops = count_flops(cfg, args.batch, args.prompt_len, seq_len, args.target_len + 1)
+    rate = matmul_rate(args.batch * (args.prompt_len + seq_len), cfg.hidden_size, cfg.intermediate_size,
+                       args.matmul_repeats)
+    floor = flops["total"] / (rate["best"] * 1e9)
+    res.update(flops=flops, matmul_gflops=rate, floor_s=floor, ratio_spot_floor=res["spot_step_s"] / floor)
+    print(f"flops: {flops['total'] / 1e9:.1f} GFLOP (linear {flops['linear'] / 1e9:.1f}, attention "
+          f"{flops['attention'] / 1e9:.1f}, head {flops['head'] / 1e9:.2f})  matmul rate: {rate['best']:.1f} GFLOP/s "
+          f"(up {rate['up']:.1f}, down {rate['down']:.1f})")
+    print(f"floor: {floor:.3f} s  spot step: {res['spot_step_s']:.3f} s  ratio measured/floor: "
+          f"{res['ratio_spot_floor']:.2f} (target <= {TARGET_RATIO_FLOOR})")
+
+    if not args.no_memory:
+        res.update(memory_subprocess(args))
+        print(f"peak RSS (spot training, fresh process): {res['peak_rss_gb']:.2f} GB "
+              f"({res['peak_rss_kb']} KB) (target < {TARGET_RSS_GB} GB)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()

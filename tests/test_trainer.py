@@ -1,0 +1,128 @@
+"""Trainer: checkpoints, exact resume, determinism, failure modes."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import prompted
+from spot_core.data import encode_examples
+from spot_core.prompt_files import load_prompt
+from spot_core.tasks import get_task
+from spot_core.trainer import NonFiniteLossError, TaskData, Trainer, TrainerConfig
+from spot_core.tracking import MemoryTracker
+
+WORDS = ["good", "great", "fine", "bad", "awful", "dull", "lovely", "poor"]
+TRAIN = [{"inputs": f"sst2 sentence: {w} {v}", "targets": "positive" if i % 2 else "negative"}
+         for i, (w, v) in enumerate(zip(WORDS * 3, reversed(WORDS * 3), strict=True))]
+
+
+def make(name="tiny-t5", out=None, **cfg):
+    model, codec = prompted(name, length=4, seed=1)
+    task = get_task("sst2_v1")
+    data = TaskData(task, codec, encode_examples(codec, TRAIN), encode_examples(codec, TRAIN[:8]))
+    config = TrainerConfig(**{"steps": 12, "batch_size": 4, "eval_every": 4, "eval_batch_size": 4,
+                              "embedding_step": 2, **cfg})
+    return Trainer(config, model, data, out, tracker=MemoryTracker()), model
+
+
+def test_fit_writes_every_artifact_and_only_the_prompt_changes(tmp_path):
+    trainer, model = make(out=tmp_path)
+    init = model.prompt.weight.detach().clone()
+    backbone = {k: v.clone() for k, v in model.model.state_dict().items()}
+    result = trainer.fit()
+    assert {"best/val_score", "best/step", "final/val_score", "final/step"} <= set(result)
+    assert result["final/step"] == 12 and result["best/step"] in (4, 8, 12)
+    for name in ("best_prompt", "task_embedding", "final_prompt"):
+        assert (tmp_path / f"{name}.safetensors").exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_0000004.safetensors", "step_0000008.safetensors", "step_0000012.safetensors"]
+    emb, meta = load_prompt(tmp_path / "task_embedding.safetensors")
+    assert meta["step"] == 2 and meta["task"] == "sst2_v1" and meta["model"] == "tiny-t5"
+    best, meta = load_prompt(tmp_path / "best_prompt.safetensors")
+    assert meta["step"] == result["best/step"] and meta["score"] == result["best/val_score"]
+    final, _ = load_prompt(tmp_path / "final_prompt.safetensors")
+    assert torch.equal(final, model.prompt.weight.detach()) and not torch.equal(final, init)
+    assert all(torch.equal(v, model.model.state_dict()[k]) for k, v in backbone.items())
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["step"] for h in history] == [0, 4, 8, 12]
+    assert "train/loss" in history[1] and "val/accuracy" in history[1]
+    logged = trainer.tracker
+    assert logged.params["optimizer"] == "adafactor" and logged.params["lr"] == 0.3
+    assert [s for s, m in logged.metrics if "val/score" in m] == [0, 4, 8, 12]
+
+
+def test_same_seed_same_prompt_and_other_seed_differs(tmp_path):
+    a, _ = make(out=tmp_path / "a")
+    b, _ = make(out=tmp_path / "b")
+    c, _ = make(out=tmp_path / "c", seed=1)
+    a.fit(), b.fit(), c.fit()
+    pa, pb, pc = (load_prompt(tmp_path / n / "final_prompt.safetensors")[0] for n in "abc")
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+@pytest.mark.parametrize("name", ["tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("kill_after", [3, 6, 11])
+def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, name, kill_after):
+    full, _ = make(name, out=tmp_path / "full", optimizer="adamw", lr=0.05)
+    reference = full.fit()
+
+    crashing, _ = make(name, out=tmp_path / "crash", optimizer="adamw", lr=0.05)
+    real_step = Trainer._train_step
+
+    def step_then_die(self, state):
+        real_step(self, state)
+        if state.step == kill_after:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.fit()
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    resumed, _ = make(name, out=tmp_path / "crash", optimizer="adamw", lr=0.05)
+    assert resumed.fit() == reference
+    for f in ("final_prompt", "best_prompt", "task_embedding"):
+        ours = load_prompt(tmp_path / "crash" / f"{f}.safetensors")
+        theirs = load_prompt(tmp_path / "full" / f"{f}.safetensors")
+        assert torch.equal(ours[0], theirs[0]) and ours[1] == theirs[1]
+    assert json.loads((tmp_path / "crash/metrics.json").read_text()) == json.loads(
+        (tmp_path / "full/metrics.json").read_text())
+
+
+def test_adafactor_resume_is_exact_too(tmp_path, monkeypatch):
+    full, _ = make(out=tmp_path / "full")
+    full.fit()
+    half, _ = make(out=tmp_path / "half", steps=8)
+    half.fit()  # a finished 8-step run leaves its step-8 checkpoint; continue it to 12
+    (tmp_path / "half/result.json").unlink()
+    longer, _ = make(out=tmp_path / "half")
+    longer.fit()
+    assert torch.equal(load_prompt(tmp_path / "full/final_prompt.safetensors")[0],
+                       load_prompt(tmp_path / "half/final_prompt.safetensors")[0])
+
+
+def test_finished_run_is_not_trained_again(tmp_path, monkeypatch):
+    first, _ = make(out=tmp_path)
+    result = first.fit()
+    again, _ = make(out=tmp_path)
+    monkeypatch.setattr(Trainer, "_train_step", lambda *a: pytest.fail("a finished run trained again"))
+    assert again.fit() == result
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    trainer, model = make(out=tmp_path)
+    with torch.no_grad():
+        model.prompt.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 1 .*lower the learning rate"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("optimizer", "sgd", "optimizer must be one of: adafactor, adamw; got 'sgd'"),
+    ("steps", 0, "steps must be >= 1"),
+    ("lr", -1.0, "lr must be > 0"),
+    ("embedding_step", 50, r"embedding_step must be in 1..steps \(10\)"),
+])
+def test_config_errors_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainerConfig(**{"steps": 10, field: value})

