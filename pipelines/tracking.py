@@ -22,7 +22,7 @@ def normalise_uri(uri: str) -> str:
     """Makes a relative sqlite path absolute (Ray workers run in other directories)."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -39,7 +39,7 @@ def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
                 "or use the local store (tracking=local)."
             ) from e
     elif uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)

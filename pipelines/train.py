@@ -1,7 +1,7 @@
 """One prompt-tuning run, tracked in MLflow.
 
-    python -m pipelines.train model=smollm2-135m task=sst2_v1 trainer.steps=200
-    python -m pipelines.train prompt=file prompt.files=[outputs/.../best_prompt.safetensors] task=rte_v1
+python -m pipelines.train model=smollm2-135m task=sst2_v1 trainer.steps=200
+python -m pipelines.train prompt=file prompt.files=[outputs/.../best_prompt.safetensors] task=rte_v1
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines.tracking import MlflowTracker, open_store
 from spot_core.tasks import get_task
-from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
 from spot_core.trainer import TrainerConfig
+from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,11 +34,18 @@ def resolve_data_dir(value: str | None) -> str | None:
 def build_spec(cfg: DictConfig) -> RunSpec:
     m = cfg.model
     return RunSpec(
-        model=m.name, task=cfg.task, prompt=PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True)),
+        model=m.name,
+        task=cfg.task,
+        prompt=PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True)),
         trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
-        data_dir=resolve_data_dir(cfg.data_dir), cache_dir=m.cache_dir, max_input_len=m.max_input_len,
-        max_target_len=m.max_target_len, max_train_examples=cfg.max_train_examples,
-        max_eval_examples=cfg.max_eval_examples, device=m.device, dtype=m.dtype,
+        data_dir=resolve_data_dir(cfg.data_dir),
+        cache_dir=m.cache_dir,
+        max_input_len=m.max_input_len,
+        max_target_len=m.max_target_len,
+        max_train_examples=cfg.max_train_examples,
+        max_eval_examples=cfg.max_eval_examples,
+        device=m.device,
+        dtype=m.dtype,
     )
 
 
@@ -47,8 +54,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     get_task(spec.task)  # an unknown task fails here, before the store or the model is touched
     client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)
     out_dir = Path(cfg.out_dir).resolve()
-    run = client.create_run(experiment_id, run_name=f"{spec.task}-{Path(spec.model).name}-seed{spec.trainer.seed}",
-                            tags={"task": spec.task, "model": spec.model, "out_dir": str(out_dir)})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{spec.task}-{Path(spec.model).name}-seed{spec.trainer.seed}",
+        tags={"task": spec.task, "model": spec.model, "out_dir": str(out_dir)},
+    )
     try:
         result = tune_prompt(spec, out_dir, MlflowTracker(client, run.info.run_id))
     except BaseException:

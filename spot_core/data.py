@@ -27,7 +27,9 @@ class Codec:
 
     def __post_init__(self):
         if self.max_input_len < 1 or self.max_target_len < 1:
-            raise ValueError(f"max_input_len and max_target_len must be >= 1, got {self.max_input_len}, {self.max_target_len}")
+            raise ValueError(
+                f"max_input_len and max_target_len must be >= 1, got {self.max_input_len}, {self.max_target_len}"
+            )
 
     @property
     def pad_id(self) -> int:
@@ -35,16 +37,15 @@ class Codec:
 
     def encode_input(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=self.is_encoder_decoder).input_ids
-        # Keep the end of an encoder input (its </s>); keep the start of a decoder-only input.
-        return ids[: self.max_input_len - 1] + ids[-1:] if len(ids) > self.max_input_len and self.is_encoder_decoder \
-            else ids[: self.max_input_len]
+        # An encoder input keeps its closing </s>; a decoder-only input has none to keep.
+        return _truncate(ids, self.max_input_len, keep_last=self.is_encoder_decoder)
 
     def encode_target(self, text: str) -> list[int]:
         if self.is_encoder_decoder:
             ids = self.tokenizer(text, add_special_tokens=True).input_ids
         else:
             ids = self.tokenizer(" " + text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
-        return ids[: self.max_target_len - 1] + ids[-1:] if len(ids) > self.max_target_len else ids
+        return _truncate(ids, self.max_target_len, keep_last=True)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
@@ -53,6 +54,12 @@ class Codec:
         """A label word's subword ids without the end token (for class-label init)."""
         ids = self.encode_target(word)
         return ids[:-1] if ids and ids[-1] == self.tokenizer.eos_token_id else ids
+
+
+def _truncate(ids: list[int], limit: int, keep_last: bool) -> list[int]:
+    if len(ids) <= limit:
+        return ids
+    return ids[: limit - 1] + ids[-1:] if keep_last else ids[:limit]
 
 
 @dataclass

@@ -32,7 +32,9 @@ def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Enco
     return preds
 
 
-def evaluate(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Encoded], batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Encoded], batch_size: int
+) -> dict[str, float]:
     """Task metrics (0-100) and `score`, their mean."""
     preds = predict(model, codec, task, examples, batch_size)
     return task.score([e.target for e in examples], preds)

@@ -13,20 +13,21 @@ def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, fl
     return {"accuracy": 100.0 * float(np.mean(t == p)) if len(t) else float("nan")}
 
 
-def _floats(values: Sequence[str]) -> np.ndarray:
+def _floats(values: Sequence[str], default: float = -1.0) -> np.ndarray:
+    """Numeric strings -> floats; an unparsable prediction becomes `default` (T5's string_to_float)."""
+
     def parse(v: str) -> float:
         try:
             return float(v)
         except ValueError:
-            return float("nan")  # an unparsable generation counts as a miss, never as 0.0
+            return default
 
     return np.asarray([parse(v) for v in values], dtype=np.float64)
 
 
 def pearson_spearman(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Pearson and Spearman correlation x 100 of numeric strings (STS-B); unparsable predictions -> 0 correlation rows."""
+    """Pearson and Spearman correlation x 100 of numeric strings (STS-B); constant input -> 0."""
     t, p = _floats(targets), _floats(predictions)
-    p = np.where(np.isnan(p), np.nanmean(p) if np.isfinite(p).any() else 0.0, p)
     if np.std(t) == 0 or np.std(p) == 0:
         return {"pearson": 0.0, "spearman": 0.0}
     spearman = pd.Series(t).rank().corr(pd.Series(p).rank())

@@ -54,14 +54,22 @@ def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     except PromptFileError:
         raise
     except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise PromptFileError(f"{path} is not a safetensors prompt file ({e}). For PEFT adapters use "
-                              "import_peft(dir); for SPoT reference numpy prompts use load_numpy_prompt(path).") from e
+        raise PromptFileError(
+            f"{path} is not a safetensors prompt file ({e}). For PEFT adapters use "
+            "import_peft(dir); for SPoT reference numpy prompts use load_numpy_prompt(path)."
+        ) from e
     return tensor.to(torch.float32), {k: json.loads(v) for k, v in raw.items()}
 
 
 def export_peft(
-    out_dir: str | Path, prompt: torch.Tensor, base_model: str, *, is_encoder_decoder: bool, num_layers: int,
-    num_attention_heads: int, tokenizer_name: str | None = None,
+    out_dir: str | Path,
+    prompt: torch.Tensor,
+    base_model: str,
+    *,
+    is_encoder_decoder: bool,
+    num_layers: int,
+    num_attention_heads: int,
+    tokenizer_name: str | None = None,
 ) -> Path:
     """Writes PEFT's prompt-tuning adapter (adapter_config.json + adapter_model.safetensors).
 
@@ -85,8 +93,9 @@ def export_peft(
         "inference_mode": True,
     }
     (out / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    save_file({KEY: prompt.detach().to("cpu", torch.float32).contiguous()}, str(out / PEFT_WEIGHTS),
-              metadata={"format": "pt"})
+    save_file(
+        {KEY: prompt.detach().to("cpu", torch.float32).contiguous()}, str(out / PEFT_WEIGHTS), metadata={"format": "pt"}
+    )
     return out
 
 

@@ -78,6 +78,8 @@ class PromptedLM(nn.Module):
         """
         if self.is_encoder_decoder:
             embeds, full_mask = self.embed(input_ids, mask)
-            return self.model(inputs_embeds=embeds, attention_mask=full_mask, decoder_input_ids=decoder_input_ids).logits
+            return self.model(
+                inputs_embeds=embeds, attention_mask=full_mask, decoder_input_ids=decoder_input_ids
+            ).logits
         out, _ = self.body(input_ids, mask, use_cache=False)
         return self.head(out.last_hidden_state[:, self.prompt.length :])

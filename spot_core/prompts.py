@@ -8,13 +8,13 @@ no special code path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 import torch
 from torch import nn
 
 
-class PromptInit(str, Enum):
+class PromptInit(StrEnum):
     """How a fresh prompt is initialised (SPoT section 2 / Lester et al. 2021)."""
 
     RANDOM_UNIFORM = "random_uniform"
@@ -87,8 +87,10 @@ def sampled_vocab(
     Returns:
         [L, H] float32.
     """
-    ids = torch.arange(min(population, embeddings.shape[0])) if isinstance(population, int) else torch.as_tensor(
-        list(population), dtype=torch.long
+    ids = (
+        torch.arange(min(population, embeddings.shape[0]))
+        if isinstance(population, int)
+        else torch.as_tensor(list(population), dtype=torch.long)
     )
     if ids.numel() == 0:
         raise ValueError("sampled_vocab needs a non-empty token population")
@@ -119,7 +121,9 @@ def class_labels(
         [L, H] float32.
     """
     if len(label_token_ids) > length:
-        raise ValueError(f"class_labels init needs prompt length >= number of labels ({len(label_token_ids)}), got {length}")
+        raise ValueError(
+            f"class_labels init needs prompt length >= number of labels ({len(label_token_ids)}), got {length}"
+        )
     if any(len(ids) == 0 for ids in label_token_ids):
         raise ValueError("class_labels init got a label word that tokenizes to no tokens")
     rows = [embeddings[torch.as_tensor(list(ids))].to(torch.float32).mean(0) for ids in label_token_ids]
@@ -136,7 +140,9 @@ def weighted_average(prompts: Sequence[torch.Tensor], weights: Sequence[float]) 
     shape = prompts[0].shape
     for i, p in enumerate(prompts):
         if p.shape != shape:
-            raise PromptShapeError(f"weighted_average: prompt {i} has shape {tuple(p.shape)}, prompt 0 has {tuple(shape)}")
+            raise PromptShapeError(
+                f"weighted_average: prompt {i} has shape {tuple(p.shape)}, prompt 0 has {tuple(shape)}"
+            )
     if any(w < 0 for w in weights):
         raise ValueError(f"weighted_average weights must be >= 0, got {list(weights)}")
     stacked = torch.stack([p.to(torch.float32) for p in prompts])

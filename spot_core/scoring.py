@@ -44,7 +44,8 @@ def label_scores(model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Seq
         enc = model.model.get_encoder()(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
         dec_in = model.model.prepare_decoder_input_ids_from_labels(labels=lab.masked_fill(lab_mask == 0, -100))
         logits = model.model(
-            encoder_outputs=(enc.repeat_interleave(K, 0),), attention_mask=full_mask.repeat_interleave(K, 0),
+            encoder_outputs=(enc.repeat_interleave(K, 0),),
+            attention_mask=full_mask.repeat_interleave(K, 0),
             decoder_input_ids=dec_in,
         ).logits
         return _token_logprobs(logits, lab, lab_mask).view(B, K)
@@ -69,7 +70,9 @@ def label_scores(model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Seq
 
 
 @torch.no_grad()
-def label_scores_naive(model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> torch.Tensor:
+def label_scores_naive(
+    model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]
+) -> torch.Tensor:
     """Reference implementation of `label_scores`: one full forward per (input, label). [B, K]."""
     device = model.prompt.weight.device
     scores = torch.zeros(len(inputs), len(labels))
@@ -96,8 +99,13 @@ def generate(model: PromptedLM, inputs: Sequence[Sequence[int]], max_new_tokens:
     ids, mask = (t.to(device) for t in pad(inputs, tok.pad_token_id, left=not model.is_encoder_decoder))
     embeds, full_mask = model.embed(ids, mask)
     out = model.model.generate(
-        inputs_embeds=embeds, attention_mask=full_mask, max_new_tokens=max_new_tokens, do_sample=False,
-        num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        inputs_embeds=embeds,
+        attention_mask=full_mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
     )
     rows = [row[1:] if model.is_encoder_decoder else row for row in out.tolist()]  # drop the decoder start token
     # Finished rows are filled with pad after their end token: cut at the end token.

@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from spot_core.tasks.base import Task
 from spot_core.tracking import NullTracker, Tracker
 
 
-class OptimizerName(str, Enum):
+class OptimizerName(StrEnum):
     ADAFACTOR = "adafactor"
     ADAMW = "adamw"
 
@@ -69,7 +69,9 @@ class TrainerConfig:
         if self.weight_decay < 0 or self.grad_clip < 0 or self.decay_rate <= 0:
             raise ValueError("TrainerConfig.weight_decay and grad_clip must be >= 0 and decay_rate > 0")
         if self.embedding_step is not None and not 1 <= self.embedding_step <= self.steps:
-            raise ValueError(f"TrainerConfig.embedding_step must be in 1..steps ({self.steps}), got {self.embedding_step}")
+            raise ValueError(
+                f"TrainerConfig.embedding_step must be in 1..steps ({self.steps}), got {self.embedding_step}"
+            )
 
 
 def _choice(enum: type[Enum], value: Any, field_name: str) -> Any:
@@ -87,8 +89,15 @@ def make_optimizer(config: TrainerConfig, params: Sequence[torch.nn.Parameter]) 
 
     # SPoT / prompt-tuning: constant LR, no parameter scaling, no relative step, no momentum.
     return Adafactor(
-        params, lr=config.lr, scale_parameter=False, relative_step=False, warmup_init=False,
-        decay_rate=-config.decay_rate, weight_decay=config.weight_decay, beta1=None, clip_threshold=1.0,
+        params,
+        lr=config.lr,
+        scale_parameter=False,
+        relative_step=False,
+        warmup_init=False,
+        decay_rate=-config.decay_rate,
+        weight_decay=config.weight_decay,
+        beta1=None,
+        clip_threshold=1.0,
     )
 
 
@@ -124,8 +133,14 @@ class _State:
 
 class Trainer:
     def __init__(
-        self, config: TrainerConfig, model: PromptedLM, data: TaskData, out_dir: str | Path,
-        tracker: Tracker | None = None, callbacks: Sequence[Callback] = (), metadata: dict[str, Any] | None = None,
+        self,
+        config: TrainerConfig,
+        model: PromptedLM,
+        data: TaskData,
+        out_dir: str | Path,
+        tracker: Tracker | None = None,
+        callbacks: Sequence[Callback] = (),
+        metadata: dict[str, Any] | None = None,
     ):
         if not data.train:
             raise ValueError(f"task {data.task.name!r} has no training examples")
@@ -148,8 +163,10 @@ class Trainer:
 
     def _checkpoint(self, state: _State) -> None:
         blob = {
-            "step": state.step, "prompt": self.model.prompt.weight.detach().cpu().clone(),
-            "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "step": state.step,
+            "prompt": self.model.prompt.weight.detach().cpu().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "state": {k: v for k, v in asdict(state).items() if k != "step"},
         }
@@ -213,7 +230,9 @@ class Trainer:
         state.loss_count += 1
 
     def _evaluate(self, state: _State) -> None:
-        metrics = evaluate(self.model, self.data.codec, self.data.task, self.data.validation, self.config.eval_batch_size)
+        metrics = evaluate(
+            self.model, self.data.codec, self.data.task, self.data.validation, self.config.eval_batch_size
+        )
         record = {f"val/{k}": v for k, v in metrics.items()}
         if state.loss_count:
             record["train/loss"] = state.loss_sum / state.loss_count
@@ -236,8 +255,10 @@ class Trainer:
         final = self._save("final_prompt.safetensors", state.step)
         last = state.history[-1]
         result = {
-            "best/val_score": state.best_score, "best/step": state.best_step,
-            "final/val_score": last["val/score"], "final/step": state.step,
+            "best/val_score": state.best_score,
+            "best/step": state.best_step,
+            "final/val_score": last["val/score"],
+            "final/step": state.step,
         }
         for name in ("best_prompt.safetensors", "task_embedding.safetensors"):
             if self._path(name).exists():

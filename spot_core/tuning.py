@@ -21,8 +21,8 @@ from spot_core.prompt_files import PromptFileError, import_peft, load_numpy_prom
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
 from spot_core.tasks import get_task, load_examples
-from spot_core.trainer import Callback, TaskData, Trainer, TrainerConfig, _choice
 from spot_core.tracking import Tracker
+from spot_core.trainer import Callback, TaskData, Trainer, TrainerConfig, _choice
 
 
 @dataclass
@@ -48,7 +48,10 @@ class PromptConfig:
         if self.init is PromptInit.FILE and n != 1:
             raise ValueError(f"prompt.init=file needs exactly one path in prompt.files, got {n}")
         if self.init is PromptInit.WEIGHTED_AVERAGE and (n == 0 or len(self.weights) != n):
-            raise ValueError(f"prompt.init=weighted_average needs prompt.files and as many prompt.weights ({n} vs {len(self.weights)})")
+            raise ValueError(
+                "prompt.init=weighted_average needs prompt.files and as many prompt.weights "
+                f"({n} vs {len(self.weights)})"
+            )
 
 
 def read_prompt(path: str | Path, hidden_size: int | None = None) -> torch.Tensor:
@@ -63,8 +66,9 @@ def read_prompt(path: str | Path, hidden_size: int | None = None) -> torch.Tenso
     return load_numpy_prompt(p, hidden_size)
 
 
-def initial_prompt(cfg: PromptConfig, backbone: Backbone, codec: Codec, label_words: Sequence[str] | None,
-                   seed: int) -> torch.Tensor:
+def initial_prompt(
+    cfg: PromptConfig, backbone: Backbone, codec: Codec, label_words: Sequence[str] | None, seed: int
+) -> torch.Tensor:
     """[L, H] initial prompt for `backbone`, checked against its hidden size."""
     gen = torch.Generator().manual_seed(seed)
     emb, H = backbone.embeddings.detach().float().cpu(), backbone.hidden_size
@@ -122,8 +126,9 @@ def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData]:
     return model, data
 
 
-def tune_prompt(spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None,
-                callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+def tune_prompt(
+    spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None, callbacks: Sequence[Callback] = ()
+) -> dict[str, Any]:
     """Runs (or resumes) one prompt-tuning run; returns its final metrics."""
     model, data = prepare(spec)
     meta = {"init": spec.prompt.init.value, "prompt_length": spec.prompt.length}

@@ -3,20 +3,32 @@
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
-from pipelines.train import run
 from pipelines.tracking import TrackingError
+from pipelines.train import run
 
 
 def compose_train(tmp_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=[
-            "model=tiny-llama", "prompt.length=4", "trainer.steps=4", "trainer.eval_every=2",
-            "trainer.embedding_step=2", "trainer.batch_size=4", "max_train_examples=16", "max_eval_examples=8",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"out_dir={tmp_path}/run", *overrides])
+        return compose(
+            "train",
+            overrides=[
+                "model=tiny-llama",
+                "prompt.length=4",
+                "trainer.steps=4",
+                "trainer.eval_every=2",
+                "trainer.embedding_step=2",
+                "trainer.batch_size=4",
+                "max_train_examples=16",
+                "max_eval_examples=8",
+                f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                f"out_dir={tmp_path}/run",
+                *overrides,
+            ],
+        )
 
 
 def test_train_pipeline_logs_params_metrics_and_prompts(tmp_path, data_dir):

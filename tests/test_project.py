@@ -4,7 +4,6 @@ import ast
 import tomllib
 
 import yaml
-
 from conftest import REPO
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import prompted
+
 from spot_core.prompt_files import (
     PromptFileError,
     export_peft,
@@ -19,12 +19,28 @@ from spot_core.tuning import read_prompt
 
 def test_save_load_is_bit_exact_with_metadata(tmp_path):
     p = torch.randn(7, 5)
-    save_prompt(tmp_path / "p.safetensors", p, model="tiny-llama", task="sst2_v1", step=500, score=91.5,
-                init="sampled_vocab", seed=2)
+    save_prompt(
+        tmp_path / "p.safetensors",
+        p,
+        model="tiny-llama",
+        task="sst2_v1",
+        step=500,
+        score=91.5,
+        init="sampled_vocab",
+        seed=2,
+    )
     loaded, meta = load_prompt(tmp_path / "p.safetensors")
     assert torch.equal(loaded, p)
-    assert meta == {"model": "tiny-llama", "task": "sst2_v1", "step": 500, "score": 91.5, "init": "sampled_vocab",
-                    "seed": 2, "length": 7, "hidden_size": 5}
+    assert meta == {
+        "model": "tiny-llama",
+        "task": "sst2_v1",
+        "step": 500,
+        "score": 91.5,
+        "init": "sampled_vocab",
+        "seed": 2,
+        "length": 7,
+        "hidden_size": 5,
+    }
 
 
 def test_load_errors_are_clear(tmp_path):
@@ -51,9 +67,14 @@ def test_peft_export_loads_in_peft_with_identical_logits(tiny_name, tmp_path):
     model, codec = prompted(tiny_name, length=6)
     model.eval()
     cfg = model.model.config
-    export_peft(tmp_path / "adapter", model.prompt.weight, base_model=tiny_name,
-                is_encoder_decoder=model.is_encoder_decoder, num_layers=cfg.num_hidden_layers,
-                num_attention_heads=cfg.num_attention_heads)
+    export_peft(
+        tmp_path / "adapter",
+        model.prompt.weight,
+        base_model=tiny_name,
+        is_encoder_decoder=model.is_encoder_decoder,
+        num_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+    )
     ids = torch.as_tensor([codec.encode_input("sst2 sentence: it works")])
     mask = torch.ones_like(ids)
     with torch.no_grad():

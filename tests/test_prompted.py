@@ -2,12 +2,14 @@
 
 import torch
 import torch.nn.functional as F
-
 from conftest import prompted
+
 from spot_core.data import IGNORE, collate, encode_examples
 
-EXAMPLES = [{"inputs": "sst2 sentence: a fine film", "targets": "positive"},
-            {"inputs": "sst2 sentence: dull", "targets": "negative"}]
+EXAMPLES = [
+    {"inputs": "sst2 sentence: a fine film", "targets": "positive"},
+    {"inputs": "sst2 sentence: dull", "targets": "negative"},
+]
 
 
 def test_empty_prompt_gives_plain_transformers_logits(tiny_name):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import prompted
 from torch import nn
 
-from conftest import prompted
 from spot_core.scoring import generate, label_scores, label_scores_naive
 
 INPUTS = ["stsb sentence1: a b sentence2: c", "rte sentence1: the cat sat on the mat sentence2: cat"]

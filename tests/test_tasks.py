@@ -34,12 +34,15 @@ def test_label_outside_the_label_set_is_an_error(tmp_path):
         load_examples(task, "train", tmp_path)
 
 
-@pytest.mark.parametrize(("targets", "preds", "expected"), [
-    (["a", "b", "a", "a"], ["a", "b", "b", "a"], {"accuracy": 75.0}),
-    (["1.0", "2.0", "3.0"], ["1.0", "2.0", "3.0"], {"pearson": 100.0, "spearman": 100.0}),
-    (["1.0", "2.0", "3.0"], ["3.0", "2.0", "1.0"], {"pearson": -100.0, "spearman": -100.0}),
-    (["1.0", "2.0", "3.0", "4.0"], ["1.0", "4.0", "9.0", "16.0"], {"pearson": 98.4374, "spearman": 100.0}),
-])
+@pytest.mark.parametrize(
+    ("targets", "preds", "expected"),
+    [
+        (["a", "b", "a", "a"], ["a", "b", "b", "a"], {"accuracy": 75.0}),
+        (["1.0", "2.0", "3.0"], ["1.0", "2.0", "3.0"], {"pearson": 100.0, "spearman": 100.0}),
+        (["1.0", "2.0", "3.0"], ["3.0", "2.0", "1.0"], {"pearson": -100.0, "spearman": -100.0}),
+        (["1.0", "2.0", "3.0", "4.0"], ["1.0", "4.0", "9.0", "16.0"], {"pearson": 98.4374, "spearman": 100.0}),
+    ],
+)
 def test_metrics_table(targets, preds, expected):
     fn = accuracy if "accuracy" in expected else pearson_spearman
     assert fn(targets, preds) == pytest.approx(expected, abs=1e-3)

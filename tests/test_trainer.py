@@ -4,25 +4,28 @@ import json
 
 import pytest
 import torch
-
 from conftest import prompted
+
 from spot_core.data import encode_examples
 from spot_core.prompt_files import load_prompt
 from spot_core.tasks import get_task
-from spot_core.trainer import NonFiniteLossError, TaskData, Trainer, TrainerConfig
 from spot_core.tracking import MemoryTracker
+from spot_core.trainer import NonFiniteLossError, TaskData, Trainer, TrainerConfig
 
 WORDS = ["good", "great", "fine", "bad", "awful", "dull", "lovely", "poor"]
-TRAIN = [{"inputs": f"sst2 sentence: {w} {v}", "targets": "positive" if i % 2 else "negative"}
-         for i, (w, v) in enumerate(zip(WORDS * 3, reversed(WORDS * 3), strict=True))]
+TRAIN = [
+    {"inputs": f"sst2 sentence: {w} {v}", "targets": "positive" if i % 2 else "negative"}
+    for i, (w, v) in enumerate(zip(WORDS * 3, reversed(WORDS * 3), strict=True))
+]
 
 
 def make(name="tiny-t5", out=None, **cfg):
     model, codec = prompted(name, length=4, seed=1)
     task = get_task("sst2_v1")
     data = TaskData(task, codec, encode_examples(codec, TRAIN), encode_examples(codec, TRAIN[:8]))
-    config = TrainerConfig(**{"steps": 12, "batch_size": 4, "eval_every": 4, "eval_batch_size": 4,
-                              "embedding_step": 2, **cfg})
+    config = TrainerConfig(
+        **{"steps": 12, "batch_size": 4, "eval_every": 4, "eval_batch_size": 4, "embedding_step": 2, **cfg}
+    )
     return Trainer(config, model, data, out, tracker=MemoryTracker()), model
 
 
@@ -36,7 +39,10 @@ def test_fit_writes_every_artifact_and_only_the_prompt_changes(tmp_path):
     for name in ("best_prompt", "task_embedding", "final_prompt"):
         assert (tmp_path / f"{name}.safetensors").exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "step_0000004.safetensors", "step_0000008.safetensors", "step_0000012.safetensors"]
+        "step_0000004.safetensors",
+        "step_0000008.safetensors",
+        "step_0000012.safetensors",
+    ]
     emb, meta = load_prompt(tmp_path / "task_embedding.safetensors")
     assert meta["step"] == 2 and meta["task"] == "sst2_v1" and meta["model"] == "tiny-t5"
     best, meta = load_prompt(tmp_path / "best_prompt.safetensors")
@@ -86,7 +92,8 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, name, ki
         theirs = load_prompt(tmp_path / "full" / f"{f}.safetensors")
         assert torch.equal(ours[0], theirs[0]) and ours[1] == theirs[1]
     assert json.loads((tmp_path / "crash/metrics.json").read_text()) == json.loads(
-        (tmp_path / "full/metrics.json").read_text())
+        (tmp_path / "full/metrics.json").read_text()
+    )
 
 
 def test_adafactor_resume_is_exact_too(tmp_path, monkeypatch):
@@ -97,8 +104,10 @@ def test_adafactor_resume_is_exact_too(tmp_path, monkeypatch):
     (tmp_path / "half/result.json").unlink()
     longer, _ = make(out=tmp_path / "half")
     longer.fit()
-    assert torch.equal(load_prompt(tmp_path / "full/final_prompt.safetensors")[0],
-                       load_prompt(tmp_path / "half/final_prompt.safetensors")[0])
+    assert torch.equal(
+        load_prompt(tmp_path / "full/final_prompt.safetensors")[0],
+        load_prompt(tmp_path / "half/final_prompt.safetensors")[0],
+    )
 
 
 def test_finished_run_is_not_trained_again(tmp_path, monkeypatch):
@@ -117,12 +126,15 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
         trainer.fit()
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("optimizer", "sgd", "optimizer must be one of: adafactor, adamw; got 'sgd'"),
-    ("steps", 0, "steps must be >= 1"),
-    ("lr", -1.0, "lr must be > 0"),
-    ("embedding_step", 50, r"embedding_step must be in 1..steps \(10\)"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("optimizer", "sgd", "optimizer must be one of: adafactor, adamw; got 'sgd'"),
+        ("steps", 0, "steps must be >= 1"),
+        ("lr", -1.0, "lr must be > 0"),
+        ("embedding_step", 50, r"embedding_step must be in 1..steps \(10\)"),
+    ],
+)
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainerConfig(**{"steps": 10, field: value})

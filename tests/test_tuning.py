@@ -14,9 +14,16 @@ SMALL = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_batch_size": 8, "em
 
 
 def spec(data_dir, model="tiny-llama", task="sst2_v1", **prompt):
-    return RunSpec(model=model, task=task, prompt=PromptConfig(**{"length": 4, **prompt}),
-                   trainer=TrainerConfig(**SMALL), data_dir=str(data_dir), max_train_examples=32,
-                   max_eval_examples=16, max_input_len=48)
+    return RunSpec(
+        model=model,
+        task=task,
+        prompt=PromptConfig(**{"length": 4, **prompt}),
+        trainer=TrainerConfig(**SMALL),
+        data_dir=str(data_dir),
+        max_train_examples=32,
+        max_eval_examples=16,
+        max_input_len=48,
+    )
 
 
 @pytest.mark.parametrize("task", ["sst2_v1", "rte_v1", "stsb_v1"])
@@ -72,5 +79,7 @@ def test_local_hf_directory_loads_frozen(tmp_path):
     tiny.tokenizer.save_pretrained(tmp_path / "m")
     loaded = load_backbone(str(tmp_path / "m"))
     assert loaded.is_encoder_decoder and all(not p.requires_grad for p in loaded.model.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(tiny.model.state_dict().values(),
-                                                  loaded.model.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(tiny.model.state_dict().values(), loaded.model.state_dict().values(), strict=True)
+    )

@@ -28,20 +28,42 @@ def stsb_target(score: float) -> str:
     return f"{round(score * 5) / 5:.1f}"
 
 
-register(Task(
-    name="sst2_v1", hub_id=HUB, hub_config="sst2", splits=TRAIN_VAL,
-    preprocess=lambda r: {"inputs": f"sst2 sentence: {r['sentence']}", "targets": _label(SST2_LABELS)(r)},
-    metrics=(accuracy,), label_words=SST2_LABELS,
-))
-register(Task(
-    name="rte_v1", hub_id=HUB, hub_config="rte", splits=TRAIN_VAL,
-    preprocess=lambda r: {"inputs": f"rte sentence1: {r['sentence1']} sentence2: {r['sentence2']}",
-                          "targets": _label(RTE_LABELS)(r)},
-    metrics=(accuracy,), label_words=RTE_LABELS,
-))
-register(Task(
-    name="stsb_v1", hub_id=HUB, hub_config="stsb", splits=TRAIN_VAL,
-    preprocess=lambda r: {"inputs": f"stsb sentence1: {r['sentence1']} sentence2: {r['sentence2']}",
-                          "targets": stsb_target(r["label"])},
-    metrics=(pearson_spearman,), label_words=STSB_LABELS,
-))
+register(
+    Task(
+        name="sst2_v1",
+        hub_id=HUB,
+        hub_config="sst2",
+        splits=TRAIN_VAL,
+        preprocess=lambda r: {"inputs": f"sst2 sentence: {r['sentence']}", "targets": _label(SST2_LABELS)(r)},
+        metrics=(accuracy,),
+        label_words=SST2_LABELS,
+    )
+)
+register(
+    Task(
+        name="rte_v1",
+        hub_id=HUB,
+        hub_config="rte",
+        splits=TRAIN_VAL,
+        preprocess=lambda r: {
+            "inputs": f"rte sentence1: {r['sentence1']} sentence2: {r['sentence2']}",
+            "targets": _label(RTE_LABELS)(r),
+        },
+        metrics=(accuracy,),
+        label_words=RTE_LABELS,
+    )
+)
+register(
+    Task(
+        name="stsb_v1",
+        hub_id=HUB,
+        hub_config="stsb",
+        splits=TRAIN_VAL,
+        preprocess=lambda r: {
+            "inputs": f"stsb sentence1: {r['sentence1']} sentence2: {r['sentence2']}",
+            "targets": stsb_target(r["label"]),
+        },
+        metrics=(pearson_spearman,),
+        label_words=STSB_LABELS,
+    )
+)
