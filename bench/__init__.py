@@ -1,1 +1,2 @@
-"""Benchmarks: prompt-tuning step time and memory (`bench.train_step`), rank classification (`bench.rank_eval`)."""
+"""Benchmarks: prompt-tuning step time and memory (`bench.train_step`), rank classification
+(`bench.rank_eval`)."""

@@ -1,4 +1,4 @@
-"""Rank classification over 26 labels: cached `label_scores` against one-forward-per-label `label_scores_naive`.
+"""Rank classification over 26 labels: cached `label_scores` against `label_scores_naive`.
 
 Run from the repository root:
 
@@ -34,11 +34,11 @@ TARGET_SPEEDUP = 3.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="smollm2-135m", help="backbone name for load_backbone (e.g. tiny-llama)")
+    p.add_argument("--model", default="smollm2-135m", help="backbone for load_backbone (or tiny-llama)")
     p.add_argument("--examples", type=int, default=16, help="number of inputs N")
     p.add_argument("--batch", type=int, default=8, help="inputs per label_scores call")
     p.add_argument("--prompt-len", type=int, default=100, help="soft prompt length L")
-    p.add_argument("--data-dir", default="../shared/data", help="offline data mirror (synthetic inputs if missing)")
+    p.add_argument("--data-dir", default="../shared/data", help="offline data mirror (else synthetic)")
     p.add_argument("--input-len", type=int, default=40, help="tokens per synthetic input")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument("--seed", type=int, default=0)
@@ -59,12 +59,15 @@ def load_inputs(backbone: Backbone, codec: Codec, args: argparse.Namespace) -> t
             pass
     vocab = min(len(backbone.tokenizer), backbone.model.config.vocab_size)
     gen = torch.Generator().manual_seed(args.seed)
-    return [torch.randint(100, vocab, (args.input_len,), generator=gen).tolist() for _ in range(args.examples)], "synthetic"
+    n, length = args.examples, args.input_len
+    rows = [torch.randint(100, vocab, (length,), generator=gen).tolist() for _ in range(n)]
+    return rows, "synthetic"
 
 
 def batched_scores(model: PromptedLM, inputs: list[list[int]], labels: list[list[int]], batch: int) -> torch.Tensor:
     """label_scores over `inputs` in chunks of `batch`; [N, K] on the CPU."""
-    return torch.cat([label_scores(model, inputs[i : i + batch], labels).cpu() for i in range(0, len(inputs), batch)])
+    chunks = range(0, len(inputs), batch)
+    return torch.cat([label_scores(model, inputs[i : i + batch], labels).cpu() for i in chunks])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -93,19 +96,30 @@ def main(argv: list[str] | None = None) -> dict:
     agree = int((fast.argmax(-1) == naive.argmax(-1)).sum())
     max_diff = float((fast - naive).abs().max())
     res = {
-        "config": vars(args), "threads": torch.get_num_threads(), "inputs": source,
-        "mean_input_tokens": sum(map(len, inputs)) / len(inputs), "num_labels": len(labels),
-        "label_tokens": [len(lab) for lab in labels], "spot_s": t_spot, "naive_s": t_naive,
-        "speedup_naive_over_spot": t_naive / t_spot, "argmax_agree": agree, "argmax_total": len(inputs),
+        "config": vars(args),
+        "threads": torch.get_num_threads(),
+        "inputs": source,
+        "mean_input_tokens": sum(map(len, inputs)) / len(inputs),
+        "num_labels": len(labels),
+        "label_tokens": [len(lab) for lab in labels],
+        "spot_s": t_spot,
+        "naive_s": t_naive,
+        "speedup_naive_over_spot": t_naive / t_spot,
+        "argmax_agree": agree,
+        "argmax_total": len(inputs),
         "max_abs_score_diff": max_diff,
     }
-    print(f"model {args.model}  N={len(inputs)} ({source}, mean {res['mean_input_tokens']:.1f} tokens)  "
-          f"K={len(labels)} labels ({min(res['label_tokens'])}-{max(res['label_tokens'])} target tokens)  "
-          f"L={args.prompt_len}  batch={args.batch}  threads={res['threads']}")
+    print(
+        f"model {args.model}  N={len(inputs)} ({source}, mean {res['mean_input_tokens']:.1f} tokens)  "
+        f"K={len(labels)} labels ({min(res['label_tokens'])}-{max(res['label_tokens'])} target tokens)  "
+        f"L={args.prompt_len}  batch={args.batch}  threads={res['threads']}"
+    )
     print(f"argmax agree: {agree}/{len(inputs)}  max abs score difference: {max_diff:.2e}")
-    print(f"spot label_scores: {t_spot:.2f} s ({t_spot / len(inputs):.3f} s/example)  "
-          f"naive: {t_naive:.2f} s ({t_naive / len(inputs):.3f} s/example)  "
-          f"ratio naive/spot: {res['speedup_naive_over_spot']:.1f}x (target >= {TARGET_SPEEDUP:.0f}x)")
+    print(
+        f"spot label_scores: {t_spot:.2f} s ({t_spot / len(inputs):.3f} s/example)  "
+        f"naive: {t_naive:.2f} s ({t_naive / len(inputs):.3f} s/example)  "
+        f"ratio naive/spot: {res['speedup_naive_over_spot']:.1f}x (target >= {TARGET_SPEEDUP:.0f}x)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -1,4 +1,4 @@
-"""Prompt-tuning training step: time against PEFT's prompt tuning, against an arithmetic floor, and peak memory.
+"""Prompt-tuning training step: time against PEFT's prompt tuning and an arithmetic floor; peak memory.
 
 Run from the repository root:
 
@@ -38,11 +38,11 @@ TARGET_RSS_GB = 2.5
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="smollm2-135m", help="backbone name for load_backbone (e.g. tiny-llama)")
+    p.add_argument("--model", default="smollm2-135m", help="backbone for load_backbone (or tiny-llama)")
     p.add_argument("--prompt-len", type=int, default=100, help="soft prompt length L")
     p.add_argument("--batch", type=int, default=8, help="batch size B")
     p.add_argument("--input-len", type=int, default=64, help="input tokens per example")
-    p.add_argument("--target-len", type=int, default=2, help="target tokens per example (an end token is added)")
+    p.add_argument("--target-len", type=int, default=2, help="target tokens (+ an end token)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--matmul-repeats", type=int, default=5, help="best-of-N for the matmul rate")
     p.add_argument("--no-peft", action="store_true", help="skip the PEFT comparison")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
-    p.add_argument("--memory-only", action="store_true", help="(internal) run spot steps, print peak RSS as JSON")
+    p.add_argument("--memory-only", action="store_true", help="(internal) spot steps, print peak RSS JSON")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
@@ -83,7 +83,8 @@ def peft_model(backbone: Backbone, args: argparse.Namespace):
     """PEFT prompt tuning wrapped around `backbone.model`, in train mode, and its Adafactor."""
     from peft import PromptTuningConfig, get_peft_model
 
-    model = get_peft_model(backbone.model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.prompt_len))
+    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.prompt_len)
+    model = get_peft_model(backbone.model, config)
     model.train()
     return model, make_optimizer(TrainerConfig(), [p for p in model.parameters() if p.requires_grad])
 
@@ -124,7 +125,7 @@ def count_flops(config, batch: int, prompt_len: int, seq_len: int, n_target: int
 
 
 def matmul_rate(tokens: int, hidden: int, inter: int, repeats: int) -> dict[str, float]:
-    """Best-of-N fp32 GFLOP/s of torch.matmul on the MLP's shapes ([tokens, H] x [H, I] and [tokens, I] x [I, H])."""
+    """Best-of-N fp32 GFLOP/s of torch.matmul on MLP shapes: [tokens, H] x [H, I] and [tokens, I] x [I, H]."""
     gen = torch.Generator().manual_seed(0)
     rates = {}
     for name, (m, k, n) in {"up": (tokens, hidden, inter), "down": (tokens, inter, hidden)}.items():
@@ -141,23 +142,48 @@ def matmul_rate(tokens: int, hidden: int, inter: int, repeats: int) -> dict[str,
     return rates
 
 
-def memory_only(args: argparse.Namespace) -> dict[str, float]:
-    """Loads the model and runs warmup + steps spot steps in this process; returns peak RSS."""
+def peak_rss_kb() -> tuple[int, int]:
+    """(VmHWM, ru_maxrss) of this process in KB.
+
+    VmHWM (/proc/self/status) is this address space's own high-water mark. ru_maxrss also keeps the
+    pre-exec address space's peak, which for a child started with vfork/posix_spawn is the parent's
+    RSS: it overstates a subprocess's peak, so VmHWM is the figure reported (ru_maxrss off Linux).
+    """
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        hwm = maxrss
+    return hwm, maxrss
+
+
+def memory_only(args: argparse.Namespace) -> dict:
+    """Loads the model and runs warmup + steps spot steps in this process; returns peak RSS figures."""
     backbone = load_backbone(args.model)
+    loaded = peak_rss_kb()[0]
     model, opt = spot_model(backbone, args)
     batch = make_batch(backbone, args)
+    per_step = []
     for _ in range(max(1, args.warmup + args.steps)):
         timed_step(lambda: model.loss(batch), opt)
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
-    return {"peak_rss_kb": kb, "peak_rss_gb": kb * 1024 / 1e9}
+        per_step.append(peak_rss_kb()[0] * 1024 / 1e9)
+    hwm, maxrss = peak_rss_kb()
+    return {
+        "peak_rss_kb": hwm,
+        "peak_rss_gb": hwm * 1024 / 1e9,
+        "ru_maxrss_kb": maxrss,
+        "peak_rss_after_load_gb": loaded * 1024 / 1e9,
+        "peak_rss_after_each_step_gb": per_step,
+    }
 
 
-def memory_subprocess(args: argparse.Namespace) -> dict[str, float]:
+def memory_subprocess(args: argparse.Namespace) -> dict:
     """Runs `--memory-only` in a fresh interpreter and parses its JSON line."""
-    cmd = [sys.executable, "-m", "bench.train_step", "--memory-only", "--model", args.model,
-           "--prompt-len", str(args.prompt_len), "--batch", str(args.batch), "--input-len", str(args.input_len),
-           "--target-len", str(args.target_len), "--warmup", "1", "--steps", str(min(args.steps, 2)),
-           "--threads", str(args.threads), "--seed", str(args.seed)]
+    opts = dict(model=args.model, prompt_len=args.prompt_len, batch=args.batch, input_len=args.input_len)
+    opts.update(target_len=args.target_len, warmup=1, steps=min(args.steps, 2), threads=args.threads, seed=args.seed)
+    flags = [x for k, v in opts.items() for x in ("--" + k.replace("_", "-"), str(v))]
+    cmd = [sys.executable, "-m", "bench.train_step", "--memory-only", *flags]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -170,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.memory_only:
         print(json.dumps(memory_only(args)))
         return {}
+    # Memory first, while this process is small: the child's figures must not see the parent's RSS.
+    memory = None if args.no_memory else memory_subprocess(args)
     backbone = load_backbone(args.model)
     spot, spot_opt = spot_model(backbone, args)
     batch = make_batch(backbone, args)
@@ -184,37 +212,41 @@ def main(argv: list[str] | None = None) -> dict:
             t = timed_step(*run[name])
             if step >= args.warmup:
                 times[name].append(t)
-    res: dict = {"config": {k: v for k, v in vars(args).items() if k != "memory_only"}, "threads": torch.get_num_threads()}
-    res["spot_step_s"] = statistics.median(times["spot"])
+    res: dict = {"config": {k: v for k, v in vars(args).items() if k != "memory_only"}}
+    res.update(threads=torch.get_num_threads(), spot_step_s=statistics.median(times["spot"]))
     res["spot_step_all_s"] = times["spot"]
     line = f"spot step: {res['spot_step_s']:.3f} s"
     if "peft" in times:
-        res["peft_step_s"] = statistics.median(times["peft"])
-        res["peft_step_all_s"] = times["peft"]
+        res.update(peft_step_s=statistics.median(times["peft"]), peft_step_all_s=times["peft"])
         res["ratio_spot_peft"] = res["spot_step_s"] / res["peft_step_s"]
-        line += (f"  peft step: {res['peft_step_s']:.3f} s  ratio spot/peft: {res['ratio_spot_peft']:.2f}"
-                 f" (target <= {TARGET_RATIO_PEFT})")
-    print(f"model {args.model}  B={args.batch}  L={args.prompt_len}  input={args.input_len}  "
-          f"target={args.target_len}+eos  threads={res['threads']}  median of {args.steps} steps")
+        line += f"  peft step: {res['peft_step_s']:.3f} s  ratio spot/peft: {res['ratio_spot_peft']:.2f}"
+        line += f" (target <= {TARGET_RATIO_PEFT})"
+    head = (
+        f"model {args.model}  B={args.batch}  L={args.prompt_len}  input={args.input_len}  target={args.target_len}+eos"
+    )
+    print(f"{head}  threads={res['threads']}  median of {args.steps} steps")
     print(line)
 
     cfg = backbone.model.config
     seq_len = args.input_len + args.target_len + 1
     flops = count_flops(cfg, args.batch, args.prompt_len, seq_len, args.target_len + 1)
-    rate = matmul_rate(args.batch * (args.prompt_len + seq_len), cfg.hidden_size, cfg.intermediate_size,
-                       args.matmul_repeats)
+    tokens = args.batch * (args.prompt_len + seq_len)
+    rate = matmul_rate(tokens, cfg.hidden_size, cfg.intermediate_size, args.matmul_repeats)
     floor = flops["total"] / (rate["best"] * 1e9)
     res.update(flops=flops, matmul_gflops=rate, floor_s=floor, ratio_spot_floor=res["spot_step_s"] / floor)
-    print(f"flops: {flops['total'] / 1e9:.1f} GFLOP (linear {flops['linear'] / 1e9:.1f}, attention "
-          f"{flops['attention'] / 1e9:.1f}, head {flops['head'] / 1e9:.2f})  matmul rate: {rate['best']:.1f} GFLOP/s "
-          f"(up {rate['up']:.1f}, down {rate['down']:.1f})")
-    print(f"floor: {floor:.3f} s  spot step: {res['spot_step_s']:.3f} s  ratio measured/floor: "
-          f"{res['ratio_spot_floor']:.2f} (target <= {TARGET_RATIO_FLOOR})")
+    g = {k: v / 1e9 for k, v in flops.items()}
+    parts = f"linear {g['linear']:.1f}, attention {g['attention']:.1f}, head {g['head']:.2f}"
+    rates = f"up {rate['up']:.1f}, down {rate['down']:.1f}"
+    print(f"flops: {g['total']:.1f} GFLOP ({parts})  matmul rate: {rate['best']:.1f} GFLOP/s ({rates})")
+    ratio = f"ratio measured/floor: {res['ratio_spot_floor']:.2f} (target <= {TARGET_RATIO_FLOOR})"
+    print(f"floor: {floor:.3f} s  spot step: {res['spot_step_s']:.3f} s  {ratio}")
 
-    if not args.no_memory:
-        res.update(memory_subprocess(args))
-        print(f"peak RSS (spot training, fresh process): {res['peak_rss_gb']:.2f} GB "
-              f"({res['peak_rss_kb']} KB) (target < {TARGET_RSS_GB} GB)")
+    if memory is not None:
+        res.update(memory)
+        peak = f"{res['peak_rss_gb']:.2f} GB ({res['peak_rss_kb']} KB)"
+        print(f"peak RSS (spot training, fresh process): {peak} (target < {TARGET_RSS_GB} GB)")
+        steps = ", ".join(f"{g:.2f}" for g in res["peak_rss_after_each_step_gb"])
+        print(f"  peak RSS after loading: {res['peak_rss_after_load_gb']:.2f} GB; after each step: {steps} GB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
