@@ -28,7 +28,7 @@ from spot_core.backbones import Backbone, load_backbone
 from spot_core.data import Codec, Encoded, collate
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, sampled_vocab
-from spot_core.trainer import TrainerConfig, make_optimizer
+from spot_core.trainer import TrainerConfig, accumulate_gradients, make_optimizer
 
 TARGET_RATIO_PEFT = 0.85
 TARGET_RATIO_FLOOR = 1.5
@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m", help="backbone for load_backbone (or tiny-llama)")
     p.add_argument("--prompt-len", type=int, default=100, help="soft prompt length L")
     p.add_argument("--batch", type=int, default=8, help="batch size B")
+    p.add_argument("--micro-batch", type=int, default=None, help="spot: backpropagate B in chunks of this size")
     p.add_argument("--input-len", type=int, default=64, help="input tokens per example")
     p.add_argument("--target-len", type=int, default=2, help="target tokens (+ an end token)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
@@ -55,11 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_batch(backbone: Backbone, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+def make_batch(backbone: Backbone, args: argparse.Namespace) -> list[Encoded]:
     """A decoder-only training batch of random token ids in [100, vocab) with exact lengths.
 
     Returns:
-        collate's dict: input_ids, attention_mask, labels, each [B, input_len + target_len + 1].
+        B examples of input_len input tokens and target_len + 1 target tokens.
     """
     tok = backbone.tokenizer
     vocab = min(len(tok), backbone.model.config.vocab_size)
@@ -69,7 +70,7 @@ def make_batch(backbone: Backbone, args: argparse.Namespace) -> dict[str, torch.
         inp = torch.randint(100, vocab, (args.input_len,), generator=gen).tolist()
         tgt = torch.randint(100, vocab, (args.target_len,), generator=gen).tolist() + [tok.eos_token_id]
         rows.append(Encoded(inp, tgt, ""))
-    return collate(rows, Codec(tok, is_encoder_decoder=False))
+    return rows
 
 
 def spot_model(backbone: Backbone, args: argparse.Namespace) -> tuple[PromptedLM, torch.optim.Optimizer]:
@@ -89,11 +90,16 @@ def peft_model(backbone: Backbone, args: argparse.Namespace):
     return model, make_optimizer(TrainerConfig(), [p for p in model.parameters() if p.requires_grad])
 
 
-def timed_step(loss_fn, opt: torch.optim.Optimizer) -> float:
-    """One training step (loss, backward, optimizer step); returns wall seconds."""
+def spot_backward(model: PromptedLM, rows: list[Encoded], args: argparse.Namespace):
+    """The trainer's forward + backward: `accumulate_gradients` over micro-batches."""
+    codec = Codec(model.backbone.tokenizer, is_encoder_decoder=False)
+    return lambda: accumulate_gradients(model, rows, codec, args.micro_batch or args.batch)
+
+
+def timed_step(backward_fn, opt: torch.optim.Optimizer) -> float:
+    """One training step (forward + backward, optimizer step); returns wall seconds."""
     t0 = time.perf_counter()
-    loss = loss_fn()
-    loss.backward()
+    backward_fn()
     opt.step()
     opt.zero_grad(set_to_none=True)
     return time.perf_counter() - t0
@@ -163,10 +169,10 @@ def memory_only(args: argparse.Namespace) -> dict:
     backbone = load_backbone(args.model)
     loaded = peak_rss_kb()[0]
     model, opt = spot_model(backbone, args)
-    batch = make_batch(backbone, args)
+    backward = spot_backward(model, make_batch(backbone, args), args)
     per_step = []
     for _ in range(max(1, args.warmup + args.steps)):
-        timed_step(lambda: model.loss(batch), opt)
+        timed_step(backward, opt)
         per_step.append(peak_rss_kb()[0] * 1024 / 1e9)
     hwm, maxrss = peak_rss_kb()
     return {
@@ -181,6 +187,8 @@ def memory_only(args: argparse.Namespace) -> dict:
 def memory_subprocess(args: argparse.Namespace) -> dict:
     """Runs `--memory-only` in a fresh interpreter and parses its JSON line."""
     opts = dict(model=args.model, prompt_len=args.prompt_len, batch=args.batch, input_len=args.input_len)
+    if args.micro_batch:
+        opts["micro_batch"] = args.micro_batch
     opts.update(target_len=args.target_len, warmup=1, steps=min(args.steps, 2), threads=args.threads, seed=args.seed)
     flags = [x for k, v in opts.items() for x in ("--" + k.replace("_", "-"), str(v))]
     cmd = [sys.executable, "-m", "bench.train_step", "--memory-only", *flags]
@@ -200,11 +208,12 @@ def main(argv: list[str] | None = None) -> dict:
     memory = None if args.no_memory else memory_subprocess(args)
     backbone = load_backbone(args.model)
     spot, spot_opt = spot_model(backbone, args)
-    batch = make_batch(backbone, args)
-    run = {"spot": (lambda: spot.loss(batch), spot_opt)}
+    rows = make_batch(backbone, args)
+    run = {"spot": (spot_backward(spot, rows, args), spot_opt)}
     if not args.no_peft:
         pmodel, peft_opt = peft_model(load_backbone(args.model), args)  # a second copy: no shared hooks
-        run["peft"] = (lambda: pmodel(**batch).loss, peft_opt)
+        batch = collate(rows, Codec(backbone.tokenizer, is_encoder_decoder=False))
+        run["peft"] = (lambda: pmodel(**batch).loss.backward(), peft_opt)
     times: dict[str, list[float]] = {name: [] for name in run}
     for step in range(args.warmup + args.steps):
         order = list(run) if step % 2 == 0 else list(run)[::-1]
@@ -221,9 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
         res["ratio_spot_peft"] = res["spot_step_s"] / res["peft_step_s"]
         line += f"  peft step: {res['peft_step_s']:.3f} s  ratio spot/peft: {res['ratio_spot_peft']:.2f}"
         line += f" (target <= {TARGET_RATIO_PEFT})"
-    head = (
-        f"model {args.model}  B={args.batch}  L={args.prompt_len}  input={args.input_len}  target={args.target_len}+eos"
-    )
+    shape = f"L={args.prompt_len}  input={args.input_len}  target={args.target_len}+eos"
+    head = f"model {args.model}  B={args.batch} (micro {args.micro_batch or args.batch})  {shape}"
     print(f"{head}  threads={res['threads']}  median of {args.steps} steps")
     print(line)
 

@@ -55,20 +55,22 @@ class PromptedLM(nn.Module):
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy over target tokens only (teacher forcing)."""
+    def loss(self, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy over target tokens only (teacher forcing): their mean, or their sum."""
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         if self.is_encoder_decoder:
             dec_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
             logits = self.logits(ids, mask, decoder_input_ids=dec_ids)
-            return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            return F.cross_entropy(
+                logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction=reduction
+            )
         out, _ = self.body(ids, mask, use_cache=False)
         hidden = out.last_hidden_state[:, self.prompt.length :]
         # Position t predicts token t + 1. The LM head runs only where there is a target token:
         # over a 49K vocabulary it would otherwise be a large share of the step.
         nxt = labels[:, 1:]
         where = nxt != IGNORE
-        return F.cross_entropy(self.head(hidden[:, :-1][where]), nxt[where])
+        return F.cross_entropy(self.head(hidden[:, :-1][where]), nxt[where], reduction=reduction)
 
     def logits(self, input_ids: torch.Tensor, mask: torch.Tensor, decoder_input_ids: torch.Tensor | None = None):
         """Full logits, for checks against other implementations.

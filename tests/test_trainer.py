@@ -138,3 +138,17 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainerConfig(**{"steps": 10, field: value})
+
+
+def test_micro_batches_give_the_same_gradient_as_one_pass(tiny_name):
+    from spot_core.trainer import accumulate_gradients
+
+    model, codec = prompted(tiny_name, length=4)
+    model.eval()  # no dropout: the two passes must see the same function
+    examples = encode_examples(codec, TRAIN[:6])
+    whole = accumulate_gradients(model, examples, codec, micro_batch_size=6)
+    grad = model.prompt.weight.grad.clone()
+    model.prompt.weight.grad = None
+    parts = accumulate_gradients(model, examples, codec, micro_batch_size=4)
+    torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.prompt.weight.grad, grad, rtol=1e-4, atol=1e-7)
