@@ -25,8 +25,9 @@ from spot_core.data import Codec
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, sampled_vocab
 from spot_core.scoring import label_scores, label_scores_naive
+from spot_core.tasks.glue import STSB_LABELS
 
-LABELS = tuple(f"{i / 5:.1f}" for i in range(26))
+LABELS = STSB_LABELS
 TASK = "stsb_v1"
 TARGET_SPEEDUP = 3.0
 

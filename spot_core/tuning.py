@@ -72,15 +72,17 @@ def initial_prompt(
     """[L, H] initial prompt for `backbone`, checked against its hidden size."""
     gen = torch.Generator().manual_seed(seed)
     emb, H = backbone.embeddings.detach().float().cpu(), backbone.hidden_size
+    special = set(backbone.tokenizer.all_special_ids)  # control tokens are no vocabulary to sample
+    population = [i for i in range(min(cfg.population, emb.shape[0])) if i not in special]
     if cfg.init is PromptInit.RANDOM_UNIFORM:
         return prompts.random_uniform(cfg.length, H, cfg.scale, gen)
     if cfg.init is PromptInit.SAMPLED_VOCAB:
-        return prompts.sampled_vocab(emb, cfg.length, gen, cfg.population)
+        return prompts.sampled_vocab(emb, cfg.length, gen, population)
     if cfg.init is PromptInit.CLASS_LABELS:
         if not label_words:
             raise ValueError("prompt.init=class_labels needs a task with a closed label set; use sampled_vocab")
         ids = [codec.label_word_ids(w) for w in label_words]
-        return prompts.class_labels(emb, ids, cfg.length, gen, cfg.population)
+        return prompts.class_labels(emb, ids, cfg.length, gen, population)
     loaded = [read_prompt(f, H) for f in cfg.files]
     for f, p in zip(cfg.files, loaded, strict=True):
         prompts.check_shape(p, cfg.length, H, what=f"prompt file {f}", model=backbone.name)

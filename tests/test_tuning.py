@@ -83,3 +83,10 @@ def test_local_hf_directory_loads_frozen(tmp_path):
         torch.equal(a, b)
         for a, b in zip(tiny.model.state_dict().values(), loaded.model.state_dict().values(), strict=True)
     )
+
+
+def test_sampled_vocab_init_skips_special_tokens(data_dir):
+    model, _ = prepare(spec(data_dir, init="sampled_vocab", length=7, population=10))
+    emb = model.backbone.embeddings
+    rows = [int((emb == row).all(-1).nonzero()[0]) for row in model.prompt.weight.detach()]
+    assert sorted(rows) == list(range(3, 10))  # ids 0-2 are <pad>, </s>, <unk>
