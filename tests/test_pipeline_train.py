@@ -48,3 +48,19 @@ def test_unknown_task_and_unreachable_server_fail_before_training(tmp_path):
     with pytest.raises(TrackingError, match="unreachable.*mlflow server"):
         run(compose_train(tmp_path, "tracking.uri=http://127.0.0.1:9"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("preset", ["trainer=spot", "trainer=cpu", "prompt=class_labels", "prompt=random_uniform"])
+@pytest.mark.parametrize("model", ["smollm2-135m", "t5-base-lm-adapt", "tiny-t5"])
+def test_every_preset_composes_into_a_valid_run_spec(tmp_path, preset, model):
+    from pipelines.train import build_spec
+
+    spec = build_spec(compose_train(tmp_path, f"model={model}", preset))
+    assert spec.trainer.lr > 0 and spec.prompt.length >= 1
+    if preset == "trainer=spot":
+        # (steps, batch, eval interval are overridden small by compose_train)
+        assert (spec.trainer.lr, spec.trainer.optimizer.value, spec.trainer.micro_batch_size) == (
+            0.3,
+            "adafactor",
+            None,
+        )
