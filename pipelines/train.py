@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines.tracking import MlflowTracker, open_store
 from spot_core.tasks import get_task
-from spot_core.trainer import TrainerConfig
+from spot_core.trainer import Callback, TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +49,17 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     )
 
 
+class PrintProgress(Callback):
+    """One line per evaluation on stdout."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        print(f"step {step}/{self.steps}  {shown}", flush=True)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     spec = build_spec(cfg)
     get_task(spec.task)  # an unknown task fails here, before the store or the model is touched
@@ -60,7 +71,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tags={"task": spec.task, "model": spec.model, "out_dir": str(out_dir)},
     )
     try:
-        result = tune_prompt(spec, out_dir, MlflowTracker(client, run.info.run_id))
+        progress = PrintProgress(spec.trainer.steps)
+        result = tune_prompt(spec, out_dir, MlflowTracker(client, run.info.run_id), callbacks=[progress])
     except BaseException:
         client.set_terminated(run.info.run_id, "FAILED")
         raise
