@@ -83,11 +83,10 @@ def label_scores_naive(
             if model.is_encoder_decoder:
                 dec = model.model.prepare_decoder_input_ids_from_labels(labels=lab_t)
                 logits = model.logits(ids, torch.ones_like(ids), decoder_input_ids=dec)
-                scores[b, k] = _token_logprobs(logits, lab_t, torch.ones_like(lab_t))[0]
             else:
                 full = torch.cat([ids, lab_t], 1)
                 logits = model.logits(full, torch.ones_like(full))[:, ids.shape[1] - 1 : -1]
-                scores[b, k] = _token_logprobs(logits, lab_t, torch.ones_like(lab_t))[0]
+            scores[b, k] = _token_logprobs(logits, lab_t, torch.ones_like(lab_t))[0]
     return scores
 
 

@@ -61,7 +61,7 @@ class TrainerConfig:
     seed: int = 0
 
     def __post_init__(self):
-        self.optimizer = _choice(OptimizerName, self.optimizer, "optimizer")
+        self.optimizer = parse_choice(OptimizerName, self.optimizer, "optimizer")
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -80,7 +80,7 @@ class TrainerConfig:
             )
 
 
-def _choice(enum: type[Enum], value: Any, field_name: str) -> Any:
+def parse_choice(enum: type[Enum], value: Any, field_name: str) -> Any:
     try:
         return enum(value.value if isinstance(value, Enum) else value)
     except ValueError:

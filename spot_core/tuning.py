@@ -22,7 +22,7 @@ from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
 from spot_core.tasks import get_task, load_examples
 from spot_core.tracking import Tracker
-from spot_core.trainer import Callback, TaskData, Trainer, TrainerConfig, _choice
+from spot_core.trainer import Callback, TaskData, Trainer, TrainerConfig, parse_choice
 
 
 @dataclass
@@ -41,7 +41,7 @@ class PromptConfig:
     weights: Sequence[float] = ()
 
     def __post_init__(self):
-        self.init = _choice(PromptInit, self.init, "prompt.init")
+        self.init = parse_choice(PromptInit, self.init, "prompt.init")
         if self.length < 1:
             raise ValueError(f"prompt.length must be >= 1, got {self.length}")
         n = len(self.files)
