@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -64,16 +65,25 @@ def _truncate(ids: list[int], limit: int, keep_last: bool) -> list[int]:
 
 @dataclass
 class Encoded:
-    """One example: token ids and the raw target text."""
+    """One example: token ids, the raw target text, and what its metrics compare predictions with
+    (the target itself, or e.g. all gold answers of a QA example)."""
 
     input_ids: list[int]
     target_ids: list[int]
     target: str
+    reference: Any = None
+
+    def __post_init__(self):
+        if self.reference is None:
+            self.reference = self.target
 
 
 def encode_examples(codec: Codec, examples: Sequence[dict]) -> list[Encoded]:
-    """[{"inputs", "targets"}] -> [Encoded]."""
-    return [Encoded(codec.encode_input(e["inputs"]), codec.encode_target(e["targets"]), e["targets"]) for e in examples]
+    """[{"inputs", "targets", optional "references"}] -> [Encoded]."""
+    return [
+        Encoded(codec.encode_input(e["inputs"]), codec.encode_target(e["targets"]), e["targets"], e.get("references"))
+        for e in examples
+    ]
 
 
 def pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,4 +37,4 @@ def evaluate(
 ) -> dict[str, float]:
     """Task metrics (0-100) and `score`, their mean."""
     preds = predict(model, codec, task, examples, batch_size)
-    return task.score([e.target for e in examples], preds)
+    return task.score([e.reference for e in examples], preds)

@@ -57,7 +57,7 @@ def test_user_errors_fail_before_any_model_is_loaded(data_dir, tmp_path, monkeyp
     monkeypatch.setattr("spot_core.tuning.load_backbone", lambda *a: pytest.fail("model loaded before the check"))
     with pytest.raises(KeyError, match="unknown task 'sst3'. Did you mean: sst2_v1"):
         prepare(spec(data_dir, task="sst3"))
-    with pytest.raises(TaskDataError, match=r"sst2_v1.*no data for split 'train' at .*nowhere.*make data"):
+    with pytest.raises(TaskDataError, match=r"sst2_v1.*no data for its 'train' split at .*nowhere.*make data"):
         prepare(spec(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="prompt.init must be one of"):
         PromptConfig(init="zeros")

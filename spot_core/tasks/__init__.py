@@ -1,7 +1,44 @@
-"""Task registry. Importing this package registers every task family."""
+"""Task registry. Importing this package registers every task family and mixture."""
 
-from spot_core.tasks import glue  # noqa: F401  (registrations)
-from spot_core.tasks.base import Example, Task, TaskDataError, get_task, register, task_names
-from spot_core.tasks.loading import load_examples, load_rows
+from spot_core.tasks import (  # noqa: F401  (registrations)
+    glue,
+    language_modeling,
+    mixtures,
+    multiple_choice,
+    nli,
+    qa,
+    sentiment,
+    similarity,
+    superglue,
+)
+from spot_core.tasks.base import (
+    Example,
+    Mixture,
+    Task,
+    TaskDataError,
+    UnknownNameError,
+    get,
+    get_mixture,
+    get_task,
+    mixture_names,
+    register,
+    task_names,
+)
+from spot_core.tasks.loading import load_examples, load_rows, resolve_splits
 
-__all__ = ["Example", "Task", "TaskDataError", "get_task", "load_examples", "load_rows", "register", "task_names"]
+__all__ = [
+    "Example",
+    "Mixture",
+    "Task",
+    "TaskDataError",
+    "UnknownNameError",
+    "get",
+    "get_mixture",
+    "get_task",
+    "load_examples",
+    "load_rows",
+    "mixture_names",
+    "register",
+    "resolve_splits",
+    "task_names",
+]

@@ -1,24 +1,42 @@
-"""Tasks: a data source, a text-to-text preprocessor, label words and metrics (seqio-like).
+"""Tasks and mixtures (seqio-like records) and the registry that names them.
 
-This is the minimal interface the engine needs; benchmark families register tasks in their own
-modules (`glue.py`, ...).
+A task's preprocessor turns one row of its Hugging Face dataset into an example:
+`{"inputs": str, "targets": str}` plus, where the metric needs more than the target string, `"references"`
+(all gold answers of a QA example, a MultiRC answer's question group, ...). Metrics are
+`(references, predictions) -> {name: value in 0-100}`; a task's score is the mean of all their values.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from spot_core.metrics import task_score
 
-Example = dict[str, str]
-Metric = Callable[[Sequence[str], Sequence[str]], dict[str, float]]
+Example = dict[str, Any]
+Metric = Callable[[Sequence[Any], Sequence[str]], dict[str, float]]
+ROLES = ("train", "validation", "test")
+MIXTURE_CAP = 2**19  # SPoT's artificial per-task cap on examples-proportional rates
 
 
 class TaskDataError(FileNotFoundError):
     """Task data is missing or malformed; the message names the task, the path and the remedies."""
+
+
+class UnknownNameError(KeyError):
+    """An unregistered task or mixture name; the message lists the closest registered names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def split_file(spec: str) -> list[str]:
+    """The data split names a split spec reads: "train[:90%]+validation" -> ["train", "validation"]."""
+    return [part.split("[", 1)[0].strip() for part in spec.split("+")]
 
 
 @dataclass(frozen=True)
@@ -26,54 +44,162 @@ class Task:
     """One text-to-text task.
 
     Attributes:
-        name: versioned name (`sst2_v1`); a format change gets a new version.
-        hub_id, hub_config: the Hugging Face dataset.
-        splits: role (train/validation/test) -> split name in the data.
-        preprocess: hub row -> {"inputs", "targets"}.
+        name: versioned name (`rte_v1`); a format change gets a new version, so results never mix formats.
+        hub_id, hub_config, revision: the Hugging Face dataset (revision None = the hub's main branch).
+        splits: role (train / validation / test) -> split spec in the data: a split name, optionally sliced and
+            joined as in `datasets` (`validation[:50%]`, `train[-1000:]`, `train_r1+train_r2`).
+        preprocess: hub row -> example (`inputs`, `targets`, optional `references`), or None for a row the
+            task drops by design (SNLI pairs without a gold label).
         metrics: metric functions; the task score is the mean of all their values.
         label_words: the closed label set (rank classification), or None (greedy generation).
+        fallback_splits: a documented, deterministic carve-out used in place of `splits` for the roles it names
+            when a mirror lacks one of their splits (e.g. no validation file: carve it from train).
+        train_filter: turns one preprocessed training example into zero or more (ReCoRD: one per answer;
+            WSC: positives only). Evaluation always sees the plain examples.
+        postprocess: applied to each prediction before scoring.
+        hub_data_files: split name -> file pattern in the hub repo, for datasets too large to load whole (C4).
+        on_hub: False where no Hugging Face copy exists; the task then reads only from a mirror.
+        notes: shown in docs/tasks.md (format choices, carve-outs, caveats).
     """
 
     name: str
     hub_id: str
     hub_config: str | None
-    splits: dict[str, str]
-    preprocess: Callable[[dict], Example]
+    splits: Mapping[str, str]
+    preprocess: Callable[[dict], Example | None]
     metrics: tuple[Metric, ...]
     label_words: tuple[str, ...] | None = None
     max_target_tokens: int = 16
+    fallback_splits: Mapping[str, str] = field(default_factory=dict)
+    train_filter: Callable[[Example], list[Example]] | None = None
+    postprocess: Callable[[str], str] = str.strip
+    revision: str | None = None
+    hub_data_files: Mapping[str, str] = field(default_factory=dict)
+    on_hub: bool = True
+    family: str = ""
     notes: str = field(default="", compare=False)
 
-    def score(self, targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    def __post_init__(self):
+        if not re.fullmatch(r"[a-z0-9_]+_v\d+", self.name):
+            raise ValueError(f"task name {self.name!r} must be lower_snake_case ending in a version, like 'rte_v1'")
+        unknown = set(self.splits) - set(ROLES)
+        if unknown or "train" not in self.splits or "validation" not in self.splits:
+            raise ValueError(f"task {self.name!r}: splits need train and validation, roles from {ROLES}")
+
+    @property
+    def base_name(self) -> str:
+        return self.name.rsplit("_v", 1)[0]
+
+    @property
+    def version(self) -> int:
+        return int(self.name.rsplit("_v", 1)[1])
+
+    def score(self, references: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
         """All metric values plus `score`, their mean (0-100)."""
+        predictions = [self.postprocess(p) for p in predictions]
         values: dict[str, float] = {}
         for metric in self.metrics:
-            values.update(metric(targets, predictions))
+            values.update(metric(references, predictions))
         return {**values, "score": task_score(values)}
 
+    def mirror_dir(self, data_dir: str | Path) -> Path:
+        return Path(data_dir) / self.hub_id.replace("/", "__") / (self.hub_config or "default")
+
     def mirror_path(self, data_dir: str | Path, split: str) -> Path:
-        config = self.hub_config or "default"
-        return Path(data_dir) / self.hub_id.replace("/", "__") / config / f"{self.splits.get(split, split)}.jsonl"
+        """The mirror file of a data split name (not a role): `<data_dir>/<hub id, / as __>/<config>/<split>.jsonl`."""
+        return self.mirror_dir(data_dir) / f"{split}.jsonl"
 
 
-_REGISTRY: dict[str, Task] = {}
+@dataclass(frozen=True)
+class Mixture:
+    """Tasks trained together, sampled examples-proportionally with a per-task cap (SPoT: K = 2^19)."""
+
+    name: str
+    tasks: tuple[str, ...]
+    cap: int = MIXTURE_CAP
+    notes: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if len(self.tasks) < 2 or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"mixture {self.name!r} needs two or more distinct tasks, got {self.tasks}")
+        if self.cap < 1:
+            raise ValueError(f"mixture {self.name!r}: cap must be >= 1, got {self.cap}")
+
+    def rates(self, sizes: Mapping[str, int]) -> dict[str, float]:
+        """Sampling rate of each task: min(size, cap) / the sum over the mixture's tasks."""
+        missing = [t for t in self.tasks if t not in sizes]
+        if missing:
+            raise ValueError(f"mixture {self.name!r}: no size for {missing}")
+        capped = {t: min(sizes[t], self.cap) for t in self.tasks}
+        total = sum(capped.values())
+        if total == 0:
+            raise ValueError(f"mixture {self.name!r}: every task is empty")
+        return {t: n / total for t, n in capped.items()}
 
 
-def register(task: Task) -> Task:
-    if task.name in _REGISTRY:
-        raise ValueError(f"task {task.name!r} is already registered")
-    _REGISTRY[task.name] = task
-    return task
+_TASKS: dict[str, Task] = {}
+_MIXTURES: dict[str, Mixture] = {}
+
+
+def register(item: Task | Mixture) -> Task | Mixture:
+    """Adds a task or mixture; a name already taken by either is an error."""
+    if item.name in _TASKS or item.name in _MIXTURES:
+        raise ValueError(f"{item.name!r} is already registered")
+    if isinstance(item, Mixture):
+        for name in item.tasks:
+            get_task(name)  # members must exist, by their full versioned names
+        _MIXTURES[item.name] = item
+    else:
+        _TASKS[item.name] = item
+    return item
+
+
+def _latest(name: str, registry: Mapping[str, Any]) -> str | None:
+    """The highest version registered under an unversioned name ("rte" -> "rte_v2")."""
+    versions = [n for n in registry if n.rsplit("_v", 1)[0] == name and re.fullmatch(r".+_v\d+", n)]
+    return max(versions, key=lambda n: int(n.rsplit("_v", 1)[1])) if versions else None
+
+
+def _unknown(kind: str, name: str) -> UnknownNameError:
+    known = sorted(_TASKS) + sorted(_MIXTURES)
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return UnknownNameError(
+        f"unknown {kind} {name!r}.{hint} Registered tasks: {', '.join(sorted(_TASKS))}. "
+        f"Mixtures: {', '.join(sorted(_MIXTURES))}."
+    )
 
 
 def get_task(name: str) -> Task:
-    """The registered task; an unknown name raises KeyError listing the closest names."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown task {name!r}.{hint} Registered tasks: {', '.join(sorted(_REGISTRY))}")
+    """The registered task; an unversioned name means its latest version. Unknown: UnknownNameError."""
+    resolved = name if name in _TASKS else _latest(name, _TASKS)
+    if resolved is None:
+        raise _unknown("task", name)
+    return _TASKS[resolved]
+
+
+def get_mixture(name: str) -> Mixture:
+    resolved = name if name in _MIXTURES else _latest(name, _MIXTURES)
+    if resolved is None:
+        raise _unknown("mixture", name)
+    return _MIXTURES[resolved]
+
+
+def get(name: str) -> Task | Mixture:
+    """A task or a mixture by name."""
+    try:
+        return get_task(name)
+    except UnknownNameError:
+        pass
+    try:
+        return get_mixture(name)
+    except UnknownNameError:
+        raise _unknown("task or mixture", name) from None
 
 
 def task_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_TASKS)
+
+
+def mixture_names() -> list[str]:
+    return sorted(_MIXTURES)

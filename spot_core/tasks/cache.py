@@ -1,0 +1,118 @@
+"""Tokenised task splits cached on disk, so the hundreds of runs of a study tokenise each task once.
+
+The key hashes everything that determines the token ids: the task (versioned name, split spec, the source
+of its preprocessor), the data (mirror file contents, or hub id / config / revision), the row limit, the
+tokenizer and the codec's settings. A cache entry is written beside its final place and renamed, so a
+concurrent worker never reads half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import datasets
+from datasets.fingerprint import Hasher
+
+from spot_core.data import Codec, Encoded, encode_examples
+from spot_core.tasks.base import Task, split_file
+from spot_core.tasks.loading import load_examples, resolve_splits
+
+CACHE_FORMAT = 1
+
+
+def _source_code(fn) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return repr(fn)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(task: Task, role: str, data_dir: str | Path | None, codec: Codec, limit: int | None) -> str:
+    spec = resolve_splits(task, data_dir)[role]
+    if data_dir is None:
+        source = {
+            "hub": task.hub_id,
+            "config": task.hub_config,
+            "revision": task.revision,
+            "data_files": dict(task.hub_data_files),
+        }
+    else:
+        source = {
+            name: _file_digest(task.mirror_path(data_dir, name))
+            for name in split_file(spec)
+            if task.mirror_path(data_dir, name).is_file()
+        }
+    parts = {
+        "format": CACHE_FORMAT,
+        "task": task.name,
+        "role": role,
+        "spec": spec,
+        "code": [_source_code(f) for f in (task.preprocess, task.train_filter) if f is not None],
+        "source": source,
+        "limit": limit,
+        "tokenizer": Hasher.hash(codec.tokenizer),
+        "codec": [codec.is_encoder_decoder, codec.max_input_len, codec.max_target_len],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _to_dataset(rows: list[Encoded]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": [r.input_ids for r in rows],
+            "target_ids": [r.target_ids for r in rows],
+            "target": [r.target for r in rows],
+            "reference": [json.dumps(r.reference) for r in rows],
+        }
+    )
+
+
+def _from_dataset(ds: datasets.Dataset) -> list[Encoded]:
+    cols = ds.to_dict()
+    return [
+        Encoded(i, t, s, json.loads(r))
+        for i, t, s, r in zip(cols["input_ids"], cols["target_ids"], cols["target"], cols["reference"], strict=True)
+    ]
+
+
+def encoded_split(
+    task: Task,
+    role: str,
+    data_dir: str | Path | None,
+    codec: Codec,
+    limit: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[Encoded]:
+    """One role's examples, preprocessed and tokenised; read from `cache_dir` when cached there, else made
+    and cached. `cache_dir` None: no cache. `limit`: the first `limit` rows of the split."""
+    if cache_dir is None:
+        return encode_examples(codec, load_examples(task, role, data_dir, limit))
+    path = Path(cache_dir) / "tokenized" / task.name / cache_key(task, role, data_dir, codec, limit)
+    if (path / "dataset_info.json").is_file():
+        return _from_dataset(datasets.load_from_disk(str(path)))
+    rows = encode_examples(codec, load_examples(task, role, data_dir, limit))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    try:
+        _to_dataset(rows).save_to_disk(str(tmp))
+        os.replace(tmp, path)
+    except OSError:
+        if not (path / "dataset_info.json").is_file():  # not a concurrent worker that got there first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
