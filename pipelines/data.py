@@ -1,0 +1,80 @@
+"""Prepares a data directory in the mirror layout, from the Hugging Face hub or from a local mirror.
+
+make data                                      # ../shared/data if present beside the repo, else the hub
+python -m pipelines.data source=hub tasks=[boolq_v1,cb_v1] out_dir=/nfs/spot-data
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from pipelines.train import REPO
+from spot_core.tasks import TaskDataError, get_task, task_names
+from spot_core.tasks.export import export_task, update_manifest
+from spot_core.tasks.loading import availability
+
+
+def resolve_source(value: str) -> Path | None:
+    """`auto`: ../shared/data beside the repository if it exists, else the hub (None); `hub`; or a directory."""
+    if value == "hub":
+        return None
+    if value == "auto":
+        shared = REPO.parent / "shared" / "data"
+        return shared if shared.is_dir() else None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"source={value!r}: no such directory. Use `auto`, `hub` or a mirror directory.")
+    return path
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    names = task_names() if cfg.tasks == "all" else [get_task(n).name for n in cfg.tasks]  # unknown names fail here
+    source = resolve_source(str(cfg.source))
+    out_dir = Path(cfg.out_dir).expanduser().resolve()
+    print(f"preparing {len(names)} tasks in {out_dir} from {source or 'the Hugging Face hub'}", flush=True)
+    written, unavailable, failed = [], [], {}
+    for name in names:
+        task = get_task(name)
+        try:
+            files, _ = export_task(task, out_dir, source, link=cfg.link)
+        except TaskDataError as e:
+            failed[name] = str(e)
+            print(f"  {name}: FAILED: {e}", flush=True)
+            continue
+        written += files
+        status = availability(task, out_dir)
+        if status == "missing":
+            unavailable.append(name)
+        shown = ", ".join(f"{f.split} {f.rows:,}" for f in files) or "no files"
+        print(f"  {name:<18} {status:<16} {shown}", flush=True)
+    manifest = update_manifest(out_dir, written)
+    from_hub = [n for n in unavailable if get_task(n).on_hub]
+    if from_hub:
+        print(
+            f"{len(from_hub)} tasks cannot run from {out_dir} yet; on a machine with internet run\n"
+            f"  python -m pipelines.data source=hub out_dir={out_dir} tasks=[{','.join(from_hub)}]"
+        )
+    return {
+        "out_dir": str(out_dir),
+        "manifest": str(manifest),
+        "files": len(written),
+        "unavailable": unavailable,
+        "failed": failed,
+    }
+
+
+@hydra.main(config_path="../conf", config_name="data", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    print(f"{result['files']} files listed in {result['manifest']}")
+    if result["failed"]:
+        sys.exit(f"{len(result['failed'])} tasks failed: {', '.join(result['failed'])}")
+
+
+if __name__ == "__main__":
+    main()
