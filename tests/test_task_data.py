@@ -1,0 +1,232 @@
+"""Task data sources, split specs, carve-outs, export, the tokenised cache, the registry and mixtures."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+from spot_core.backbones import load_backbone
+from spot_core.data import Codec
+from spot_core.tasks import (
+    Mixture,
+    TaskDataError,
+    UnknownNameError,
+    get,
+    get_mixture,
+    get_task,
+    load_examples,
+    mixture_names,
+    resolve_splits,
+    task_names,
+)
+from spot_core.tasks import cache as task_cache
+from spot_core.tasks.cache import encoded_split
+from spot_core.tasks.export import export_task, update_manifest
+from spot_core.tasks.loading import availability, slice_rows
+from spot_core.tracking import MemoryTracker
+from spot_core.trainer import TrainerConfig
+from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
+
+REPO = Path(__file__).resolve().parents[1]
+SPOT_SOURCES = (
+    "c4 doc_nli yelp_polarity mnli qqp qnli record cxc squad drop sst2 winogrande hellaswag multirc cosmos_qa race"
+)
+SPOT_TARGETS = "boolq cola stsb wic cr mrpc rte wsc copa cb"
+
+
+def hub_shaped(tmp_path, data_dir, task_name: str, rows_per_split: int = 40):
+    """A local dataset repository laid out as on the hub (parquet shards + a README declaring the config),
+    holding the first rows of each of the task's mirror splits; and the task pointed at it."""
+    task = get_task(task_name)
+    repo = tmp_path / "hub" / "glue"
+    config = task.hub_config
+    lines = ["---", "configs:", f"- config_name: {config}", "  data_files:"]
+    for split in ("train", "validation"):
+        rows = datasets.load_dataset("json", data_files=str(task.mirror_path(data_dir, split)), split="train")
+        rows.select(range(rows_per_split)).to_parquet(str(repo / config / f"{split}-00000-of-00001.parquet"))
+        lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+    (repo / "README.md").write_text("\n".join([*lines, "---", ""]))
+    return dataclasses.replace(task, hub_id=str(repo))
+
+
+def test_the_spot_study_tasks_and_mixtures_are_registered():
+    for name in (SPOT_SOURCES + " " + SPOT_TARGETS).split():
+        assert get_task(name).name == f"{name}_v1"  # an unversioned name means the latest version
+    assert {"snli_v1", "anli_v1", "goemotions_v1", "sentiment140_v1"} < set(task_names())  # mixture members
+    assert mixture_names() == ["glue_v1", "nli_v1", "paraphrase_v1", "sentiment_v1", "superglue_v1"]
+    assert get_mixture("glue").tasks == (
+        "cola_v1",
+        "sst2_v1",
+        "mrpc_v1",
+        "qqp_v1",
+        "stsb_v1",
+        "mnli_v1",
+        "qnli_v1",
+        "rte_v1",
+    )
+    assert get("nli") is get_mixture("nli_v1") and get("rte") is get_task("rte_v1")
+
+
+def test_unknown_names_list_the_closest_registered_names():
+    with pytest.raises(UnknownNameError, match=r"unknown task 'bolq'. Did you mean: boolq_v1"):
+        get_task("bolq")
+    with pytest.raises(UnknownNameError, match=r"unknown task or mixture 'superglu'. Did you mean: superglue_v1"):
+        get("superglu")
+    with pytest.raises(ValueError, match="already registered"):
+        from spot_core.tasks.base import register
+
+        register(get_task("rte_v1"))
+
+
+def test_mixture_rates_are_examples_proportional_with_a_cap():
+    mix = Mixture("m_v1", ("a", "b", "c"), cap=1000)
+    rates = mix.rates({"a": 100, "b": 5000, "c": 900})  # capped: 100, 1000, 900 of 2000
+    assert rates == pytest.approx({"a": 0.05, "b": 0.5, "c": 0.45})
+    assert get_mixture("glue_v1").cap == 2**19
+    assert get_mixture("glue_v1").rates({t: 10 for t in get_mixture("glue_v1").tasks})["rte_v1"] == 1 / 8
+    with pytest.raises(ValueError, match="no size for"):
+        mix.rates({"a": 1})
+    with pytest.raises(ValueError, match="two or more distinct tasks"):
+        Mixture("m_v1", ("a", "a"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("train", list(range(10))),
+        ("train[:50%]", [0, 1, 2, 3, 4]),
+        ("train[50%:]", [5, 6, 7, 8, 9]),
+        ("train[-3:]", [7, 8, 9]),
+        ("train[2:4]", [2, 3]),
+        ("train[:-8]", [0, 1]),
+        ("train[90%:]", [9]),
+    ],
+)
+def test_split_slices(spec, expected):
+    rows = datasets.Dataset.from_dict({"i": list(range(10))})
+    assert slice_rows(rows, spec)["i"] == expected
+
+
+def test_a_bad_split_spec_is_an_error():
+    with pytest.raises(ValueError, match="bad split spec"):
+        slice_rows(datasets.Dataset.from_dict({"i": [1]}), "train[1:2:3]")
+
+
+def test_carve_outs_apply_only_where_the_mirror_lacks_a_split(data_dir, tmp_path):
+    mnli = get_task("mnli_v1")
+    assert resolve_splits(mnli, None) == {"train": "train", "validation": "validation_matched"}  # the hub
+    assert resolve_splits(mnli, data_dir) == {"train": "train[:90%]", "validation": "train[90%:]"}
+    assert availability(mnli, data_dir) == "carve-out"
+    assert availability(get_task("rte_v1"), data_dir) == "official splits"
+    assert availability(get_task("winogrande_v1"), data_dir) == "missing"
+    # With every official split present, the carve-out is not used.
+    for split in ("train", "validation_matched"):
+        path = mnli.mirror_path(tmp_path, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"premise": "p", "hypothesis": "h", "label": 0, "idx": 0}\n')
+    assert resolve_splits(mnli, tmp_path) == dict(mnli.splits)
+
+
+def test_hub_and_mirror_give_the_same_examples_and_export_round_trips(data_dir, tmp_path):
+    task = hub_shaped(tmp_path, data_dir, "rte_v1")
+    for role in ("train", "validation"):
+        from_hub = load_examples(task, role, None)
+        assert from_hub == load_examples(get_task("rte_v1"), role, data_dir, limit=40)
+        assert len(from_hub) == 40
+    files, missing = export_task(task, tmp_path / "out")  # from the (local) hub into the mirror layout
+    assert missing == [] and [f.split for f in files] == ["train", "validation"] and files[0].rows == 40
+    assert load_examples(task, "validation", tmp_path / "out") == load_examples(task, "validation", None)
+    update_manifest(tmp_path / "out", files)
+    manifest = json.loads((tmp_path / "out" / "MANIFEST.json").read_text())
+    assert [f["split"] for f in manifest["files"]] == ["train", "validation"]
+    assert manifest["files"][0]["sha256"] == files[0].sha256
+
+
+def test_export_from_a_mirror_links_its_files_and_reports_what_it_lacks(data_dir, tmp_path):
+    files, missing = export_task(get_task("mnli_v1"), tmp_path, data_dir)
+    assert [f.split for f in files] == ["train"] and missing == ["validation_matched"]
+    linked = get_task("mnli_v1").mirror_path(tmp_path, "train")
+    assert linked.is_symlink() and files[0].rows == 9999 and files[0].completeness == "sample"
+    assert availability(get_task("mnli_v1"), tmp_path) == "carve-out"
+
+
+def test_missing_data_names_the_task_the_path_and_both_remedies(tmp_path):
+    with pytest.raises(
+        TaskDataError,
+        match=r"'cb_v1': no data for its 'train' split at .*aps__super_glue/cb/train"
+        r".jsonl.*make data.*Hugging Face hub",
+    ):
+        load_examples(get_task("cb_v1"), "train", tmp_path)
+
+
+def test_an_unreachable_hub_and_a_task_without_a_hub_copy_fail_with_remedies():
+    offline = dataclasses.replace(get_task("rte_v1"), hub_id="no-such-org/no-such-dataset")
+    with pytest.raises(TaskDataError, match=r"rte_v1.*could not load no-such-org/no-such-dataset.*make data"):
+        load_examples(offline, "train", None)
+    with pytest.raises(TaskDataError, match=r"cxc_v1.*no Hugging Face copy.*Crisscrossed-Captions/sts/train.jsonl"):
+        load_examples(get_task("cxc_v1"), "train", None)
+
+
+def test_tokenised_splits_are_cached_by_task_data_tokenizer_and_lengths(data_dir, tmp_path, monkeypatch):
+    backbone = load_backbone("tiny-llama")
+    codec = Codec(backbone.tokenizer, False, 64, 8)
+    task = get_task("squad_v1")
+    first = encoded_split(task, "validation", data_dir, codec, 20, tmp_path)
+    assert first[0].reference == ["Denver Broncos", "Denver Broncos", "Denver Broncos"]
+    monkeypatch.setattr(task_cache, "encode_examples", lambda *a: pytest.fail("tokenised again"))
+    again = encoded_split(task, "validation", data_dir, codec, 20, tmp_path)
+    assert again == first
+    entries = lambda: sorted(p.name for p in (tmp_path / "tokenized" / "squad_v1").iterdir())  # noqa: E731
+    assert len(entries()) == 1
+    monkeypatch.undo()
+    encoded_split(task, "validation", data_dir, Codec(backbone.tokenizer, False, 32, 8), 20, tmp_path)
+    encoded_split(task, "validation", data_dir, codec, 10, tmp_path)
+    assert len(entries()) == 3  # another max length, another row limit: new entries
+    # Other data under the same path is another entry too (the key hashes the file's contents).
+    mirror = tmp_path / "mirror"
+    path = task.mirror_path(mirror, "validation")
+    path.parent.mkdir(parents=True)
+    path.write_text(task.mirror_path(data_dir, "validation").read_text().split("\n", 1)[0] + "\n")
+    one = encoded_split(task, "validation", mirror, codec, 20, tmp_path)
+    path.write_text(task.mirror_path(data_dir, "validation").read_text().split("\n", 2)[1] + "\n")
+    other = encoded_split(task, "validation", mirror, codec, 20, tmp_path)
+    assert one[0].reference != other[0].reference and len(entries()) == 5
+
+
+def test_a_run_records_the_task_version_and_the_carve_out_it_used(data_dir, tmp_path):
+    spec = RunSpec(
+        model="tiny-llama",
+        task="cosmos_qa",
+        prompt=PromptConfig(length=4, init="class_labels"),
+        trainer=TrainerConfig(steps=2, batch_size=2, eval_every=2, eval_batch_size=8, embedding_step=1),
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        max_train_examples=8,
+        max_eval_examples=8,
+        max_input_len=48,
+    )
+    tracker = MemoryTracker()
+    result = tune_prompt(spec, tmp_path / "run", tracker)
+    assert result["final/step"] == 2
+    assert tracker.params["task_version"] == "cosmos_qa_v1"
+    assert tracker.params["train_split"] == "validation[:50%]"
+    assert tracker.params["validation_split"] == "validation[50%:]"
+    assert tracker.params["data_source"] == f"mirror {data_dir}"
+
+
+def test_the_coverage_table_lists_every_task_with_its_offline_status(data_dir):
+    from spot_core.tasks.coverage import task_row
+
+    doc = (REPO / "docs" / "tasks.md").read_text()
+    for name in task_names():
+        assert f"| `{name}` |" in doc, f"docs/tasks.md lacks {name}: run `make docs`"
+    row = task_row(get_task("rte_v1"), data_dir)
+    assert row["offline here"] == "official splits" and row["mirror rows"].startswith("train 2,490 (train)")
+    assert row["example (first mirror row)"].startswith("`rte sentence1: No Weapons of Mass Destruction Found")
+    assert (
+        task_row(get_task("mnli_v1"), data_dir)["mirror rows"]
+        == "train 8,999 (train[:90%]); validation 1,000 (train[90%:])"
+    )
+    assert task_row(get_task("race_v1"), data_dir)["offline here"] == "missing"
