@@ -63,7 +63,7 @@ class PrintProgress(Callback):
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     spec = build_spec(cfg)
-    get_task(spec.task)  # an unknown task fails here, before the store or the model is touched
+    spec.task = get_task(spec.task).name  # "boolq" -> "boolq_v1"; an unknown task fails here, before any work
     client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)
     out_dir = Path(cfg.out_dir).resolve()
     run = client.create_run(
