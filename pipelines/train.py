@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines.tracking import MlflowTracker, open_store
-from spot_core.tasks import get_task
+from spot_core.tasks import get
 from spot_core.trainer import Callback, TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
 
@@ -63,7 +63,7 @@ class PrintProgress(Callback):
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     spec = build_spec(cfg)
-    spec.task = get_task(spec.task).name  # "boolq" -> "boolq_v1"; an unknown task fails here, before any work
+    spec.task = get(spec.task).name  # "boolq" -> "boolq_v1"; an unknown task or mixture fails here, before any work
     client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)
     out_dir = Path(cfg.out_dir).resolve()
     run = client.create_run(

@@ -28,7 +28,7 @@ from spot_core.data import Codec, Encoded, batch_indices, collate
 from spot_core.evaluation import evaluate
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM
-from spot_core.tasks.base import Task
+from spot_core.tasks.base import Mixture, Task
 from spot_core.tracking import NullTracker, Tracker
 
 
@@ -116,6 +116,41 @@ class TaskData:
     train: list[Encoded]
     validation: list[Encoded]
 
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def evaluate(self, model: PromptedLM, batch_size: int) -> dict[str, float]:
+        """The task's validation metrics and `score`."""
+        return evaluate(model, self.codec, self.task, self.validation, batch_size)
+
+
+@dataclass
+class MixtureData:
+    """Tasks trained together. Training draws uniformly from the concatenation of each task's first
+    min(n, cap) examples, i.e. each task at its examples-proportional rate with SPoT's cap. Validation scores
+    every task; the mixture's score is the mean of their scores."""
+
+    mixture: Mixture
+    parts: list[TaskData]
+
+    def __post_init__(self):
+        self.codec = self.parts[0].codec
+        self.train = [ex for part in self.parts for ex in part.train[: self.mixture.cap]]
+        self.validation = [ex for part in self.parts for ex in part.validation]
+
+    @property
+    def name(self) -> str:
+        return self.mixture.name
+
+    def evaluate(self, model: PromptedLM, batch_size: int) -> dict[str, float]:
+        metrics, scores = {}, []
+        for part in self.parts:
+            values = part.evaluate(model, batch_size)
+            metrics.update({f"{part.name}/{k}": v for k, v in values.items()})
+            scores.append(values["score"])
+        return {**metrics, "score": sum(scores) / len(scores)}
+
 
 class Callback:
     """Named hooks; override what you need."""
@@ -142,21 +177,21 @@ class Trainer:
         self,
         config: TrainerConfig,
         model: PromptedLM,
-        data: TaskData,
+        data: TaskData | MixtureData,
         out_dir: str | Path,
         tracker: Tracker | None = None,
         callbacks: Sequence[Callback] = (),
         metadata: dict[str, Any] | None = None,
     ):
         if not data.train:
-            raise ValueError(f"task {data.task.name!r} has no training examples")
+            raise ValueError(f"task {data.name!r} has no training examples")
         if not data.validation:
-            raise ValueError(f"task {data.task.name!r} has no validation examples")
+            raise ValueError(f"task {data.name!r} has no validation examples")
         self.config, self.model, self.data = config, model, data
         self.out_dir = Path(out_dir)
         self.tracker = tracker or NullTracker()
         self.callbacks = list(callbacks)
-        self.metadata = {"model": model.backbone.name, "task": data.task.name, "seed": config.seed, **(metadata or {})}
+        self.metadata = {"model": model.backbone.name, "task": data.name, "seed": config.seed, **(metadata or {})}
         self.optimizer = make_optimizer(config, [model.prompt.weight])
         self.device = model.prompt.weight.device
 
@@ -223,7 +258,7 @@ class Trainer:
         loss = accumulate_gradients(self.model, examples, self.data.codec, cfg.micro_batch_size or cfg.batch_size)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at step {state.step + 1} (task {self.data.task.name!r}, "
+                f"training loss is {loss.item()} at step {state.step + 1} (task {self.data.name!r}, "
                 f"lr {cfg.lr}); lower the learning rate or enable grad_clip"
             )
         if cfg.grad_clip > 0:
@@ -235,9 +270,7 @@ class Trainer:
         state.loss_count += 1
 
     def _evaluate(self, state: _State) -> None:
-        metrics = evaluate(
-            self.model, self.data.codec, self.data.task, self.data.validation, self.config.eval_batch_size
-        )
+        metrics = self.data.evaluate(self.model, self.config.eval_batch_size)
         record = {f"val/{k}": v for k, v in metrics.items()}
         if state.loss_count:
             record["train/loss"] = state.loss_sum / state.loss_count

@@ -20,10 +20,10 @@ from spot_core.data import Codec
 from spot_core.prompt_files import PromptFileError, import_peft, load_numpy_prompt, load_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
-from spot_core.tasks import get_task, load_examples, resolve_splits
+from spot_core.tasks import Mixture, Task, get, get_task, load_examples, resolve_splits
 from spot_core.tasks.cache import encoded_split
 from spot_core.tracking import Tracker
-from spot_core.trainer import Callback, TaskData, Trainer, TrainerConfig, parse_choice
+from spot_core.trainer import Callback, MixtureData, TaskData, Trainer, TrainerConfig, parse_choice
 
 
 @dataclass
@@ -116,33 +116,51 @@ class RunSpec:
             self.trainer = TrainerConfig(**self.trainer)
 
 
-def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData]:
-    """Checks the task's data first (cheap, most likely to be wrong: one row of each split), then loads the
-    model and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`)."""
-    task = get_task(spec.task)
-    for role in ("train", "validation"):
-        load_examples(task, role, spec.data_dir, limit=1)
+def _members(spec: RunSpec) -> tuple[Task | Mixture, list[Task]]:
+    item = get(spec.task)
+    return item, [get_task(t) for t in item.tasks] if isinstance(item, Mixture) else [item]
+
+
+def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
+    """Checks the data first (cheap, most likely to be wrong: one row of each split of each task), then loads
+    the model and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`).
+    `spec.task` names a task or a mixture; `max_*_examples` apply to each task of a mixture."""
+    item, tasks = _members(spec)
+    for task in tasks:
+        for role in ("train", "validation"):
+            load_examples(task, role, spec.data_dir, limit=1)
     backbone = load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
     codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_len, spec.max_target_len)
-    init = initial_prompt(spec.prompt, backbone, codec, task.label_words, spec.trainer.seed)
+    label_words = [w for task in tasks for w in task.label_words or ()]
+    init = initial_prompt(spec.prompt, backbone, codec, tuple(dict.fromkeys(label_words)) or None, spec.trainer.seed)
     model = PromptedLM(backbone, SoftPrompt(init)).to(spec.device)
     cache = spec.cache_dir or default_cache_dir()
-    train = encoded_split(task, "train", spec.data_dir, codec, spec.max_train_examples, cache)
-    validation = encoded_split(task, "validation", spec.data_dir, codec, spec.max_eval_examples, cache)
-    return model, TaskData(task, codec, train, validation)
+    parts = [
+        TaskData(
+            task,
+            codec,
+            encoded_split(task, "train", spec.data_dir, codec, spec.max_train_examples, cache),
+            encoded_split(task, "validation", spec.data_dir, codec, spec.max_eval_examples, cache),
+        )
+        for task in tasks
+    ]
+    return model, MixtureData(item, parts) if isinstance(item, Mixture) else parts[0]
 
 
 def data_record(spec: RunSpec) -> dict[str, str]:
-    """Where a run's examples came from: the task's version, source and the split specs it used (a carve-out
-    shows here), recorded with the run."""
-    task = get_task(spec.task)
-    splits = resolve_splits(task, spec.data_dir)
-    source = f"mirror {spec.data_dir}" if spec.data_dir else f"hub {task.hub_id}@{task.revision or 'main'}"
-    return {
-        "task_version": task.name,
-        "data_source": source,
-        **{f"{r}_split": splits[r] for r in ("train", "validation")},
-    }
+    """Where a run's examples came from: task versions, source and the split specs used (a carve-out shows
+    here), recorded with the run. For a mixture, `task=spec` pairs."""
+    item, tasks = _members(spec)
+    if spec.data_dir:
+        source = f"mirror {spec.data_dir}"
+    else:
+        source = "hub " + ", ".join(f"{t.hub_id}@{t.revision or 'main'}" for t in tasks)
+    splits = {t.name: resolve_splits(t, spec.data_dir) for t in tasks}
+    record = {"task_version": item.name, "data_source": source}
+    for role in ("train", "validation"):
+        specs = [f"{name}={s[role]}" if len(tasks) > 1 else s[role] for name, s in splits.items()]
+        record[f"{role}_split"] = "; ".join(specs)
+    return record
 
 
 def tune_prompt(

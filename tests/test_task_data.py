@@ -230,3 +230,33 @@ def test_the_coverage_table_lists_every_task_with_its_offline_status(data_dir):
         == "train 8,999 (train[:90%]); validation 1,000 (train[90%:])"
     )
     assert task_row(get_task("race_v1"), data_dir)["offline here"] == "missing"
+
+
+def test_a_mixture_trains_on_capped_examples_of_each_task_and_scores_their_mean(data_dir, tmp_path):
+    from spot_core.trainer import MixtureData, TaskData
+    from spot_core.tuning import prepare
+
+    spec = RunSpec(
+        model="tiny-llama",
+        task="glue",
+        prompt=PromptConfig(length=4),
+        trainer=TrainerConfig(steps=2, batch_size=4, eval_every=2, eval_batch_size=16, embedding_step=1),
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        max_train_examples=6,
+        max_eval_examples=4,
+        max_input_len=32,
+    )
+    _, data = prepare(spec)
+    assert isinstance(data, MixtureData) and [p.name for p in data.parts] == list(get_mixture("glue_v1").tasks)
+    assert len(data.train) == 8 * 6 and len(data.validation) == 8 * 4
+    capped = MixtureData(dataclasses.replace(data.mixture, cap=2), data.parts)
+    assert len(capped.train) == 16 and capped.train[2] is data.parts[1].train[0]
+    tracker = MemoryTracker()
+    result = tune_prompt(spec, tmp_path / "run", tracker)
+    step, last = [(s, m) for s, m in tracker.metrics if "val/score" in m][-1]
+    scores = [last[f"val/{task}/score"] for task in get_mixture("glue_v1").tasks]
+    assert step == 2 and last["val/score"] == pytest.approx(sum(scores) / 8) == result["final/val_score"]
+    assert tracker.params["task"] == "glue_v1" and tracker.params["train_split"].startswith("cola_v1=train; ")
+    assert "mnli_v1=train[90%:]" in tracker.params["validation_split"]
+    assert isinstance(data.parts[0], TaskData)

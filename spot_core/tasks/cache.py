@@ -18,6 +18,8 @@ from pathlib import Path
 
 import datasets
 from datasets.fingerprint import Hasher
+from datasets.utils import are_progress_bars_disabled as progress_bars_disabled
+from datasets.utils import disable_progress_bars, enable_progress_bars
 
 from spot_core.data import Codec, Encoded, encode_examples
 from spot_core.tasks.base import Task, split_file
@@ -107,6 +109,8 @@ def encoded_split(
     rows = encode_examples(codec, load_examples(task, role, data_dir, limit))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    shown = not progress_bars_disabled()
+    disable_progress_bars()  # one bar per cached split would drown a run's output
     try:
         _to_dataset(rows).save_to_disk(str(tmp))
         os.replace(tmp, path)
@@ -115,4 +119,6 @@ def encoded_split(
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if shown:
+            enable_progress_bars()
     return rows
