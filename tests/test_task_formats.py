@@ -392,10 +392,24 @@ def test_wsc_accuracy_counts_a_false_referent_right_when_not_named(predictions, 
     assert get_task("wsc_v1").score(references, predictions) == {"accuracy": accuracy, "score": accuracy}
 
 
-@pytest.mark.xfail(strict=True, reason="T5's wsc_simple scores an empty prediction -1, wrong for either label")
-def test_wsc_empty_prediction_is_wrong_for_a_false_referent():
-    references = [{"referent": "the bottle", "label": False}]
-    assert get_task("wsc_v1").score(references, [""])["accuracy"] == 0.0
+def test_wsc_empty_prediction_is_wrong_for_either_label():
+    # T5's wsc_simple scores an empty prediction -1, wrong for either label.
+    references = [{"referent": "the bottle", "label": False}, {"referent": "the bottle", "label": True}]
+    assert get_task("wsc_v1").score(references, ["", "the"])["accuracy"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "index", "expected"),
+    [
+        ("Tom hid in the hedge and he cried.", 4, "Tom hid in the hedge and * he * cried."),  # not inside "hedge"
+        ("Tom  met Bob and he smiled.", 4, "Tom  met Bob and * he * smiled."),  # a double space
+        ("Tom met Bob and he, smiling, left.", 4, "Tom met Bob and * he *, smiling, left."),
+    ],
+)
+def test_wsc_marks_the_whole_word_nearest_to_its_index(text, index, expected):
+    from spot_core.tasks.superglue import _mark_span
+
+    assert _mark_span(text, "he", index) == expected
 
 
 def test_goemotions_set_accuracy_ignores_order():
@@ -429,7 +443,7 @@ def test_hidden_test_labels_of_real_rows_are_errors(data_dir, name):
         ("anli_v1", {"premise": "p", "hypothesis": "h", "label": 3}, "label 3 outside 0..2"),
         ("doc_nli_v1", {"premise": "p", "hypothesis": "h", "label": "neutral"}, "'neutral' is not one of"),
         ("goemotions_v1", {"text": "t", "labels": [28]}, r"labels \[28\] outside 0..27"),
-        ("goemotions_v1", {"text": "t", "labels": []}, "outside"),
+        ("goemotions_v1", {"text": "t", "labels": []}, "no labels"),
         ("sentiment140_v1", {"text": "t", "sentiment": 2}, "sentiment 2 is not 0"),
         ("cxc_v1", {"sentence1": "a", "sentence2": "b", "label": -1.0}, "hidden"),
     ],

@@ -22,8 +22,10 @@ STSB_LABELS = tuple(f"{i / 5:.1f}" for i in range(26))
 
 def stsb_target(score: float) -> str:
     """Rounded to the nearest 0.2, as a string ("1.8")."""
-    if score < 0:
-        raise ValueError(f"similarity score {score} is negative: a hidden test label")
+    if score == -1:
+        raise ValueError("similarity score -1: a hidden test label")
+    if not 0 <= score <= 5:
+        raise ValueError(f"similarity score {score} outside 0..5")
     return f"{round(score * 5) / 5:.1f}"
 
 

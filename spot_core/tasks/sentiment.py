@@ -19,7 +19,9 @@ GOEMOTIONS = tuple(
 
 def _goemotions(row: dict) -> Example:
     labels = sorted(set(row["labels"]))
-    if not labels or not all(0 <= i < len(GOEMOTIONS) for i in labels):
+    if not labels:
+        raise ValueError("no labels: every GoEmotions example has at least one (a hidden test row?)")
+    if not all(0 <= i < len(GOEMOTIONS) for i in labels):
         raise ValueError(f"labels {row['labels']} outside 0..{len(GOEMOTIONS) - 1}")
     return {"inputs": fields("goemotions", row, ("text",)), "targets": ", ".join(GOEMOTIONS[i] for i in labels)}
 

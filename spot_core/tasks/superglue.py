@@ -71,13 +71,16 @@ def _one_per_answer(example: Example) -> list[Example]:
 # --- WSC ------------------------------------------------------------------------------------------------
 def _mark_span(text: str, span: str, index: int, mark: str = "*") -> str:
     """Marks `span` starting at word `index` as T5 does: "because * they * feared". Some rows' indices are off by
-    a word or two (T5 then leaves the pronoun unmarked); the occurrence nearest to `index` is marked instead."""
-    words = text.split(" ")
-    starts = [i for i in range(len(words)) if " ".join(words[i:]).startswith(span)]
+    a word or two (T5 then leaves the pronoun unmarked); the whole-word occurrence nearest to `index` is marked."""
+    starts = [
+        (i, m.start())
+        for i, m in enumerate(re.finditer(r"\S+", text))
+        if text.startswith(span, m.start()) and not text[m.start() + len(span) : m.start() + len(span) + 1].isalnum()
+    ]
     if not starts:
-        raise ValueError(f"span2_text {span!r} does not occur in {text!r}")
-    at = min(starts, key=lambda i: abs(i - index))
-    return re.sub(rf"^((?:\S+\s){{{at}}})({re.escape(span)})", rf"\1{mark} \2 {mark}", text)
+        raise ValueError(f"span2_text {span!r} does not occur as a word in {text!r}")
+    _, at = min(starts, key=lambda s: abs(s[0] - index))
+    return f"{text[:at]}{mark} {span} {mark}{text[at + len(span) :]}"
 
 
 def _wsc(row: dict) -> Example:
@@ -110,10 +113,12 @@ def names_referent(prediction: str, referent: str) -> bool:
 
 
 def _wsc_accuracy(references: Sequence[dict], predictions: Sequence[str]) -> dict[str, float]:
-    return accuracy(
-        [str(r["label"]) for r in references],
-        [str(names_referent(p, r["referent"])) for p, r in zip(predictions, references, strict=True)],
-    )
+    """An empty prediction (after dropping determiners) is wrong whatever the label, as in T5 (it maps it to -1)."""
+    judged = [
+        str(names_referent(p, r["referent"])) if _clean(p) else "empty"
+        for p, r in zip(predictions, references, strict=True)
+    ]
+    return accuracy([str(r["label"]) for r in references], judged)
 
 
 def _superglue(name: str, config: str, preprocess, metrics, labels=None, **kw) -> Task:
