@@ -26,9 +26,10 @@ def spec(data_dir, model="tiny-llama", task="sst2_v1", **prompt):
     )
 
 
-@pytest.mark.parametrize("task", ["sst2_v1", "rte_v1", "stsb_v1"])
+@pytest.mark.parametrize("task", ["sst2_v1", "rte_v1", "stsb_v1", "multirc_v1", "squad_v1", "wsc_v1", "c4_v1"])
 def test_real_tasks_train_end_to_end_on_the_mirror(data_dir, tmp_path, task):
-    init = "sampled_vocab" if task == "stsb_v1" else "class_labels"  # STS-B has 26 labels > 4 prompt tokens
+    # STS-B has 26 labels > 4 prompt tokens; SQuAD, WSC and C4 generate (no label words).
+    init = "class_labels" if task in ("sst2_v1", "rte_v1", "multirc_v1") else "sampled_vocab"
     result = tune_prompt(spec(data_dir, task=task, init=init), tmp_path)
     assert result["final/step"] == 6 and -100 <= result["final/val_score"] <= 100
     assert (tmp_path / "best_prompt.safetensors").exists()
