@@ -43,6 +43,7 @@ test-slow:
 bench:
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.rank_eval
+	$(BIN)/python -m bench.task_cache
 
 lint:
 	$(BIN)/ruff check spot_core pipelines tests bench

@@ -51,6 +51,20 @@ def hub_shaped(tmp_path, data_dir, task_name: str, rows_per_split: int = 40):
     return dataclasses.replace(task, hub_id=str(repo))
 
 
+def tiny_spec(data_dir, tmp_path, task: str, init: str = "sampled_vocab", **limits) -> RunSpec:
+    """Two steps of a tiny model on the mirror, tokenised splits cached in tmp_path."""
+    return RunSpec(
+        model="tiny-llama",
+        task=task,
+        prompt=PromptConfig(length=4, init=init),
+        trainer=TrainerConfig(steps=2, batch_size=4, eval_every=2, eval_batch_size=16, embedding_step=1),
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        max_input_len=32,
+        **{"max_train_examples": 8, "max_eval_examples": 8, **limits},
+    )
+
+
 def test_the_spot_study_tasks_and_mixtures_are_registered():
     for name in (SPOT_SOURCES + " " + SPOT_TARGETS).split():
         assert get_task(name).name == f"{name}_v1"  # an unversioned name means the latest version
@@ -196,17 +210,7 @@ def test_tokenised_splits_are_cached_by_task_data_tokenizer_and_lengths(data_dir
 
 
 def test_a_run_records_the_task_version_and_the_carve_out_it_used(data_dir, tmp_path):
-    spec = RunSpec(
-        model="tiny-llama",
-        task="cosmos_qa",
-        prompt=PromptConfig(length=4, init="class_labels"),
-        trainer=TrainerConfig(steps=2, batch_size=2, eval_every=2, eval_batch_size=8, embedding_step=1),
-        data_dir=str(data_dir),
-        cache_dir=str(tmp_path / "cache"),
-        max_train_examples=8,
-        max_eval_examples=8,
-        max_input_len=48,
-    )
+    spec = tiny_spec(data_dir, tmp_path, "cosmos_qa", init="class_labels")
     tracker = MemoryTracker()
     result = tune_prompt(spec, tmp_path / "run", tracker)
     assert result["final/step"] == 2
@@ -236,17 +240,7 @@ def test_a_mixture_trains_on_capped_examples_of_each_task_and_scores_their_mean(
     from spot_core.trainer import MixtureData, TaskData
     from spot_core.tuning import prepare
 
-    spec = RunSpec(
-        model="tiny-llama",
-        task="glue",
-        prompt=PromptConfig(length=4),
-        trainer=TrainerConfig(steps=2, batch_size=4, eval_every=2, eval_batch_size=16, embedding_step=1),
-        data_dir=str(data_dir),
-        cache_dir=str(tmp_path / "cache"),
-        max_train_examples=6,
-        max_eval_examples=4,
-        max_input_len=32,
-    )
+    spec = tiny_spec(data_dir, tmp_path, "glue", max_train_examples=6, max_eval_examples=4)
     _, data = prepare(spec)
     assert isinstance(data, MixtureData) and [p.name for p in data.parts] == list(get_mixture("glue_v1").tasks)
     assert len(data.train) == 8 * 6 and len(data.validation) == 8 * 4
