@@ -1,0 +1,82 @@
+"""Study planning: the cells of each stage and their deterministic keys (the resume ledger's)."""
+
+import dataclasses
+
+import pytest
+
+from spot_core.study import Stage, StudyConfig, cell_tags, plan, run_spec
+from spot_core.tasks import UnknownNameError
+from spot_core.trainer import TrainerConfig
+
+
+def study(**kw) -> StudyConfig:
+    return StudyConfig(
+        **{
+            "name": "t",
+            "model": "tiny-llama",
+            "sources": ["mnli", "sst2"],
+            "targets": ["rte", "wsc", "cb"],
+            "seeds": [0, 1],
+            "prompt_length": 4,
+            **kw,
+        }
+    )
+
+
+def test_the_plan_has_every_source_target_and_transfer_cell():
+    cells = plan(study())
+    by_stage = {s: [c for c in cells if c.stage is s] for s in Stage}
+    assert len(by_stage[Stage.SOURCE]) == 2 and len(by_stage[Stage.TARGET]) == 3 * 2
+    assert len(by_stage[Stage.TRANSFER]) == 2 * 3 * 2
+    assert len({c.key for c in cells}) == len(cells)
+    assert [c.label for c in by_stage[Stage.TRANSFER][:2]] == [
+        "transfer:mnli_v1->rte_v1:s0",
+        "transfer:mnli_v1->rte_v1:s1",
+    ]
+    # Class-label init where the target has label words; WSC generates its answers, so sampled vocab.
+    assert {c.task: c.init for c in by_stage[Stage.TARGET]} == {
+        "rte_v1": "class_labels",
+        "wsc_v1": "sampled_vocab",
+        "cb_v1": "class_labels",
+    }
+
+
+def test_keys_are_stable_and_change_only_with_what_determines_a_result():
+    first, again = plan(study()), plan(study(name="renamed", data_dir="/elsewhere"))
+    assert [c.key for c in first] == [c.key for c in again]  # names and paths are not part of a result
+    more = {c.key for c in plan(study(seeds=[0, 1, 2]))}
+    assert {c.key for c in first} < more and len(more) == 2 + 3 * 3 + 2 * 3 * 3
+    faster = plan(study(target_trainer=TrainerConfig(lr=0.1)))
+    changed = [a.stage for a, b in zip(first, faster, strict=True) if a.key != b.key]
+    assert Stage.SOURCE not in changed and changed.count(Stage.TARGET) == 6
+    longer_sources = plan(study(source_trainer=TrainerConfig(steps=7)))
+    transfers = [(a.key, b.key) for a, b in zip(first, longer_sources, strict=True) if a.stage is Stage.TRANSFER]
+    assert all(a != b for a, b in transfers)  # a transfer's key follows its source cell's
+
+
+def test_a_transfer_reads_its_source_cells_best_prompt(tmp_path):
+    cfg = study()
+    cell = next(c for c in plan(cfg) if c.stage is Stage.TRANSFER)
+    spec = run_spec(cfg, cell, tmp_path)
+    assert spec.prompt.init == "file" and spec.trainer.seed == cell.seed
+    assert spec.prompt.files == [str(tmp_path / "source" / f"mnli_v1-s0-{cell.source.key}" / "best_prompt.safetensors")]
+    assert cell.out_dir(tmp_path).parent == tmp_path / "transfer"
+    assert cell_tags(cell, cfg) | {"cell_key": ""} == {
+        "study": "t",
+        "stage": "transfer",
+        "cell_key": "",
+        "task": "rte_v1",
+        "source": "mnli_v1",
+        "target": "rte_v1",
+        "seed": "0",
+    }
+
+
+def test_bad_designs_fail_with_the_field_and_the_fix():
+    with pytest.raises(UnknownNameError, match="Did you mean: boolq_v1"):
+        study(targets=["boolqq"])
+    with pytest.raises(ValueError, match=r"study.seeds must be a non-empty list without repeats, got \[1, 1\]"):
+        study(seeds=[1, 1])
+    with pytest.raises(ValueError, match="prompt.init"):
+        study(source_init="zeros")
+    assert dataclasses.replace(study(), sources=["glue"]).sources == ["glue_v1"]  # mixtures are sources too
