@@ -1,0 +1,107 @@
+"""The study pipeline end to end on `study=smoke`: Ray Tune trials, MLflow ledger, resume and extension."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from pipelines.study import run
+from pipelines.tracking import TrackingError
+from spot_core.tasks import TaskDataError, UnknownNameError
+
+
+def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [
+        "study=smoke",
+        f"data_dir={data_dir}",
+        f"out_dir={tmp_path}/out",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "ray.num_cpus=2",
+        *extra,
+    ]
+
+
+def compose_study(*args: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("study", overrides=list(args))
+
+
+def cell_runs(tmp_path: Path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("spot-study")
+    return client.search_runs([experiment.experiment_id], "tags.cell_key != ''", max_results=1000)
+
+
+def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_path, data_dir):
+    first = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]")))
+    assert first["failed"] == {} and first["cells"] == first["finished"] == first["trained_now"] == 2 + 2 + 4
+    runs = cell_runs(tmp_path)
+    assert Counter(r.data.tags["stage"] for r in runs) == {"source": 2, "target": 2, "transfer": 4}
+    assert all(
+        r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == first["parent_run_id"] for r in runs
+    )
+    transfer = next(r for r in runs if r.data.tags["stage"] == "transfer")
+    assert transfer.data.tags["source"] in ("sst2_v1", "mnli_v1") and transfer.data.params["init"] == "file"
+    assert "val/score" in transfer.data.metrics
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(transfer.info.run_id)}
+    assert {"best_prompt.safetensors", "task_embedding.safetensors", "result.json"} <= artifacts
+
+    second = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0,1]")))
+    assert second["failed"] == {} and second["finished"] == 14 and second["trained_now"] == 2 + 4
+    keys = Counter(r.data.tags["cell_key"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")
+    assert len(keys) == 14 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
+
+
+def test_a_killed_driver_resumes_without_training_finished_cells_again(tmp_path, data_dir):
+    args = overrides(tmp_path, data_dir, f"hydra.run.dir={tmp_path}/hydra", "ray.max_concurrent_trials=1")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.study", *args],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while sum(r.info.status == "FINISHED" for r in cell_runs_or_none(tmp_path)) < 5:
+            assert driver.poll() is None and time.monotonic() < deadline, "the study ended before it could be killed"
+            time.sleep(0.5)
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only, as a crash would
+        driver.wait()
+        time.sleep(1)
+        os.killpg(driver.pid, signal.SIGKILL)  # then Ray's own processes, to keep the machine clean
+    before = {r.data.tags["cell_key"]: r.info.run_id for r in cell_runs(tmp_path) if r.info.status == "FINISHED"}
+    result = run(compose_study(*args[:-2]))
+    assert result["failed"] == {} and result["finished"] == 14 and result["trained_now"] == 14 - len(before)
+    finished = [r for r in cell_runs(tmp_path) if r.info.status == "FINISHED"]
+    assert len(finished) == 14 and len({r.data.tags["cell_key"] for r in finished}) == 14
+    assert all(before[r.data.tags["cell_key"]] == r.info.run_id for r in finished if r.data.tags["cell_key"] in before)
+    assert not [r for r in cell_runs(tmp_path) if r.info.status == "RUNNING"]  # the interrupted ones: KILLED
+
+
+def cell_runs_or_none(tmp_path: Path) -> list:
+    try:
+        return cell_runs(tmp_path)
+    except Exception:  # the driver has not created the store or the experiment yet
+        return []
+
+
+def test_bad_input_fails_before_any_training(tmp_path, data_dir):
+    with pytest.raises(UnknownNameError, match="Did you mean: boolq_v1"):
+        run(compose_study(*overrides(tmp_path, data_dir, "study.targets=[boolqq]")))
+    with pytest.raises(TaskDataError, match="race_v1.*make data"):
+        run(compose_study(*overrides(tmp_path, data_dir, "study.targets=[race]")))
+    with pytest.raises(TrackingError, match="unreachable"):
+        run(compose_study(*overrides(tmp_path, data_dir, "tracking.uri=http://127.0.0.1:9")))
+    with pytest.raises(RuntimeError, match=r"ray.gpus_per_trial=1 but the Ray cluster has 0 GPUs"):
+        run(compose_study(*overrides(tmp_path, data_dir, "ray.gpus_per_trial=1", "ray.num_gpus=0")))
+    assert not (tmp_path / "out").exists()
