@@ -1,0 +1,58 @@
+"""Task similarity from task embeddings (SPoT section 3.2) and the ranking of source runs for a target.
+
+A task embedding is a prompt checkpoint [L, H] taken early in prompt tuning. Two measures:
+    avg_tokens: cos(mean_i e1_i, mean_j e2_j)
+    per_token:  (1 / L^2) * sum_i sum_j cos(e1_i, e2_j)
+Tasks with several runs: the mean over all run pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from itertools import product
+
+import torch
+import torch.nn.functional as F
+
+
+class Similarity(StrEnum):
+    AVG_TOKENS = "avg_tokens"
+    PER_TOKEN = "per_token"
+
+
+def cosine_of_means(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos(mean of a's tokens, mean of b's tokens); a [L1, H], b [L2, H]."""
+    return float(F.cosine_similarity(a.double().mean(0), b.double().mean(0), dim=0))
+
+
+def mean_token_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The mean over all token pairs (i, j) of cos(a_i, b_j); a [L1, H], b [L2, H]."""
+    return float((F.normalize(a.double(), dim=1) @ F.normalize(b.double(), dim=1).T).mean())
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor, method: Similarity | str = Similarity.AVG_TOKENS) -> float:
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"task embeddings must be [L, H] with the same H, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return cosine_of_means(a, b) if Similarity(method) is Similarity.AVG_TOKENS else mean_token_cosine(a, b)
+
+
+def task_similarity(
+    runs_a: Sequence[torch.Tensor], runs_b: Sequence[torch.Tensor], method: Similarity | str = Similarity.AVG_TOKENS
+) -> float:
+    """The mean similarity over all pairs of runs (3 x 3 = 9 pairs for 3 runs each)."""
+    pairs = [similarity(a, b, method) for a, b in product(runs_a, runs_b)]
+    if not pairs:
+        raise ValueError("task_similarity needs at least one run of each task")
+    return sum(pairs) / len(pairs)
+
+
+def rank_sources(
+    target_runs: Sequence[torch.Tensor],
+    candidates: Mapping[str, torch.Tensor],
+    method: Similarity | str = Similarity.AVG_TOKENS,
+) -> list[tuple[str, float]]:
+    """Source runs (name -> task embedding) by similarity to the target (averaged over its runs), most
+    similar first; ties keep the candidates' order."""
+    scored = [(name, task_similarity(target_runs, [emb], method)) for name, emb in candidates.items()]
+    return sorted(scored, key=lambda item: -item[1])
