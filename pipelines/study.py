@@ -29,7 +29,9 @@ from ray import tune  # noqa: E402
 
 from pipelines.tracking import MlflowTracker, normalise_uri, open_store  # noqa: E402
 from pipelines.train import resolve_data_dir  # noqa: E402
-from spot_core.study import Cell, Stage, StudyConfig, cell_tags, plan, run_spec  # noqa: E402
+from spot_core.prompt_files import load_prompt  # noqa: E402
+from spot_core.similarity import rank_sources  # noqa: E402
+from spot_core.study import Cell, Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec  # noqa: E402
 from spot_core.tasks import get, get_task, load_examples  # noqa: E402
 from spot_core.tuning import tune_prompt  # noqa: E402
 
@@ -95,8 +97,10 @@ def abandon_stale(client: MlflowClient, experiment_id: str, study: str) -> int:
 
 
 # --- one cell, in a Ray worker ---------------------------------------------------------------------------
-def train_cell(config: dict, study: StudyConfig, root: str, uri: str, experiment_id: str, parent_id: str) -> dict:
-    cell = {c.key: c for c in plan(study)}[config["cell"]]
+def train_cell(
+    config: dict, cells: dict[str, Cell], study: StudyConfig, root: str, uri: str, experiment_id: str, parent_id: str
+) -> dict:
+    cell = cells[config["cell"]]
     client = MlflowClient(uri)
     tags = {**cell_tags(cell, study), "mlflow.parentRunId": parent_id}
     run_id = client.create_run(experiment_id, run_name=cell.label, tags=tags).info.run_id
@@ -156,13 +160,38 @@ class Progress(tune.Callback):
         self._set(trial, "failed")
 
 
+def rankings(study: StudyConfig, root: Path, done: set[str]) -> dict[str, list[tuple[Cell, float]]]:
+    """Each target's finished source runs, most similar first, from the task embeddings on disk (a target's
+    similarity is averaged over its finished runs)."""
+    finished = [c for c in plan(study) if c.key in done]
+    embedding = lambda c: load_prompt(c.out_dir(root) / "task_embedding.safetensors")[0]  # noqa: E731
+    sources = {c.key: (c, embedding(c)) for c in finished if c.stage is Stage.SOURCE}
+    out = {}
+    for target in study.targets:
+        runs = [embedding(c) for c in finished if c.stage is Stage.TARGET and c.task == target]
+        if runs and sources:
+            ranked = rank_sources(runs, {k: e for k, (_, e) in sources.items()}, study.retrieval_similarity)
+            out[target] = [(sources[k][0], sim) for k, sim in ranked]
+    return out
+
+
+def run_group(cells: list[Cell], study: StudyConfig, cfg: DictConfig, ctx: dict, client: MlflowClient) -> dict:
+    """Runs the cells not yet finished whose source cells have finished; returns failures (label -> why)."""
+    ready = finished_keys(client, ctx["experiment_id"], study.name)
+    todo = [c for c in cells if c.key not in ready]
+    needs = lambda c: [s for s in [c.source, *(b for b, _ in c.blend)] if s]  # noqa: E731
+    blocked = {c.label: f"{s.label} did not finish" for c in todo for s in needs(c) if s.key not in ready}
+    return {**blocked, **run_cells([c for c in todo if c.label not in blocked], study, cfg, ctx)}
+
+
 def run_cells(cells: list[Cell], study: StudyConfig, cfg: DictConfig, ctx: dict) -> dict[str, str]:
     """Runs cells as Ray Tune trials (retries resume from the cell's own checkpoint); returns failures."""
     if not cells:
         return {}
     r = cfg.ray
     trainable = tune.with_resources(
-        tune.with_parameters(train_cell, study=study, **ctx), {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}
+        tune.with_parameters(train_cell, cells={c.key: c for c in cells}, study=study, **ctx),
+        {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
@@ -200,7 +229,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     study = build_study(cfg)  # unknown tasks, bad values: fail here
     check_data(study)  # missing data: fail here
-    stages = [Stage(s) for s in cfg.stages]
+    stages = [Stage(s) for s in cfg.stages]  # `retrieval` includes its mixture prompts
     uri = normalise_uri(cfg.tracking.uri)
     client, experiment_id = open_store(uri, cfg.tracking.experiment)  # unreachable server: fail here
     root = Path(cfg.out_dir).resolve()
@@ -208,20 +237,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start_ray(cfg)  # too few GPUs: fail here
     parent_id = parent_run(client, experiment_id, study, cfg)
     abandon_stale(client, experiment_id, study.name)
-    done = finished_keys(client, experiment_id, study.name)
+    before = finished_keys(client, experiment_id, study.name)
     ctx = {"root": str(root), "uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
-    skipped = sum(c.key in done for c in cells)
+    skipped = sum(c.key in before for c in cells)
     print(
         f"study {study.name}: {len(cells)} cells, {skipped} already finished, {len(cells) - skipped} to run", flush=True
     )
     failed: dict[str, str] = {}
     try:
         for group in ((Stage.SOURCE, Stage.TARGET), (Stage.TRANSFER,)):  # transfers need their source prompts
-            todo = [c for c in cells if c.stage in group and c.key not in done]
-            ready = finished_keys(client, experiment_id, study.name)
-            blocked = [c for c in todo if c.source and c.source.key not in ready]
-            failed.update({c.label: f"source {c.source.label} did not finish" for c in blocked})
-            failed.update(run_cells([c for c in todo if c not in blocked], study, cfg, ctx))
+            failed.update(run_group([c for c in cells if c.stage in group], study, cfg, ctx, client))
+        if Stage.RETRIEVAL in stages:
+            ranked = rankings(study, root, finished_keys(client, experiment_id, study.name))
+            missing = [t for t in study.targets if t not in ranked]
+            failed.update({f"retrieval:{t}": "no finished source and target runs to rank" for t in missing})
+            retrieval = plan_retrieval(study, ranked)
+            cells += retrieval
+            for stage in (Stage.RETRIEVAL_MIXTURE, Stage.RETRIEVAL):
+                failed.update(run_group([c for c in retrieval if c.stage is stage], study, cfg, ctx, client))
     finally:
         ray.shutdown()
     done = finished_keys(client, experiment_id, study.name)
@@ -229,7 +262,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "study": study.name,
         "cells": len(cells),
         "finished": sum(c.key in done for c in cells),
-        "trained_now": sum(c.key in done for c in cells) - skipped,
+        "trained_now": len({c.key for c in cells} & (done - before)),
         "failed": failed,
         "parent_run_id": parent_id,
         "out_dir": str(root),

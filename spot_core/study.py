@@ -6,6 +6,11 @@ Stages (SPoT section 3):
     target    prompt tuning from scratch on each target (class-label init): the baseline and the target's
               task embedding.
     transfer  every (source run, target, seed): the target prompt starts from the source prompt.
+    retrieval_mixture / retrieval
+              SPoT's retrieval strategies for each target and k, from source runs ranked by task-embedding
+              similarity: the top-k weighted average of their prompts as the init; and a prompt trained on the
+              mixture of the top-k source tasks plus the target (retrieval_mixture), whose final checkpoint is the
+              init. Best-of-top-k needs no runs of its own (it reads the transfer grid).
 
 A cell's key hashes everything that determines its result (stage, model, task version, initialisation with
 the source cell's key, seed, trainer settings, data limits), never paths: the same study run again, or
@@ -16,12 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from spot_core.prompts import similarity_weights
+from spot_core.similarity import Similarity
 from spot_core.tasks import get, get_task
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec
@@ -31,6 +38,13 @@ class Stage(StrEnum):
     SOURCE = "source"
     TARGET = "target"
     TRANSFER = "transfer"
+    RETRIEVAL_MIXTURE = "retrieval_mixture"
+    RETRIEVAL = "retrieval"
+
+
+class Retrieval(StrEnum):
+    WEIGHTED_AVERAGE = "weighted_average"
+    MIXTURE = "mixture"
 
 
 @dataclass
@@ -56,6 +70,9 @@ class StudyConfig:
     cache_dir: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    retrieval_ks: Sequence[int] = (3, 6, 9, 12)
+    retrieval: Sequence[str] = ("weighted_average", "mixture")
+    retrieval_similarity: str = "avg_tokens"
 
     def __post_init__(self):
         if isinstance(self.source_trainer, dict):
@@ -72,6 +89,10 @@ class StudyConfig:
         ):
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"study.{name} must be a non-empty list without repeats, got {list(values)}")
+        self.retrieval = [Retrieval(r) for r in self.retrieval]
+        Similarity(self.retrieval_similarity)
+        if any(k < 1 for k in self.retrieval_ks):
+            raise ValueError(f"study.retrieval_ks must be >= 1, got {list(self.retrieval_ks)}")
         PromptConfig(length=self.prompt_length, init=self.source_init)  # validates both inits
         PromptConfig(length=self.prompt_length, init=self.target_init)
 
@@ -85,20 +106,37 @@ class Cell:
     seed: int
     init: str
     identity: str  # canonical JSON of what determines the result
-    source: Cell | None = None
+    source: Cell | None = None  # transfer / mixture init: the cell whose prompt starts this one
+    blend: tuple[tuple[Cell, float], ...] = ()  # weighted-average init: (source cell, weight)
+    k: int = 0  # retrieval: how many top-ranked source runs
 
     @property
     def key(self) -> str:
         return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
 
     @property
+    def origin(self) -> str:
+        """Where the prompt comes from: the source task, or the retrieval strategy and k."""
+        if self.blend:
+            return f"wavg-top{self.k}"
+        if self.stage is Stage.RETRIEVAL:
+            return f"mix-top{self.k}"
+        return self.source.task if self.source else ""
+
+    @property
     def label(self) -> str:
-        via = f"{self.source.task}->" if self.source else ""
+        via = f"{self.origin}->" if self.origin else ""
         return f"{self.stage}:{via}{self.task}:s{self.seed}"
 
+    @property
+    def prompt_file(self) -> str:
+        """The prompt later cells start from: SPoT's best checkpoint; a retrieval mixture's final one."""
+        return "final_prompt.safetensors" if self.stage is Stage.RETRIEVAL_MIXTURE else "best_prompt.safetensors"
+
     def out_dir(self, root: str | Path) -> Path:
-        via = f"{self.source.task}-to-" if self.source else ""
-        return Path(root) / self.stage.value / f"{via}{self.task}-s{self.seed}-{self.key}"
+        via = f"{self.origin}-to-" if self.origin else ""
+        name = self.task if len(self.task) < 60 else f"top{self.k}-mixture"
+        return Path(root) / self.stage.value / f"{via}{name}-s{self.seed}-{self.key}"
 
 
 def _init(task: str, wanted: str) -> str:
@@ -108,22 +146,43 @@ def _init(task: str, wanted: str) -> str:
     return wanted
 
 
-def _cell(study: StudyConfig, stage: Stage, task: str, seed: int, source: Cell | None = None) -> Cell:
-    trainer = study.source_trainer if stage is Stage.SOURCE else study.target_trainer
-    if stage is Stage.TRANSFER:
+def _trainer(study: StudyConfig, stage: Stage) -> TrainerConfig:
+    return study.source_trainer if stage in (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE) else study.target_trainer
+
+
+def _cell(
+    study: StudyConfig,
+    stage: Stage,
+    task: str,
+    seed: int,
+    source: Cell | None = None,
+    blend: tuple[tuple[Cell, float], ...] = (),
+    k: int = 0,
+) -> Cell:
+    if blend:
+        init = "weighted_average"
+    elif source:
         init = "file"
     else:
-        init = _init(task, study.source_init if stage is Stage.SOURCE else study.target_init)
+        init = _init(task, study.source_init if stage in (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE) else study.target_init)
+    trainer = _trainer(study, stage)
     identity = {
         "stage": stage.value,
         "model": study.model,
         "task": task,
         "seed": seed,
-        "init": {"kind": init, "length": study.prompt_length, "source": source.key if source else None},
+        "init": {
+            "kind": init,
+            "length": study.prompt_length,
+            "source": source.key if source else None,
+            "blend": [[c.key, round(w, 6)] for c, w in blend],
+        },
         "trainer": {**asdict(replace(trainer, seed=seed)), "optimizer": str(trainer.optimizer)},
         "data": [study.max_input_len, study.max_target_len, study.max_train_examples, study.max_eval_examples],
     }
-    return Cell(stage, task, seed, init, json.dumps(identity, sort_keys=True), source)
+    if stage in (Stage.RETRIEVAL, Stage.RETRIEVAL_MIXTURE):
+        identity["retrieval"] = {"k": k, "similarity": study.retrieval_similarity}
+    return Cell(stage, task, seed, init, json.dumps(identity, sort_keys=True), source, blend, k)
 
 
 def plan(study: StudyConfig) -> list[Cell]:
@@ -134,14 +193,39 @@ def plan(study: StudyConfig) -> list[Cell]:
     return sources + targets + transfers
 
 
+def plan_retrieval(study: StudyConfig, rankings: Mapping[str, Sequence[tuple[Cell, float]]]) -> list[Cell]:
+    """The retrieval cells, from each target's source runs ranked most similar first (with their similarity).
+    Mixture prompts (stage retrieval_mixture) come first in the list; k larger than the candidates is skipped."""
+    mixtures, targets = [], []
+    for target, ranked in rankings.items():
+        for k in (k for k in study.retrieval_ks if k <= len(ranked)):
+            top = list(ranked[:k])
+            if Retrieval.WEIGHTED_AVERAGE in study.retrieval and sum(s for _, s in top) > 0:
+                blend = tuple(zip((c for c, _ in top), similarity_weights([s for _, s in top]), strict=True))
+                targets += [_cell(study, Stage.RETRIEVAL, target, seed, blend=blend, k=k) for seed in study.seeds]
+            if Retrieval.MIXTURE in study.retrieval:
+                members = [t for c, _ in top for t in getattr(get(c.task), "tasks", [c.task])] + [target]
+                mix = _cell(
+                    study, Stage.RETRIEVAL_MIXTURE, "+".join(dict.fromkeys(members)), study.source_seeds[0], k=k
+                )
+                mixtures.append(mix)
+                targets += [_cell(study, Stage.RETRIEVAL, target, seed, source=mix, k=k) for seed in study.seeds]
+    return mixtures + targets
+
+
 def run_spec(study: StudyConfig, cell: Cell, root: str | Path) -> RunSpec:
-    """The RunSpec of a cell; a transfer reads its source cell's best prompt under `root`."""
-    files = [str(cell.source.out_dir(root) / "best_prompt.safetensors")] if cell.source else []
+    """The RunSpec of a cell; transfers and retrieval runs read their source cells' prompts under `root`."""
+    sources = [(c, w) for c, w in cell.blend] or ([(cell.source, 1.0)] if cell.source else [])
     return RunSpec(
         model=study.model,
         task=cell.task,
-        prompt=PromptConfig(length=study.prompt_length, init=cell.init, files=files),
-        trainer=replace(study.source_trainer if cell.stage is Stage.SOURCE else study.target_trainer, seed=cell.seed),
+        prompt=PromptConfig(
+            length=study.prompt_length,
+            init=cell.init,
+            files=[str(c.out_dir(root) / c.prompt_file) for c, _ in sources],
+            weights=[w for _, w in cell.blend],
+        ),
+        trainer=replace(_trainer(study, cell.stage), seed=cell.seed),
         data_dir=study.data_dir,
         cache_dir=study.cache_dir,
         max_input_len=study.max_input_len,
@@ -160,7 +244,8 @@ def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, Any]:
         "stage": cell.stage.value,
         "cell_key": cell.key,
         "task": cell.task,
-        "source": cell.source.task if cell.source else "",
-        "target": cell.task if cell.stage is not Stage.SOURCE else "",
+        "source": cell.origin,
+        "k": str(cell.k),
+        "target": "" if cell.stage in (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE) else cell.task,
         "seed": str(cell.seed),
     }

@@ -42,9 +42,20 @@ def cell_runs(tmp_path: Path) -> list:
 
 def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_path, data_dir):
     first = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]")))
-    assert first["failed"] == {} and first["cells"] == first["finished"] == first["trained_now"] == 2 + 2 + 4
+    # 2 sources, 2 targets, 4 transfers; per target, top-2 retrieval: a mixture prompt and 2 target runs.
+    assert first["failed"] == {} and first["cells"] == first["finished"] == first["trained_now"] == 8 + 2 * 3
     runs = cell_runs(tmp_path)
-    assert Counter(r.data.tags["stage"] for r in runs) == {"source": 2, "target": 2, "transfer": 4}
+    stages = Counter(r.data.tags["stage"] for r in runs)
+    assert stages == {"source": 2, "target": 2, "transfer": 4, "retrieval_mixture": 2, "retrieval": 4}
+    wavg = next(r for r in runs if r.data.tags["source"] == "wavg-top2")
+    assert wavg.data.params["init"] == "weighted_average" and wavg.data.tags["k"] == "2"
+    mixture = next(r for r in runs if r.data.tags["stage"] == "retrieval_mixture")
+    assert mixture.data.tags["task"] in (
+        "sst2_v1+mnli_v1+rte_v1",
+        "mnli_v1+sst2_v1+rte_v1",
+        "sst2_v1+mnli_v1+cb_v1",
+        "mnli_v1+sst2_v1+cb_v1",
+    )
     assert all(
         r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == first["parent_run_id"] for r in runs
     )
@@ -54,14 +65,21 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(transfer.info.run_id)}
     assert {"best_prompt.safetensors", "task_embedding.safetensors", "result.json"} <= artifacts
 
-    second = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0,1]")))
+    grid = "stages=[source,target,transfer]"
+    second = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0,1]", grid)))
     assert second["failed"] == {} and second["finished"] == 14 and second["trained_now"] == 2 + 4
     keys = Counter(r.data.tags["cell_key"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")
-    assert len(keys) == 14 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
+    assert len(keys) == 14 + 6 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
 
 
 def test_a_killed_driver_resumes_without_training_finished_cells_again(tmp_path, data_dir):
-    args = overrides(tmp_path, data_dir, f"hydra.run.dir={tmp_path}/hydra", "ray.max_concurrent_trials=1")
+    args = overrides(
+        tmp_path,
+        data_dir,
+        "stages=[source,target,transfer]",
+        f"hydra.run.dir={tmp_path}/hydra",
+        "ray.max_concurrent_trials=1",
+    )
     driver = subprocess.Popen(
         [sys.executable, "-m", "pipelines.study", *args],
         cwd=REPO,

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from spot_core.study import Stage, StudyConfig, cell_tags, plan, run_spec
+from spot_core.study import Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec
 from spot_core.tasks import UnknownNameError
 from spot_core.trainer import TrainerConfig
 
@@ -69,6 +69,7 @@ def test_a_transfer_reads_its_source_cells_best_prompt(tmp_path):
         "source": "mnli_v1",
         "target": "rte_v1",
         "seed": "0",
+        "k": "0",
     }
 
 
@@ -80,3 +81,25 @@ def test_bad_designs_fail_with_the_field_and_the_fix():
     with pytest.raises(ValueError, match="prompt.init"):
         study(source_init="zeros")
     assert dataclasses.replace(study(), sources=["glue"]).sources == ["glue_v1"]  # mixtures are sources too
+
+
+def test_retrieval_cells_blend_or_mix_the_top_k_source_runs(tmp_path):
+    cfg = study(sources=["mnli", "sst2", "glue"], seeds=[0], retrieval_ks=[2, 4])
+    sources = {c.task: c for c in plan(cfg) if c.stage is Stage.SOURCE}
+    ranked = [(sources["sst2_v1"], 0.6), (sources["glue_v1"], 0.2), (sources["mnli_v1"], 0.1)]
+    cells = plan_retrieval(cfg, {"rte_v1": ranked})
+    assert [c.label for c in cells] == [  # k=4 > 3 candidates: skipped; mixture prompts first
+        "retrieval_mixture:sst2_v1+cola_v1+mrpc_v1+qqp_v1+stsb_v1+mnli_v1+qnli_v1+rte_v1:s0",
+        "retrieval:wavg-top2->rte_v1:s0",
+        "retrieval:mix-top2->rte_v1:s0",
+    ]
+    mix, wavg, from_mix = cells
+    assert [w for _, w in wavg.blend] == pytest.approx([0.75, 0.25])  # sim / sum of sims
+    spec = run_spec(cfg, wavg, tmp_path)
+    assert spec.prompt.init == "weighted_average" and spec.prompt.weights == pytest.approx([0.75, 0.25])
+    assert spec.prompt.files[0].endswith(f"sst2_v1-s0-{sources['sst2_v1'].key}/best_prompt.safetensors")
+    assert run_spec(cfg, from_mix, tmp_path).prompt.files == [str(mix.out_dir(tmp_path) / "final_prompt.safetensors")]
+    assert run_spec(cfg, mix, tmp_path).trainer == dataclasses.replace(cfg.source_trainer, seed=0)
+    # Another ranking is another cell; the same ranking again is the same cell.
+    assert plan_retrieval(cfg, {"rte_v1": ranked})[1].key == wavg.key
+    assert plan_retrieval(cfg, {"rte_v1": [ranked[0], (ranked[1][0], 0.3)]})[1].key != wavg.key

@@ -186,7 +186,9 @@ def get_mixture(name: str) -> Mixture:
 
 
 def get(name: str) -> Task | Mixture:
-    """A task or a mixture by name."""
+    """A task or a mixture by name; `a_v1+b_v1+...` is an ad-hoc mixture of those tasks (the default cap)."""
+    if "+" in name:
+        return Mixture(name, tuple(get_task(part.strip()).name for part in name.split("+")))
     try:
         return get_task(name)
     except UnknownNameError:
