@@ -43,7 +43,7 @@ def test_train_pipeline_logs_params_metrics_and_prompts(tmp_path, data_dir):
 
 
 def test_unknown_task_and_unreachable_server_fail_before_training(tmp_path):
-    with pytest.raises(KeyError, match="unknown task 'sst'"):
+    with pytest.raises(KeyError, match="unknown task or mixture 'sst'"):
         run(compose_train(tmp_path, "task=sst"))
     with pytest.raises(TrackingError, match="unreachable.*mlflow server"):
         run(compose_train(tmp_path, "tracking.uri=http://127.0.0.1:9"))

@@ -56,7 +56,7 @@ def test_prompt_from_another_model_is_refused_with_both_shapes(data_dir, tmp_pat
 
 def test_user_errors_fail_before_any_model_is_loaded(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("spot_core.tuning.load_backbone", lambda *a: pytest.fail("model loaded before the check"))
-    with pytest.raises(KeyError, match="unknown task 'sst3'. Did you mean: sst2_v1"):
+    with pytest.raises(KeyError, match="unknown task or mixture 'sst3'. Did you mean: sst2_v1"):
         prepare(spec(data_dir, task="sst3"))
     with pytest.raises(TaskDataError, match=r"sst2_v1.*no data for its 'train' split at .*nowhere.*make data"):
         prepare(spec(tmp_path / "nowhere"))
