@@ -75,7 +75,8 @@ def finished_keys(client: MlflowClient, experiment_id: str, study: str) -> set[s
 
 
 def parent_run(client: MlflowClient, experiment_id: str, study: StudyConfig, cfg: DictConfig) -> str:
-    """The study's parent run (one per study name, reused on restarts), with the configuration as params."""
+    """The study's parent run (one per study name, reused and set RUNNING again on restarts); the composed
+    configuration is its `config` tag."""
     found = client.search_runs([experiment_id], f"tags.study = '{study.name}' and tags.kind = 'study'", max_results=1)
     run_id = (
         found[0].info.run_id
@@ -84,6 +85,7 @@ def parent_run(client: MlflowClient, experiment_id: str, study: StudyConfig, cfg
             experiment_id, run_name=f"study-{study.name}", tags={"study": study.name, "kind": "study", "cell_key": ""}
         ).info.run_id
     )
+    client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "config", OmegaConf.to_yaml(cfg)[:5000])
     return run_id
 
