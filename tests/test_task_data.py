@@ -24,7 +24,7 @@ from spot_core.tasks import (
 from spot_core.tasks import cache as task_cache
 from spot_core.tasks.cache import encoded_split
 from spot_core.tasks.export import export_task, update_manifest
-from spot_core.tasks.loading import availability, slice_rows
+from spot_core.tasks.loading import availability, sample_rows, slice_rows
 from spot_core.tracking import MemoryTracker
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
@@ -123,6 +123,17 @@ def test_split_slices(spec, expected):
     assert slice_rows(rows, spec)["i"] == expected
 
 
+def test_a_row_limit_samples_the_split_instead_of_taking_its_first_rows(data_dir):
+    # CR's test split (its validation) is sorted by label: the first 48 rows are all negative.
+    cr = get_task("cr_v1")
+    sample = load_examples(cr, "validation", data_dir, limit=48)
+    assert {e["targets"] for e in sample} == {"negative", "positive"}
+    assert sample == load_examples(cr, "validation", data_dir, limit=48)  # the same rows every time
+    rows = datasets.Dataset.from_dict({"i": list(range(100))})
+    kept = sample_rows(rows, 10)["i"]
+    assert kept == sorted(kept) and len(set(kept)) == 10 and sample_rows(rows, 100)["i"] == list(range(100))
+
+
 def test_a_bad_split_spec_is_an_error():
     with pytest.raises(ValueError, match="bad split spec"):
         slice_rows(datasets.Dataset.from_dict({"i": [1]}), "train[1:2:3]")
@@ -147,7 +158,7 @@ def test_hub_and_mirror_give_the_same_examples_and_export_round_trips(data_dir, 
     task = hub_shaped(tmp_path, data_dir, "rte_v1")
     for role in ("train", "validation"):
         from_hub = load_examples(task, role, None)
-        assert from_hub == load_examples(get_task("rte_v1"), role, data_dir, limit=40)
+        assert from_hub == load_examples(get_task("rte_v1"), role, data_dir)[:40]
         assert len(from_hub) == 40
     files, missing = export_task(task, tmp_path / "out")  # from the (local) hub into the mirror layout
     assert missing == [] and [f.split for f in files] == ["train", "validation"] and files[0].rows == 40
@@ -188,7 +199,8 @@ def test_tokenised_splits_are_cached_by_task_data_tokenizer_and_lengths(data_dir
     codec = Codec(backbone.tokenizer, False, 64, 8)
     task = get_task("squad_v1")
     first = encoded_split(task, "validation", data_dir, codec, 20, tmp_path)
-    assert first[0].reference == ["Denver Broncos", "Denver Broncos", "Denver Broncos"]
+    expected = load_examples(task, "validation", data_dir, 20)
+    assert [e.reference for e in first] == [e["references"] for e in expected] and len(first[0].reference) == 3
     monkeypatch.setattr(task_cache, "encode_examples", lambda *a: pytest.fail("tokenised again"))
     again = encoded_split(task, "validation", data_dir, codec, 20, tmp_path)
     assert again == first

@@ -8,12 +8,12 @@ from spot_core.tasks.glue import stsb_target
 
 
 def test_real_rows_preprocess_to_the_t5_formats(data_dir):
-    sst2 = load_examples(get_task("sst2_v1"), "validation", data_dir, limit=1)[0]
+    sst2 = load_examples(get_task("sst2_v1"), "validation", data_dir)[0]
     assert sst2 == {"inputs": "sst2 sentence: it 's a charming and often affecting journey . ", "targets": "positive"}
-    rte = load_examples(get_task("rte_v1"), "train", data_dir, limit=1)[0]
+    rte = load_examples(get_task("rte_v1"), "train", data_dir)[0]
     assert rte["inputs"].startswith("rte sentence1: No Weapons of Mass Destruction Found in Iraq Yet. sentence2: ")
     assert rte["targets"] == "not_entailment"
-    stsb = load_examples(get_task("stsb_v1"), "train", data_dir, limit=2)
+    stsb = load_examples(get_task("stsb_v1"), "train", data_dir)[:2]
     assert [e["targets"] for e in stsb] == ["5.0", "3.8"]
 
 

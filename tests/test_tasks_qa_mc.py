@@ -17,14 +17,14 @@ SQUAD_CONTEXT_0 = (
 
 def test_squad_real_rows_keep_every_gold_answer(data_dir):
     task = get_task("squad_v1")
-    train = load_examples(task, "train", data_dir, limit=1)[0]
+    train = load_examples(task, "train", data_dir)[0]
     assert train["inputs"].startswith(
         "squad question: To whom did the Virgin Mary allegedly appear in 1858 in Lourdes France? "
         "context: Architecturally, the school has a Catholic character. "
     )
     assert train["inputs"].endswith("is a simple, modern stone statue of Mary.")
     assert (train["targets"], train["references"]) == ("Saint Bernadette Soubirous", ["Saint Bernadette Soubirous"])
-    val = load_examples(task, "validation", data_dir, limit=1)[0]
+    val = load_examples(task, "validation", data_dir)[0]
     assert val["inputs"].startswith(
         f"squad question: Which NFL team represented the AFC at Super Bowl 50? context: {SQUAD_CONTEXT_0} "
     )

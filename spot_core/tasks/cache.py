@@ -25,7 +25,7 @@ from spot_core.data import Codec, Encoded, encode_examples
 from spot_core.tasks.base import Task, split_file
 from spot_core.tasks.loading import load_examples, resolve_splits
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: `limit` samples rows with a fixed seed instead of taking the first ones
 
 
 def _source_code(fn) -> str:
@@ -100,7 +100,7 @@ def encoded_split(
     cache_dir: str | Path | None = None,
 ) -> list[Encoded]:
     """One role's examples, preprocessed and tokenised; read from `cache_dir` when cached there, else made
-    and cached. `cache_dir` None: no cache. `limit`: the first `limit` rows of the split."""
+    and cached. `cache_dir` None: no cache. `limit`: a fixed-seed sample of that many rows."""
     if cache_dir is None:
         return encode_examples(codec, load_examples(task, role, data_dir, limit))
     path = Path(cache_dir) / "tokenized" / task.name / cache_key(task, role, data_dir, codec, limit)

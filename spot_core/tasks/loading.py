@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from spot_core.tasks.base import Example, Task, TaskDataError, split_file
 
+SAMPLE_SEED = 0
 _SLICE = re.compile(r"^\s*([\w.\-]+)\s*(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?\s*$")
 
 
@@ -130,10 +132,18 @@ def describe_source(task: Task, role: str, data_dir: str | Path | None, splits: 
     return f"{spec!r} of " + " + ".join(str(task.mirror_path(data_dir, name)) for name in split_file(spec))
 
 
+def sample_rows(rows: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    """`limit` rows drawn with a fixed seed, kept in file order (all rows if `limit` is None or not smaller).
+    Not the first rows: some files are sorted by label (CR's test split starts with 1,000 negatives)."""
+    if limit is None or limit >= len(rows):
+        return rows
+    keep = np.sort(np.random.default_rng(SAMPLE_SEED).permutation(len(rows))[:limit])
+    return rows.select(keep.tolist())
+
+
 def load_examples(task: Task, role: str, data_dir: str | Path | None, limit: int | None = None) -> list[Example]:
-    """Preprocessed examples of one role's split (train / validation / test), from the first `limit` rows."""
+    """Preprocessed examples of one role's split (train / validation / test), from a fixed-seed sample of
+    `limit` rows when given."""
     splits = resolve_splits(task, data_dir)
-    rows = load_rows(task, role, data_dir, splits)
-    if limit is not None:
-        rows = rows.select(range(min(limit, len(rows))))
+    rows = sample_rows(load_rows(task, role, data_dir, splits), limit)
     return preprocess_rows(task, rows, role, f"{role} split {describe_source(task, role, data_dir, splits)}")
