@@ -33,7 +33,7 @@ from pipelines.train import resolve_data_dir  # noqa: E402
 from spot_core.prompt_files import load_prompt  # noqa: E402
 from spot_core.similarity import rank_sources  # noqa: E402
 from spot_core.study import Cell, Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec  # noqa: E402
-from spot_core.tasks import get, get_task, load_examples  # noqa: E402
+from spot_core.tasks import check_data  # noqa: E402
 from spot_core.tuning import tune_prompt  # noqa: E402
 
 ARTIFACTS = ("best_prompt.safetensors", "task_embedding.safetensors", "result.json")
@@ -51,15 +51,6 @@ def build_study(cfg: DictConfig) -> StudyConfig:
         device=m.device,
         dtype=m.dtype,
     )
-
-
-def check_data(study: StudyConfig) -> None:
-    """One row of each split of every task, before the store, Ray or a model is touched."""
-    for name in [*study.sources, *study.targets]:
-        item = get(name)
-        for task in [get_task(t) for t in getattr(item, "tasks", [name])]:
-            for role in ("train", "validation"):
-                load_examples(task, role, study.data_dir, limit=1)
 
 
 # --- the ledger ------------------------------------------------------------------------------------------
@@ -241,7 +232,8 @@ def start_ray(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     study = build_study(cfg)  # unknown tasks, bad values: fail here
-    check_data(study)  # missing data: fail here
+    for name in [*study.sources, *study.targets]:
+        check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
     stages = [Stage(s) for s in cfg.stages]  # `retrieval` includes its mixture prompts
     uri = normalise_uri(cfg.tracking.uri)
     client, experiment_id = open_store(uri, cfg.tracking.experiment)  # unreachable server: fail here

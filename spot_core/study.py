@@ -29,7 +29,7 @@ from typing import Any
 
 from spot_core.prompts import similarity_weights
 from spot_core.similarity import Similarity
-from spot_core.tasks import get, get_task
+from spot_core.tasks import get, get_task, members
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec
 
@@ -204,10 +204,8 @@ def plan_retrieval(study: StudyConfig, rankings: Mapping[str, Sequence[tuple[Cel
                 blend = tuple(zip((c for c, _ in top), similarity_weights([s for _, s in top]), strict=True))
                 targets += [_cell(study, Stage.RETRIEVAL, target, seed, blend=blend, k=k) for seed in study.seeds]
             if Retrieval.MIXTURE in study.retrieval:
-                members = [t for c, _ in top for t in getattr(get(c.task), "tasks", [c.task])] + [target]
-                mix = _cell(
-                    study, Stage.RETRIEVAL_MIXTURE, "+".join(dict.fromkeys(members)), study.source_seeds[0], k=k
-                )
+                tasks = dict.fromkeys([t.name for c, _ in top for t in members(c.task)] + [target])
+                mix = _cell(study, Stage.RETRIEVAL_MIXTURE, "+".join(tasks), study.source_seeds[0], k=k)
                 mixtures.append(mix)
                 targets += [_cell(study, Stage.RETRIEVAL, target, seed, source=mix, k=k) for seed in study.seeds]
     return mixtures + targets

@@ -20,7 +20,7 @@ from spot_core.data import Codec
 from spot_core.prompt_files import PromptFileError, import_peft, load_numpy_prompt, load_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
-from spot_core.tasks import Mixture, Task, get, get_task, load_examples, resolve_splits
+from spot_core.tasks import Mixture, check_data, get, members, resolve_splits
 from spot_core.tasks.cache import encoded_split
 from spot_core.tracking import Tracker
 from spot_core.trainer import Callback, MixtureData, TaskData, Trainer, TrainerConfig, parse_choice
@@ -116,19 +116,12 @@ class RunSpec:
             self.trainer = TrainerConfig(**self.trainer)
 
 
-def _members(spec: RunSpec) -> tuple[Task | Mixture, list[Task]]:
-    item = get(spec.task)
-    return item, [get_task(t) for t in item.tasks] if isinstance(item, Mixture) else [item]
-
-
 def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
     """Checks the data first (cheap, most likely to be wrong: one row of each split of each task), then loads
     the model and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`).
     `spec.task` names a task or a mixture; `max_*_examples` apply to each task of a mixture."""
-    item, tasks = _members(spec)
-    for task in tasks:
-        for role in ("train", "validation"):
-            load_examples(task, role, spec.data_dir, limit=1)
+    check_data(spec.task, spec.data_dir)
+    item, tasks = get(spec.task), members(spec.task)
     backbone = load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
     codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_len, spec.max_target_len)
     label_words = [w for task in tasks for w in task.label_words or ()]
@@ -150,7 +143,7 @@ def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
 def data_record(spec: RunSpec) -> dict[str, str]:
     """Where a run's examples came from: task versions, source and the split specs used (a carve-out shows
     here), recorded with the run. For a mixture, `task=spec` pairs."""
-    item, tasks = _members(spec)
+    item, tasks = get(spec.task), members(spec.task)
     if spec.data_dir:
         source = f"mirror {spec.data_dir}"
     else:

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,11 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"offline data mirror not found at {DATA_DIR} (set SPOT_DATA_DIR)")
     return DATA_DIR
+
+
+def mirror_rows(task, data_dir, split="train") -> list[dict]:
+    """A task's raw rows as the mirror file holds them."""
+    return [json.loads(line) for line in task.mirror_path(data_dir, split).read_text().splitlines()]
 
 
 def prompted(name: str, length: int = 4, seed: int = 0) -> tuple[PromptedLM, Codec]:

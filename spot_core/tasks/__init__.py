@@ -20,11 +20,12 @@ from spot_core.tasks.base import (
     get,
     get_mixture,
     get_task,
+    members,
     mixture_names,
     register,
     task_names,
 )
-from spot_core.tasks.loading import load_examples, load_rows, resolve_splits
+from spot_core.tasks.loading import check_data, load_examples, load_rows, resolve_splits
 
 __all__ = [
     "Example",
@@ -32,11 +33,13 @@ __all__ = [
     "Task",
     "TaskDataError",
     "UnknownNameError",
+    "check_data",
     "get",
     "get_mixture",
     "get_task",
     "load_examples",
     "load_rows",
+    "members",
     "mixture_names",
     "register",
     "resolve_splits",

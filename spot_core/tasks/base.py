@@ -199,6 +199,12 @@ def get(name: str) -> Task | Mixture:
         raise _unknown("task or mixture", name) from None
 
 
+def members(name: str) -> list[Task]:
+    """The tasks a name trains on: the task itself, or a mixture's tasks."""
+    item = get(name)
+    return [get_task(t) for t in item.tasks] if isinstance(item, Mixture) else [item]
+
+
 def task_names() -> list[str]:
     return sorted(_TASKS)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from spot_core.tasks.base import Example, Task, TaskDataError, split_file
+from spot_core.tasks.base import Example, Task, TaskDataError, members, split_file
 
 SAMPLE_SEED = 0
 _SLICE = re.compile(r"^\s*([\w.\-]+)\s*(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?\s*$")
@@ -147,3 +147,11 @@ def load_examples(task: Task, role: str, data_dir: str | Path | None, limit: int
     splits = resolve_splits(task, data_dir)
     rows = sample_rows(load_rows(task, role, data_dir, splits), limit)
     return preprocess_rows(task, rows, role, f"{role} split {describe_source(task, role, data_dir, splits)}")
+
+
+def check_data(name: str, data_dir: str | Path | None) -> None:
+    """Reads one row of the train and validation splits of a task (or of each task of a mixture): the cheap
+    check that runs before any model loads. Missing data or a bad row raises TaskDataError."""
+    for task in members(name):
+        for role in ("train", "validation"):
+            load_examples(task, role, data_dir, limit=1)
