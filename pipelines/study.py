@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,22 @@ import torch  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
+from pipelines.report import load_results  # noqa: E402
+from pipelines.scheduler import CellScheduler  # noqa: E402
 from pipelines.tracking import MlflowTracker, normalise_uri, open_store  # noqa: E402
 from pipelines.train import resolve_data_dir  # noqa: E402
 from spot_core.prompt_files import load_prompt  # noqa: E402
+from spot_core.report.study import write_report  # noqa: E402
 from spot_core.similarity import rank_sources  # noqa: E402
 from spot_core.study import Cell, Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec  # noqa: E402
 from spot_core.tasks import check_data  # noqa: E402
-from spot_core.tuning import tune_prompt  # noqa: E402
+from spot_core.tuning import RunSpec, tune_prompt  # noqa: E402
 
 ARTIFACTS = ("best_prompt.safetensors", "task_embedding.safetensors", "result.json")
+REPORT = "report"  # the last stage: pipelines.report on this study's runs
+TRAINING = (Stage.SOURCE, Stage.TARGET, Stage.TRANSFER, Stage.RETRIEVAL)
 
 
 def build_study(cfg: DictConfig) -> StudyConfig:
@@ -66,8 +73,8 @@ def finished_keys(client: MlflowClient, experiment_id: str, study: str) -> set[s
 
 
 def parent_run(client: MlflowClient, experiment_id: str, study: StudyConfig, cfg: DictConfig) -> str:
-    """The study's parent run (one per study name, reused and set RUNNING again on restarts); the composed
-    configuration is its `config` tag."""
+    """The study's parent run (one per study name, reused and set RUNNING again on restarts), with the composed
+    configuration (`config.yaml`) and the design's order of sources and targets (tags) for the report."""
     found = client.search_runs([experiment_id], f"tags.study = '{study.name}' and tags.kind = 'study'", max_results=1)
     run_id = (
         found[0].info.run_id
@@ -77,7 +84,15 @@ def parent_run(client: MlflowClient, experiment_id: str, study: StudyConfig, cfg
         ).info.run_id
     )
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, "config", OmegaConf.to_yaml(cfg)[:5000])
+    config = OmegaConf.to_yaml(cfg)
+    client.set_tag(run_id, "config", config[:5000])
+    client.log_text(run_id, config, "config.yaml")
+    for name, value in (
+        ("sources", ",".join(study.sources)),
+        ("targets", ",".join(study.targets)),
+        ("retrieval_similarity", str(study.retrieval_similarity)),
+    ):
+        client.set_tag(run_id, name, value)
     return run_id
 
 
@@ -91,25 +106,25 @@ def abandon_stale(client: MlflowClient, experiment_id: str, study: str) -> int:
 
 
 # --- one cell, in a Ray worker ---------------------------------------------------------------------------
-def train_cell(
-    config: dict,
-    cells: dict[str, Cell],
-    study: StudyConfig,
-    root: str,
-    uri: str,
-    experiment_id: str,
-    parent_id: str,
-    threads: float,
-) -> dict:
-    cell = cells[config["cell"]]
+def cell_config(cell: Cell, study: StudyConfig, root: Path) -> dict[str, Any]:
+    """What a trial needs to train one cell, as plain values (cells planned mid-study travel the same way)."""
+    return {
+        "label": cell.label,
+        "out_dir": str(cell.out_dir(root)),
+        "spec": asdict(run_spec(study, cell, root)),
+        "tags": cell_tags(cell, study),
+    }
+
+
+def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threads: float) -> dict:
     client = MlflowClient(uri)
-    tags = {**cell_tags(cell, study), "mlflow.parentRunId": parent_id}
-    run_id = client.create_run(experiment_id, run_name=cell.label, tags=tags).info.run_id
-    out_dir = cell.out_dir(root)
+    tags = {**config["tags"], "mlflow.parentRunId": parent_id}
+    run_id = client.create_run(experiment_id, run_name=config["label"], tags=tags).info.run_id
+    out_dir = Path(config["out_dir"])
     torch.set_num_threads(max(1, int(threads)))  # the trial's CPU share; more threads would oversubscribe
     try:
         start = time.perf_counter()
-        result = tune_prompt(run_spec(study, cell, root), out_dir, MlflowTracker(client, run_id))
+        result = tune_prompt(RunSpec(**config["spec"]), out_dir, MlflowTracker(client, run_id))
         client.log_metric(run_id, "time/cell_seconds", time.perf_counter() - start)
         for name in ARTIFACTS:
             if (out_dir / name).exists():
@@ -120,48 +135,6 @@ def train_cell(
         raise
     client.set_terminated(run_id, "FINISHED")
     return {"best_score": result["best/val_score"]}
-
-
-class Progress(tune.Callback):
-    """Cells done / running / failed / pending for the stages in flight, and an ETA."""
-
-    def __init__(self, cells: list[Cell], concurrency: int):
-        self.stage = {c.key: c.stage.value for c in cells}
-        self.state = dict.fromkeys(self.stage, "pending")
-        self.started: dict[str, float] = {}
-        self.durations: list[float] = []
-        self.concurrency = concurrency
-
-    def _show(self) -> None:
-        counts = Counter((self.stage[k], s) for k, s in self.state.items())
-        parts = [
-            f"{stage} {counts[stage, 'done']}/{sum(n for (st, _), n in counts.items() if st == stage)} done, "
-            f"{counts[stage, 'running']} running, {counts[stage, 'failed']} failed"
-            for stage in dict.fromkeys(self.stage.values())
-        ]
-        left = sum(s in ("pending", "running") for s in self.state.values())
-        eta = ""
-        if self.durations:
-            eta = f"  ETA {left * sum(self.durations) / len(self.durations) / self.concurrency / 60:.1f} min"
-        print("  " + " | ".join(parts) + eta, flush=True)
-
-    def _set(self, trial, state: str) -> None:
-        key = trial.config["cell"]
-        if state == "running":
-            self.started[key] = time.monotonic()
-        elif key in self.started:
-            self.durations.append(time.monotonic() - self.started.pop(key))
-        self.state[key] = state
-        self._show()
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._set(trial, "running")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._set(trial, "done")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._set(trial, "failed")
 
 
 def rankings(study: StudyConfig, root: Path, done: set[str]) -> dict[str, list[tuple[Cell, float]]]:
@@ -179,39 +152,67 @@ def rankings(study: StudyConfig, root: Path, done: set[str]) -> dict[str, list[t
     return out
 
 
-def run_group(cells: list[Cell], study: StudyConfig, cfg: DictConfig, ctx: dict, client: MlflowClient) -> dict:
-    """Runs the cells not yet finished whose source cells have finished; returns failures (label -> why)."""
-    ready = finished_keys(client, ctx["experiment_id"], study.name)
-    todo = [c for c in cells if c.key not in ready]
-    needs = lambda c: [s for s in [c.source, *(b for b, _ in c.blend)] if s]  # noqa: E731
-    blocked = {c.label: f"{s.label} did not finish" for c in todo for s in needs(c) if s.key not in ready}
-    return {**blocked, **run_cells([c for c in todo if c.label not in blocked], study, cfg, ctx)}
+def retrieval_planner(study: StudyConfig, root: Path):
+    """plan_more for the scheduler: the retrieval cells, once sources and targets have settled."""
+
+    def plan_more(done: set[str]) -> tuple[list[Cell], dict[str, str]]:
+        ranked = rankings(study, root, done)
+        why = "no finished source and target runs to rank"
+        missing = {f"retrieval:{t}": why for t in study.targets if t not in ranked}
+        return plan_retrieval(study, ranked), missing
+
+    return plan_more
 
 
-def run_cells(cells: list[Cell], study: StudyConfig, cfg: DictConfig, ctx: dict) -> dict[str, str]:
-    """Runs cells as Ray Tune trials (retries resume from the cell's own checkpoint); returns failures."""
-    if not cells:
-        return {}
+def run_cells(
+    cells: list[Cell], study: StudyConfig, cfg: DictConfig, root: Path, ctx: dict, finished: set[str]
+) -> tuple[list[Cell], dict[str, str]]:
+    """Runs the cells in one Tuner, each when its inputs are done (retries resume from the cell's own
+    checkpoint); returns the retrieval cells it planned (finished ones included) and the failures."""
     r = cfg.ray
+    scheduler = CellScheduler(
+        cells,
+        finished,
+        lambda c: cell_config(c, study, root),
+        retrieval_planner(study, root) if Stage.RETRIEVAL in parse_stages(cfg.stages) else None,
+        concurrency=r.max_concurrent_trials or 1,
+        show=lambda line: print(line, flush=True),
+    )
     trainable = tune.with_resources(
-        tune.with_parameters(train_cell, cells={c.key: c for c in cells}, study=study, threads=r.cpus_per_trial, **ctx),
+        tune.with_parameters(train_cell, threads=r.cpus_per_trial, **ctx),
         {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"cell": tune.grid_search([c.key for c in cells])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent_trials, reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            search_alg=scheduler,
+            num_samples=-1,
+            max_concurrent_trials=r.max_concurrent_trials,
+            reuse_actors=True,
+            trial_name_creator=lambda t: t.config["label"],
+            trial_dirname_creator=lambda t: f"cell-{t.config['cell']}",
+        ),
         run_config=tune.RunConfig(
-            name=f"{study.name}-{cells[0].stage.value}-{int(time.time())}",
-            storage_path=str(Path(ctx["root"]) / "ray"),
+            name=f"{study.name}-{int(time.time())}",
+            storage_path=str(root / "ray"),
             failure_config=tune.FailureConfig(max_failures=r.max_failures),
-            callbacks=[Progress(cells, r.max_concurrent_trials or 1)],
+            callbacks=[JsonLoggerCallback()],  # Tune's CSV and TensorBoard loggers cost time per trial
             verbose=0,
         ),
     )
-    grid = tuner.fit()
-    labels = {c.key: c.label for c in cells}
-    return {labels[res.config["cell"]]: str(res.error).splitlines()[0] for res in grid if res.error}
+    grid = tuner.fit() if scheduler.cells else []
+    failed = dict(scheduler.why)
+    failed.update({res.config["label"]: str(res.error).splitlines()[0] for res in grid if res.error})
+    return scheduler.planned, failed
+
+
+def parse_stages(names) -> list[Stage]:
+    """The training stages asked for (`retrieval` includes its mixture prompts); `report` is not one."""
+    allowed = [s.value for s in TRAINING] + [REPORT]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"stages: unknown {unknown}; choose from {allowed}")
+    return [Stage(n) for n in names if n != REPORT]
 
 
 def start_ray(cfg: DictConfig) -> None:
@@ -230,62 +231,68 @@ def start_ray(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Trains the stages asked for (only cells without a FINISHED run), then writes the report if asked."""
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     study = build_study(cfg)  # unknown tasks, bad values: fail here
+    stages = parse_stages(cfg.stages)
     for name in [*study.sources, *study.targets]:
         check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
-    stages = [Stage(s) for s in cfg.stages]  # `retrieval` includes its mixture prompts
-    uri = normalise_uri(cfg.tracking.uri)
-    client, experiment_id = open_store(uri, cfg.tracking.experiment)  # unreachable server: fail here
-    root = Path(cfg.out_dir).resolve()
+    uri, root = normalise_uri(cfg.tracking.uri), Path(cfg.out_dir).resolve()
+    summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
+    if stages:
+        summary.update(train(cfg, study, stages, uri, root))
+    if REPORT in cfg.stages:  # also for a partial study: missing cells show as missing
+        results = load_results(uri, cfg.tracking.experiment, study.name)
+        summary["report"] = str(write_report(results, root / "report")[0])
+    return summary
+
+
+def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, root: Path) -> dict[str, Any]:
     cells = [c for c in plan(study) if c.stage in stages]
-    start_ray(cfg)  # too few GPUs: fail here
+    with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations take as long as Ray's start: overlap them
+        store = pool.submit(open_store, uri, cfg.tracking.experiment)
+        start_ray(cfg)  # too few GPUs: fail here
+        try:
+            client, experiment_id = store.result()  # unreachable server: fail here
+        except BaseException:
+            ray.shutdown()
+            raise
     parent_id = parent_run(client, experiment_id, study, cfg)
     abandon_stale(client, experiment_id, study.name)
     before = finished_keys(client, experiment_id, study.name)
-    ctx = {"root": str(root), "uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
-    skipped = sum(c.key in before for c in cells)
-    retrieval = (
-        " (retrieval cells are planned once sources and targets have finished)" if Stage.RETRIEVAL in stages else ""
-    )
-    print(f"study {study.name}: {len(cells)} cells, {skipped} already finished{retrieval}", flush=True)
-    failed: dict[str, str] = {}
+    ctx = {"uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
+    later = " (retrieval cells are planned once sources and targets have finished)" if Stage.RETRIEVAL in stages else ""
+    print(f"study {study.name}: {len(cells)} cells, {sum(c.key in before for c in cells)} already finished{later}")
     try:
-        for group in ((Stage.SOURCE, Stage.TARGET), (Stage.TRANSFER,)):  # transfers need their source prompts
-            failed.update(run_group([c for c in cells if c.stage in group], study, cfg, ctx, client))
-        if Stage.RETRIEVAL in stages:
-            ranked = rankings(study, root, finished_keys(client, experiment_id, study.name))
-            missing = [t for t in study.targets if t not in ranked]
-            failed.update({f"retrieval:{t}": "no finished source and target runs to rank" for t in missing})
-            retrieval = plan_retrieval(study, ranked)
-            cells += retrieval
-            for stage in (Stage.RETRIEVAL_MIXTURE, Stage.RETRIEVAL):
-                failed.update(run_group([c for c in retrieval if c.stage is stage], study, cfg, ctx, client))
+        planned, failed = run_cells([c for c in cells if c.key not in before], study, cfg, root, ctx, before)
     finally:
         ray.shutdown()
+    cells += planned
     done = finished_keys(client, experiment_id, study.name)
-    summary = {
-        "study": study.name,
+    if set(TRAINING) <= set(stages):
+        client.set_tag(parent_id, "cells", str(len(cells)))  # the whole design, for the report's coverage line
+    client.set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
+    return {
         "cells": len(cells),
         "finished": sum(c.key in done for c in cells),
         "trained_now": len({c.key for c in cells} & (done - before)),
         "failed": failed,
         "parent_run_id": parent_id,
-        "out_dir": str(root),
     }
-    client.set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
-    return summary
 
 
 @hydra.main(config_path="../conf", config_name="study", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     summary = run(cfg)
-    print(
-        f"study {summary['study']}: {summary['finished']}/{summary['cells']} cells finished "
-        f"({summary['trained_now']} trained now); MLflow parent run {summary['parent_run_id']}"
-    )
+    if "cells" in summary:
+        print(
+            f"study {summary['study']}: {summary['finished']}/{summary['cells']} cells finished "
+            f"({summary['trained_now']} trained now); MLflow parent run {summary['parent_run_id']}"
+        )
     for label, why in summary["failed"].items():
         print(f"  FAILED {label}: {why}")
+    if "report" in summary:
+        print(f"report: {summary['report']}")
     if summary["failed"]:
         raise SystemExit(1)
 

@@ -246,4 +246,5 @@ def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, Any]:
         "k": str(cell.k),
         "target": "" if cell.stage in (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE) else cell.task,
         "seed": str(cell.seed),
+        "source_key": cell.source.key if cell.source else "",  # the source run a transfer starts from
     }

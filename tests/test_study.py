@@ -70,6 +70,7 @@ def test_a_transfer_reads_its_source_cells_best_prompt(tmp_path):
         "target": "rte_v1",
         "seed": "0",
         "k": "0",
+        "source_key": cell.source.key,
     }
 
 

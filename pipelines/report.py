@@ -1,0 +1,133 @@
+"""The report of a study, from what it logged to MLflow: matrices, retrieval tables, figures, one document.
+
+python -m pipelines.report                               # the demo study in outputs/mlflow.db
+python -m pipelines.report study=smoke tracking.uri=sqlite:///abs/mlflow.db out_dir=/tmp/report
+
+Works on a partial study (missing cells are shown as missing); re-running on the same runs writes identical
+files. The study pipeline runs it as its last stage (`stages=[..., report]`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import hydra  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from pipelines.tracking import TrackingError, normalise_uri, open_store  # noqa: E402
+from spot_core.analysis.frames import STAGES  # noqa: E402
+from spot_core.prompt_files import load_prompt  # noqa: E402
+from spot_core.report.study import StudyResults, write_report  # noqa: E402
+
+EMBEDDING = "task_embedding.safetensors"
+
+
+def study_parent(client: MlflowClient, experiment_id: str, study: str):
+    found = client.search_runs([experiment_id], f"tags.study = '{study}' and tags.kind = 'study'", max_results=1)
+    if not found:
+        raise TrackingError(
+            f"no study named {study!r} in experiment {experiment_id} of this tracking store: run it first "
+            f'(`make study ARGS="study={study}"`), or pass the study\'s name and its tracking.uri'
+        )
+    return found[0]
+
+
+def finished_runs(client: MlflowClient, experiment_id: str, study: str) -> list:
+    query = f"tags.study = '{study}' and tags.cell_key != '' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([experiment_id], query, max_results=50000, order_by=["attributes.end_time ASC"])
+    return list({r.data.tags["cell_key"]: r for r in runs}.values())  # one per cell: the latest finished
+
+
+def runs_table(runs: list, sources: list[str], targets: list[str]) -> pd.DataFrame:
+    """The analysis' runs table, in the planner's order (stage, source, target, seed): ties rank alike."""
+    rows = [
+        {
+            "key": r.data.tags["cell_key"],
+            "stage": r.data.tags["stage"],
+            "task": r.data.tags["task"],
+            "source": r.data.tags.get("source", ""),
+            "source_key": r.data.tags.get("source_key", ""),
+            "target": r.data.tags.get("target", ""),
+            "seed": int(r.data.tags["seed"]),
+            "k": int(r.data.tags.get("k", 0)),
+            "score": r.data.metrics.get("best/val_score", float("nan")),
+        }
+        for r in runs
+    ]
+    table = pd.DataFrame(rows, columns=["key", "stage", "task", "source", "source_key", "target", "seed", "k", "score"])
+    rank = lambda column, names: column.map({n: i for i, n in enumerate(names)}).fillna(len(names))  # noqa: E731
+    source = table["source"].where(table["stage"] != "source", table["task"])
+    table = table.assign(_s=rank(table["stage"], STAGES), _a=rank(source, sources), _b=rank(table["target"], targets))
+    table = table.sort_values(["_s", "_a", "source", "_b", "target", "k", "seed", "key"], kind="stable")
+    return table.drop(columns=["_s", "_a", "_b"]).reset_index(drop=True)
+
+
+def curves_table(client: MlflowClient, runs: list) -> pd.DataFrame:
+    rows = [
+        (r.data.tags["cell_key"], m.step, m.value)
+        for r in runs
+        for m in client.get_metric_history(r.info.run_id, "val/score")
+    ]
+    return pd.DataFrame(rows, columns=["key", "step", "score"]).drop_duplicates(["key", "step"], keep="last")
+
+
+def task_embeddings(client: MlflowClient, runs: list) -> dict:
+    """Run key -> task embedding, downloaded from the source and target runs' artifacts."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in runs:
+            if r.data.tags["stage"] in ("source", "target"):
+                names = {a.path for a in client.list_artifacts(r.info.run_id)}
+                if EMBEDDING in names:
+                    path = client.download_artifacts(r.info.run_id, EMBEDDING, tmp)
+                    out[r.data.tags["cell_key"]] = load_prompt(path)[0]
+    return out
+
+
+def load_results(uri: str, experiment: str, study: str) -> StudyResults:
+    client, experiment_id = open_store(uri, experiment)
+    parent = study_parent(client, experiment_id, study)
+    tags = parent.data.tags
+    sources, targets = tags.get("sources", "").split(","), tags.get("targets", "").split(",")
+    runs = finished_runs(client, experiment_id, study)
+    config = tags.get("config", "")
+    if "config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(client.download_artifacts(parent.info.run_id, "config.yaml", tmp)).read_text()
+    return StudyResults(
+        name=study,
+        runs=runs_table(runs, sources, targets),
+        curves=curves_table(client, runs),
+        embeddings=task_embeddings(client, runs),
+        sources=[s for s in sources if s],
+        targets=[t for t in targets if t],
+        planned=int(tags["cells"]) if tags.get("cells") else None,
+        retrieval_similarity=tags.get("retrieval_similarity", "avg_tokens"),
+        config=config,
+        notes=tags.get("notes", ""),
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    uri = normalise_uri(cfg.tracking.uri)
+    results = load_results(uri, cfg.tracking.experiment, cfg.study)
+    out_dir = Path(cfg.out_dir).resolve()
+    paths = write_report(results, out_dir)
+    return {"study": cfg.study, "runs": len(results.runs), "out_dir": str(out_dir), "document": [str(p) for p in paths]}
+
+
+@hydra.main(config_path="../conf", config_name="report", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    summary = run(cfg)
+    print(f"report of study {summary['study']} ({summary['runs']} finished runs): {summary['document'][0]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Pure analysis of a transfer study's results (SPoT sections 3.2-3.3; Su et al. 2022; Vu et al. 2020).
+
+Inputs are plain tables (see `frames`): the finished runs, their per-evaluation curves, and task embeddings by
+run key. Outputs are DataFrames and small dataclasses with documented columns; rendering is someone else's job.
+
+    transfer     transferability matrices, gain, relative error reduction, relative performance
+    ranking      task similarity matrix, candidates ranked per target, candidates' true scores
+    retrieval    best of top-k, oracle, weighted average / mixture rows, Table 3, search-space reduction
+    correlation  Pearson / Spearman, NDCG@k, regret@k
+    convergence  steps to reach the baseline's best score, speed-up
+"""
+
+from spot_core.analysis.convergence import Convergence, baseline_convergence, convergence, transfer_convergence
+from spot_core.analysis.correlation import (
+    correlate,
+    correlation_points,
+    correlations,
+    graded_relevance,
+    ndcg,
+    ranking_quality,
+    regret_at_k,
+)
+from spot_core.analysis.frames import check_curves, check_runs, study_seeds
+from spot_core.analysis.ranking import (
+    embedding_keys,
+    rank_candidates,
+    score_candidates,
+    task_similarity_matrix,
+    transfer_seed_scores,
+)
+from spot_core.analysis.retrieval import (
+    PAPER_KS,
+    best_of_top_k,
+    pick_best_of_top_k,
+    retrieval_summary,
+    search_space,
+    strategy_runs,
+    summarise_row,
+    table3,
+)
+from spot_core.analysis.transfer import (
+    TransferMatrices,
+    baseline_scores,
+    relative_error_reduction,
+    relative_performance,
+    transfer_matrices,
+    transfer_scores,
+)
+
+__all__ = [
+    "PAPER_KS",
+    "Convergence",
+    "TransferMatrices",
+    "baseline_convergence",
+    "baseline_scores",
+    "best_of_top_k",
+    "check_curves",
+    "check_runs",
+    "convergence",
+    "correlate",
+    "correlation_points",
+    "correlations",
+    "embedding_keys",
+    "graded_relevance",
+    "ndcg",
+    "pick_best_of_top_k",
+    "rank_candidates",
+    "ranking_quality",
+    "regret_at_k",
+    "relative_error_reduction",
+    "relative_performance",
+    "retrieval_summary",
+    "score_candidates",
+    "search_space",
+    "strategy_runs",
+    "study_seeds",
+    "summarise_row",
+    "table3",
+    "task_similarity_matrix",
+    "transfer_convergence",
+    "transfer_matrices",
+    "transfer_scores",
+    "transfer_seed_scores",
+]

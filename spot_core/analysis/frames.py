@@ -1,0 +1,117 @@
+"""The input tables of the analysis and the small reshapes every computation shares.
+
+`runs`: one row per finished training run (cell) of a study:
+    key         the cell's unique key
+    stage       source | target | transfer | retrieval_mixture | retrieval
+    task        the task the run trained on ("rte_v1"; a mixture "mnli_v1+rte_v1")
+    source      transfer: the source task; retrieval: "wavg-top{k}" or "mix-top{k}"; "" otherwise
+    source_key  transfer: the key of the source run the prompt came from; "" otherwise
+    target      the target task of target / transfer / retrieval runs; "" otherwise
+    seed, k     the run's seed; retrieval's k (0 otherwise)
+    score       the run's best validation score, 0-100
+
+`curves`: key, step, score: the validation score at each evaluation of each run.
+
+A missing cell has no row. Nothing here fills a gap with zero: gaps are NaN and counts say what a number rests on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+RUN_COLUMNS = ("key", "stage", "task", "source", "source_key", "target", "seed", "k", "score")
+CURVE_COLUMNS = ("key", "step", "score")
+STAGES = ("source", "target", "transfer", "retrieval_mixture", "retrieval")
+
+
+def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table with its columns checked and typed (a copy; row order kept).
+
+    Raises:
+        ValueError: a column is missing or a stage is unknown.
+    """
+    missing = [c for c in RUN_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs lacks columns {missing}; expected {list(RUN_COLUMNS)}")
+    out = runs.loc[:, list(RUN_COLUMNS)].copy()
+    for column in ("key", "stage", "task", "source", "source_key", "target"):
+        out[column] = out[column].fillna("").astype(str)
+    out["seed"] = out["seed"].astype(int)
+    out["k"] = out["k"].fillna(0).astype(int)
+    out["score"] = out["score"].astype(float)
+    unknown = sorted(set(out["stage"]) - set(STAGES))
+    if unknown:
+        raise ValueError(f"runs.stage has unknown values {unknown}; allowed {list(STAGES)}")
+    return out.reset_index(drop=True)
+
+
+def check_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """The curves table checked and sorted by (key, step)."""
+    missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
+    if missing:
+        raise ValueError(f"curves lacks columns {missing}; expected {list(CURVE_COLUMNS)}")
+    out = curves.loc[:, list(CURVE_COLUMNS)].astype({"key": str, "step": int, "score": float})
+    return out.sort_values(["key", "step"], kind="stable").reset_index(drop=True)
+
+
+def stage(runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The runs of one stage, in the table's order."""
+    return runs[runs["stage"] == name]
+
+
+def study_seeds(runs: pd.DataFrame) -> list[int]:
+    """The study's seeds: those of its target (baseline) runs; transfers and retrieval runs share them."""
+    return sorted(set(stage(runs, "target")["seed"]))
+
+
+def seed_table(rows: pd.DataFrame, index: str | list[str], seeds: Sequence[int]) -> pd.DataFrame:
+    """Scores as index x seed (columns exactly `seeds`, NaN where a run is missing).
+
+    Duplicate (index, seed) rows, which a finished study does not have, are averaged rather than dropped.
+    """
+    if rows.empty:
+        return pd.DataFrame(columns=list(seeds), dtype=float)
+    table = rows.pivot_table(index=index, columns="seed", values="score", aggfunc="mean")
+    return table.reindex(columns=list(seeds)).astype(float)
+
+
+def complete_baseline(runs: pd.DataFrame, seeds: Sequence[int]) -> pd.Series:
+    """Target -> baseline mean over seeds; NaN for a target whose baseline lacks a seed."""
+    table = seed_table(stage(runs, "target"), "target", seeds)
+    return table.mean(axis=1).where(table.notna().all(axis=1) & (len(seeds) > 0))
+
+
+def mean_std_n(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """mean, std (ddof=1: NaN for a single value) and n of `score` per group."""
+    grouped = rows.groupby(by, sort=True)["score"]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
+
+
+def order(given: Sequence[str] | None, present: pd.Series) -> list[str]:
+    """The caller's order when given, else the values present sorted (empty strings dropped)."""
+    if given is not None:
+        return list(given)
+    return sorted(v for v in set(present) if v)
+
+
+def lookup(table: pd.DataFrame, index: pd.DataFrame) -> np.ndarray:
+    """The rows of a seed table at `index` (one row per row of `index`, NaN rows where the table has none).
+
+    Returns:
+        [len(index), len(table.columns)] float array.
+    """
+    out = np.full((len(index), table.shape[1]), np.nan)
+    if len(index) and len(table):
+        keys = pd.MultiIndex.from_frame(index) if index.shape[1] > 1 else pd.Index(index.iloc[:, 0])
+        out = table.reindex(keys).to_numpy(dtype=float)
+    return out
+
+
+def nan_mean(values) -> float:
+    """The mean of the values that are not NaN; NaN (without numpy's empty-slice warning) when none is."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")

@@ -1,0 +1,78 @@
+"""Best-of-top-k curves: the score retrieval reaches when it may try the k most similar source prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from spot_core.report.style import save_figure, styled
+
+METHOD_LABELS = {"avg_tokens": "avg. tokens", "per_token": "per-token"}
+COLORS = ("#1f77b4", "#d95f02", "#1b9e77", "#7570b3", "#e7298a")
+MARKERS = ("o", "s", "^", "D", "v")
+
+
+def k_curve(
+    curves: pd.DataFrame,
+    path_stem: Path,
+    *,
+    oracle: float,
+    baseline: float,
+    title: str,
+    ylabel: str = "average target score",
+) -> list[Path]:
+    """Plot best-of-top-k score against k and write `<path_stem>.png` and `<path_stem>.pdf`.
+
+    Args: as `k_curve_figure`; path_stem: output path without a suffix.
+
+    Returns:
+        The PNG and PDF paths.
+    """
+    fig = k_curve_figure(curves, oracle=oracle, baseline=baseline, title=title, ylabel=ylabel)
+    return save_figure(fig, path_stem)
+
+
+@styled
+def k_curve_figure(curves: pd.DataFrame, *, oracle: float, baseline: float, title: str,
+                   ylabel: str = "average target score") -> Figure:
+    """One line per method with a mean +- std band, and the oracle and baseline as horizontal references.
+
+    Args:
+        curves: columns `k`, `method`, `mean`, `std` (NaN std: no band at that k); methods are drawn in order of
+            first appearance.
+        oracle: the brute-force best over all candidates.
+        baseline: prompt tuning from scratch on the target.
+        title: the figure title.
+        ylabel: the y-axis label.
+    """
+    missing = {"k", "method", "mean", "std"} - set(curves.columns)
+    if missing:
+        raise ValueError(f"curves lacks columns {sorted(missing)}; expected k, method, mean, std")
+    fig = Figure(figsize=(5.2, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for index, (method, rows) in enumerate(curves.groupby("method", sort=False)):
+        _draw_method(ax, rows.sort_values("k"), str(method), index)
+    ax.axhline(oracle, color="black", linestyle="--", linewidth=1.0, label=f"oracle ({oracle:.1f})")
+    ax.axhline(baseline, color="#7f7f7f", linestyle=":", linewidth=1.2, label=f"baseline ({baseline:.1f})")
+    ks = np.sort(curves["k"].unique())
+    ax.set_xticks(ks, [str(int(k)) for k in ks])
+    ax.set_xlabel("k (source prompts tried)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left")
+    ax.grid(axis="y", color="#e0e0e0", linewidth=0.6)
+    ax.set_axisbelow(True)
+    # Outside the axes: inside, the legend would sit on the curves that climb towards the oracle line.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False)
+    return fig
+
+
+def _draw_method(ax, rows: pd.DataFrame, method: str, index: int) -> None:
+    k, mean, std = (rows[c].to_numpy(dtype=float) for c in ("k", "mean", "std"))
+    color = COLORS[index % len(COLORS)]
+    ax.plot(k, mean, marker=MARKERS[index % len(MARKERS)], markersize=4, color=color, linewidth=1.5,
+            label=METHOD_LABELS.get(method, method.replace("_", " ")))
+    # Where std is NaN (one seed) the band simply has a gap rather than pretending zero spread.
+    ax.fill_between(k, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
