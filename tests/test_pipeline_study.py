@@ -13,6 +13,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from pipelines.report import run as report_run
 from pipelines.study import run
 from pipelines.tracking import TrackingError
 from spot_core.tasks import TaskDataError, UnknownNameError
@@ -32,6 +33,15 @@ def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
 def compose_study(*args: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("study", overrides=list(args))
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def compose_report(*args: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("report", overrides=["study=smoke", *args])
 
 
 def cell_runs(tmp_path: Path) -> list:
@@ -64,6 +74,20 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
     assert "val/score" in transfer.data.metrics
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(transfer.info.run_id)}
     assert {"best_prompt.safetensors", "task_embedding.safetensors", "result.json"} <= artifacts
+
+    # The last stage: the report, from what MLflow holds; `make report` on the same runs writes the same files.
+    report = Path(first["report"]).parent
+    assert report == tmp_path / "out" / "report"
+    written = {p.relative_to(report): p.read_bytes() for p in report.rglob("*") if p.is_file()}
+    assert {Path("report.md"), Path("report.html"), Path("figures/k_curve.png"), Path("tables/table3.tex")} <= set(
+        written
+    )
+    assert "14 finished runs of 14 planned" in (report / "report.md").read_text()
+    again = report_run(compose_report(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"out_dir={tmp_path}/again"))
+    assert again["runs"] == 14
+    assert {
+        p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()
+    } == written
 
     grid = "stages=[source,target,transfer]"
     second = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0,1]", grid)))

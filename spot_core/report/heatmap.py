@@ -23,32 +23,15 @@ DIVERGING_CMAP = "RdBu"
 SEQUENTIAL_CMAP = "viridis"
 
 
-def heatmap(
-    matrix: pd.DataFrame,
-    path_stem: Path,
-    *,
-    title: str,
-    value_label: str,
-    center: float | None = 0.0,
-    fmt: str = ".1f",
-    counts: pd.DataFrame | None = None,
-    expected_n: int | None = None,
-    cmap: str | None = None,
-    xlabel: str = "target task",
-    ylabel: str = "source task",
-) -> list[Path]:
+def heatmap(matrix: pd.DataFrame, path_stem: Path, **options) -> list[Path]:
     """Draw `matrix` as an annotated heatmap and write `<path_stem>.png` and `<path_stem>.pdf`.
 
-    Args: as `heatmap_figure`; path_stem: output path without a suffix.
+    Args: path_stem: output path without a suffix; the rest as `heatmap_figure` (keywords).
 
     Returns:
         The PNG and PDF paths.
     """
-    fig = heatmap_figure(
-        matrix, title=title, value_label=value_label, center=center, fmt=fmt, counts=counts,
-        expected_n=expected_n, cmap=cmap, xlabel=xlabel, ylabel=ylabel,
-    )
-    return save_figure(fig, path_stem)
+    return save_figure(heatmap_figure(matrix, **options), path_stem)
 
 
 @styled
