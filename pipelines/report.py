@@ -25,8 +25,9 @@ from pipelines.tracking import TrackingError, normalise_uri, open_store  # noqa:
 from spot_core.analysis.frames import STAGES  # noqa: E402
 from spot_core.prompt_files import load_prompt  # noqa: E402
 from spot_core.report.study import StudyResults, write_report  # noqa: E402
+from spot_core.similarity import task_embedding  # noqa: E402
 
-EMBEDDING = "task_embedding.safetensors"
+EMBEDDING, INITIAL = "task_embedding.safetensors", "initial_prompt.safetensors"
 
 
 def study_parent(client: MlflowClient, experiment_id: str, study: str):
@@ -78,16 +79,19 @@ def curves_table(client: MlflowClient, runs: list) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "step", "score"]).drop_duplicates(["key", "step"], keep="last")
 
 
-def task_embeddings(client: MlflowClient, runs: list) -> dict:
-    """Run key -> task embedding, downloaded from the source and target runs' artifacts."""
+def task_embeddings(client: MlflowClient, runs: list, kind: str) -> dict:
+    """Run key -> task embedding, from the source and target runs' artifacts (`kind`: see TaskEmbedding)."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in runs:
-            if r.data.tags["stage"] in ("source", "target"):
-                names = {a.path for a in client.list_artifacts(r.info.run_id)}
-                if EMBEDDING in names:
-                    path = client.download_artifacts(r.info.run_id, EMBEDDING, tmp)
-                    out[r.data.tags["cell_key"]] = load_prompt(path)[0]
+            if r.data.tags["stage"] not in ("source", "target"):
+                continue
+            names = {a.path for a in client.list_artifacts(r.info.run_id)}
+            if EMBEDDING not in names:
+                continue
+            fetch = lambda name: load_prompt(client.download_artifacts(r.info.run_id, name, tmp))[0]  # noqa: E731,B023
+            initial = fetch(INITIAL) if INITIAL in names else None
+            out[r.data.tags["cell_key"]] = task_embedding(fetch(EMBEDDING), initial, kind)
     return out
 
 
@@ -105,19 +109,24 @@ def load_results(uri: str, experiment: str, study: str) -> StudyResults:
         name=study,
         runs=runs_table(runs, sources, targets),
         curves=curves_table(client, runs),
-        embeddings=task_embeddings(client, runs),
+        embeddings=task_embeddings(client, runs, tags.get("task_embedding", "prompt")),
         sources=[s for s in sources if s],
         targets=[t for t in targets if t],
         planned=int(tags["cells"]) if tags.get("cells") else None,
         retrieval_similarity=tags.get("retrieval_similarity", "avg_tokens"),
+        task_embedding=tags.get("task_embedding", "prompt"),
         config=config,
-        notes=tags.get("notes", ""),
     )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     uri = normalise_uri(cfg.tracking.uri)
     results = load_results(uri, cfg.tracking.experiment, cfg.study)
+    if cfg.get("notes"):  # a reader's notes on what the results show, written into the summary
+        notes = Path(cfg.notes)
+        if not notes.is_file():
+            raise FileNotFoundError(f"notes={cfg.notes}: no such file (a Markdown file of notes for the summary)")
+        results.notes = notes.read_text().strip()
     out_dir = Path(cfg.out_dir).resolve()
     paths = write_report(results, out_dir)
     return {"study": cfg.study, "runs": len(results.runs), "out_dir": str(out_dir), "document": [str(p) for p in paths]}

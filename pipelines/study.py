@@ -38,12 +38,12 @@ from pipelines.tracking import MlflowTracker, normalise_uri, open_store  # noqa:
 from pipelines.train import resolve_data_dir  # noqa: E402
 from spot_core.prompt_files import load_prompt  # noqa: E402
 from spot_core.report.study import write_report  # noqa: E402
-from spot_core.similarity import rank_sources  # noqa: E402
+from spot_core.similarity import rank_sources, task_embedding  # noqa: E402
 from spot_core.study import Cell, Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec  # noqa: E402
 from spot_core.tasks import check_data  # noqa: E402
 from spot_core.tuning import RunSpec, tune_prompt  # noqa: E402
 
-ARTIFACTS = ("best_prompt.safetensors", "task_embedding.safetensors", "result.json")
+ARTIFACTS = ("initial_prompt.safetensors", "best_prompt.safetensors", "task_embedding.safetensors", "result.json")
 REPORT = "report"  # the last stage: pipelines.report on this study's runs
 TRAINING = (Stage.SOURCE, Stage.TARGET, Stage.TRANSFER, Stage.RETRIEVAL)
 
@@ -93,6 +93,7 @@ def parent_run(client: MlflowClient, experiment_id: str, study: StudyConfig, cfg
         ("sources", ",".join(study.sources)),
         ("targets", ",".join(study.targets)),
         ("retrieval_similarity", str(study.retrieval_similarity)),
+        ("task_embedding", study.task_embedding),
     ):
         client.set_tag(run_id, name, value)
     return run_id
@@ -143,7 +144,16 @@ def rankings(study: StudyConfig, root: Path, done: set[str]) -> dict[str, list[t
     """Each target's finished source runs, most similar first, from the task embeddings on disk (a target's
     similarity is averaged over its finished runs)."""
     finished = [c for c in plan(study) if c.key in done]
-    embedding = lambda c: load_prompt(c.out_dir(root) / "task_embedding.safetensors")[0]  # noqa: E731
+
+    def embedding(cell: Cell):
+        folder = cell.out_dir(root)
+        initial = folder / "initial_prompt.safetensors"
+        return task_embedding(
+            load_prompt(folder / "task_embedding.safetensors")[0],
+            load_prompt(initial)[0] if initial.exists() else None,
+            study.task_embedding,
+        )
+
     sources = {c.key: (c, embedding(c)) for c in finished if c.stage is Stage.SOURCE}
     out = {}
     for target in study.targets:

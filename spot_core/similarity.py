@@ -1,6 +1,9 @@
 """Task similarity from task embeddings (SPoT section 3.2) and the ranking of source runs for a target.
 
-A task embedding is a prompt checkpoint [L, H] taken early in prompt tuning. Two measures:
+A task embedding is a prompt checkpoint [L, H] taken early in prompt tuning (SPoT: 10K steps), or, for runs of a
+few steps that start from the same initial prompt (same seed), its displacement from that initial prompt: there the
+checkpoint is still mostly its init and every pair of tasks looks alike, while the displacement is the sum of the
+task's first updates. Two measures:
     avg_tokens: cos(mean_i e1_i, mean_j e2_j)
     per_token:  (1 / L^2) * sum_i sum_j cos(e1_i, e2_j)
 Tasks with several runs: the mean over all run pairs.
@@ -19,6 +22,26 @@ import torch.nn.functional as F
 class Similarity(StrEnum):
     AVG_TOKENS = "avg_tokens"
     PER_TOKEN = "per_token"
+
+
+class TaskEmbedding(StrEnum):
+    PROMPT = "prompt"  # SPoT: the prompt checkpoint itself
+    DISPLACEMENT = "displacement"  # the checkpoint minus the initial prompt
+
+
+def task_embedding(
+    checkpoint: torch.Tensor, initial: torch.Tensor | None, kind: TaskEmbedding | str = TaskEmbedding.PROMPT
+) -> torch.Tensor:
+    """The task embedding [L, H] of a run from its early checkpoint and (for displacement) its initial prompt."""
+    if TaskEmbedding(kind) is TaskEmbedding.PROMPT:
+        return checkpoint
+    if initial is None or initial.shape != checkpoint.shape:
+        shape = None if initial is None else tuple(initial.shape)
+        raise ValueError(
+            f"a displacement task embedding needs the run's initial prompt of shape "
+            f"{tuple(checkpoint.shape)}, got {shape}"
+        )
+    return checkpoint - initial
 
 
 def cosine_of_means(a: torch.Tensor, b: torch.Tensor) -> float:

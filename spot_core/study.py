@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spot_core.prompts import similarity_weights
-from spot_core.similarity import Similarity
+from spot_core.similarity import Similarity, TaskEmbedding
 from spot_core.tasks import get, get_task, members
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec
@@ -73,6 +73,7 @@ class StudyConfig:
     retrieval_ks: Sequence[int] = (3, 6, 9, 12)
     retrieval: Sequence[str] = ("weighted_average", "mixture")
     retrieval_similarity: str = "avg_tokens"
+    task_embedding: str = "prompt"  # or "displacement" (the early checkpoint minus the initial prompt)
 
     def __post_init__(self):
         if isinstance(self.source_trainer, dict):
@@ -91,6 +92,7 @@ class StudyConfig:
                 raise ValueError(f"study.{name} must be a non-empty list without repeats, got {list(values)}")
         self.retrieval = [Retrieval(r) for r in self.retrieval]
         Similarity(self.retrieval_similarity)
+        self.task_embedding = TaskEmbedding(self.task_embedding).value
         if any(k < 1 for k in self.retrieval_ks):
             raise ValueError(f"study.retrieval_ks must be >= 1, got {list(self.retrieval_ks)}")
         PromptConfig(length=self.prompt_length, init=self.source_init)  # validates both inits
@@ -182,6 +184,8 @@ def _cell(
     }
     if stage in (Stage.RETRIEVAL, Stage.RETRIEVAL_MIXTURE):
         identity["retrieval"] = {"k": k, "similarity": study.retrieval_similarity}
+        if study.task_embedding != TaskEmbedding.PROMPT:  # keys of prompt-embedding studies stay as they were
+            identity["retrieval"]["embedding"] = study.task_embedding
     return Cell(stage, task, seed, init, json.dumps(identity, sort_keys=True), source, blend, k)
 
 

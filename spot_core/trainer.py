@@ -4,6 +4,7 @@ Everything is written inside `out_dir`:
 
     resume.pt                      last checkpoint: prompt, optimizer, RNG, step, history (atomic)
     checkpoints/step_XXXXXXX.safetensors   prompt at each evaluation (if keep_checkpoints)
+    initial_prompt.safetensors     prompt before training (for task embeddings taken as the displacement from it)
     task_embedding.safetensors     prompt after `embedding_step` steps (SPoT's task embedding)
     best_prompt.safetensors        prompt with the best validation score (SPoT's source prompt)
     final_prompt.safetensors       prompt after the last step
@@ -57,6 +58,9 @@ class TrainerConfig:
     eval_batch_size: int = 16
     eval_at_start: bool = True
     embedding_step: int | None = None  # save the task embedding after this step
+    # The evaluated initial prompt (step 0) competes for the best checkpoint. SPoT's long runs never need it; in
+    # runs of a few steps the init is much of what a transfer brings, and training may not beat it.
+    best_includes_init: bool = False
     keep_checkpoints: bool = True
     seed: int = 0
 
@@ -239,6 +243,7 @@ class Trainer:
         state = self._restore()
         if state.step == 0:
             self.tracker.log_params({**self.metadata, **_flat(asdict(self.config))})
+            self._save("initial_prompt.safetensors", 0)
             if self.config.eval_at_start:
                 self._evaluate(state)
         self.model.train()
@@ -279,7 +284,7 @@ class Trainer:
         self.tracker.log_metrics(record, state.step)
         self._path("metrics.json").write_text(json.dumps(state.history, indent=1) + "\n")
         score = metrics["score"]
-        if state.step > 0 and score > state.best_score:  # step 0 is the init, not a trained checkpoint
+        if (state.step > 0 or self.config.best_includes_init) and score > state.best_score:
             state.best_score, state.best_step = score, state.step
             self._save("best_prompt.safetensors", state.step, score=score)
         if state.step > 0 and self.config.keep_checkpoints:
@@ -298,7 +303,7 @@ class Trainer:
             "final/val_score": last["val/score"],
             "final/step": state.step,
         }
-        for name in ("best_prompt.safetensors", "task_embedding.safetensors"):
+        for name in ("initial_prompt.safetensors", "best_prompt.safetensors", "task_embedding.safetensors"):
             if self._path(name).exists():
                 self.tracker.log_artifact(self._path(name))
         self.tracker.log_artifact(final)

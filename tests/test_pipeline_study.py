@@ -142,8 +142,31 @@ def test_bad_input_fails_before_any_training(tmp_path, data_dir):
         run(compose_study(*overrides(tmp_path, data_dir, "study.targets=[boolqq]")))
     with pytest.raises(TaskDataError, match="race_v1.*make data"):
         run(compose_study(*overrides(tmp_path, data_dir, "study.targets=[race]")))
+    with pytest.raises(ValueError, match=r"stages: unknown \['sources'\]; choose from \['source', 'target'"):
+        run(compose_study(*overrides(tmp_path, data_dir, "stages=[sources]")))
     with pytest.raises(TrackingError, match="unreachable"):
         run(compose_study(*overrides(tmp_path, data_dir, "tracking.uri=http://127.0.0.1:9")))
     with pytest.raises(RuntimeError, match=r"ray.gpus_per_trial=1 but the Ray cluster has 0 GPUs"):
         run(compose_study(*overrides(tmp_path, data_dir, "ray.gpus_per_trial=1", "ray.num_gpus=0")))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_crashing_cell_is_failed_with_its_reason_and_the_rest_of_the_study_goes_on(tmp_path, data_dir):
+    # A source learning rate of 1e30 makes the source prompts' loss NaN after one step: both source cells crash.
+    args = overrides(
+        tmp_path, data_dir, "study.seeds=[0]", "stages=[source,target,transfer]", "study.source_trainer.lr=1e30"
+    )
+    result = run(compose_study(*args, "ray.max_failures=0"))
+    assert result["finished"] == 2 and result["cells"] == 8  # the two targets
+    assert set(result["failed"]) == {
+        "source:sst2_v1:s0",
+        "source:mnli_v1:s0",
+        "transfer:sst2_v1->rte_v1:s0",
+        "transfer:sst2_v1->cb_v1:s0",
+        "transfer:mnli_v1->rte_v1:s0",
+        "transfer:mnli_v1->cb_v1:s0",
+    }
+    assert "NonFiniteLossError" in result["failed"]["source:sst2_v1:s0"]
+    assert result["failed"]["transfer:mnli_v1->cb_v1:s0"] == "source:mnli_v1:s0 did not finish"
+    failed = [r for r in cell_runs(tmp_path) if r.info.status == "FAILED"]
+    assert len(failed) == 2 and all("NonFiniteLossError: loss is nan" in r.data.tags["error"] for r in failed)

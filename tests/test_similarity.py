@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from spot_core.similarity import cosine_of_means, mean_token_cosine, rank_sources, similarity, task_similarity
+from spot_core.similarity import (
+    cosine_of_means,
+    mean_token_cosine,
+    rank_sources,
+    similarity,
+    task_embedding,
+    task_similarity,
+)
 
 
 def test_cosine_of_average_tokens():
@@ -43,3 +50,18 @@ def test_identical_task_embeddings_rank_first():
 def test_embeddings_of_different_hidden_sizes_are_refused():
     with pytest.raises(ValueError, match=r"same H, got \(2, 4\) and \(2, 3\)"):
         similarity(torch.zeros(2, 4), torch.zeros(2, 3))
+
+
+def test_displacement_embeddings_separate_tasks_that_share_an_initial_prompt():
+    init = torch.tensor([[5.0, 5.0, 0.0], [5.0, -5.0, 0.0]])
+    sentiment = init + torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    also_sentiment = init + torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 1.0]])
+    nli = init + torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    # As prompts, all three are mostly the shared init and look alike; as displacements they do not.
+    assert similarity(sentiment, nli) > 0.9
+    moved = {name: task_embedding(p, init, "displacement") for name, p in [("s", also_sentiment), ("n", nli)]}
+    assert rank_sources([task_embedding(sentiment, init, "displacement")], moved)[0] == ("s", pytest.approx(1.0))
+    assert similarity(task_embedding(sentiment, init, "displacement"), moved["n"]) == pytest.approx(-1.0)
+    assert torch.equal(task_embedding(sentiment, None, "prompt"), sentiment)
+    with pytest.raises(ValueError, match="needs the run's initial prompt"):
+        task_embedding(sentiment, None, "displacement")

@@ -36,8 +36,9 @@ def test_fit_writes_every_artifact_and_only_the_prompt_changes(tmp_path):
     result = trainer.fit()
     assert {"best/val_score", "best/step", "final/val_score", "final/step"} <= set(result)
     assert result["final/step"] == 12 and result["best/step"] in (4, 8, 12)
-    for name in ("best_prompt", "task_embedding", "final_prompt"):
+    for name in ("initial_prompt", "best_prompt", "task_embedding", "final_prompt"):
         assert (tmp_path / f"{name}.safetensors").exists()
+    assert torch.equal(load_prompt(tmp_path / "initial_prompt.safetensors")[0], init)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step_0000004.safetensors",
         "step_0000008.safetensors",
@@ -108,6 +109,20 @@ def test_adafactor_resume_is_exact_too(tmp_path, monkeypatch):
         load_prompt(tmp_path / "full/final_prompt.safetensors")[0],
         load_prompt(tmp_path / "half/final_prompt.safetensors")[0],
     )
+
+
+@pytest.mark.parametrize("includes_init", [False, True])
+def test_the_initial_prompt_competes_for_best_only_when_asked(tmp_path, includes_init):
+    trainer, model = make(out=tmp_path, best_includes_init=includes_init)
+    init = model.prompt.weight.detach().clone()
+    scores = iter([90.0, 50.0, 60.0, 55.0])  # training makes it worse than the init: steps 0, 4, 8, 12
+    trainer.data.evaluate = lambda model, batch_size: {"score": next(scores)}
+    result = trainer.fit()
+    best, meta = load_prompt(tmp_path / "best_prompt.safetensors")
+    if includes_init:
+        assert (result["best/val_score"], result["best/step"]) == (90.0, 0) and torch.equal(best, init)
+    else:
+        assert (result["best/val_score"], result["best/step"]) == (60.0, 8) and meta["step"] == 8
 
 
 def test_finished_run_is_not_trained_again(tmp_path, monkeypatch):

@@ -29,6 +29,10 @@ from spot_core.report.tables import write_table
 from spot_core.similarity import Similarity
 
 METHOD_NAMES = {"avg_tokens": "average-token cosine", "per_token": "per-token cosine"}
+EMBEDDING_NAMES = {
+    "prompt": "the prompt checkpoints after the embedding step (SPoT)",
+    "displacement": "the displacement of the prompt at the embedding step from its initial prompt",
+}
 
 
 @dataclass
@@ -43,6 +47,8 @@ class StudyResults:
         sources, targets: the design's order (versioned names); rows and columns follow it.
         planned: how many cells the study planned (None when unknown), to say how complete it is.
         retrieval_similarity: the similarity the retrieval stage ranked with.
+        task_embedding: what `embeddings` are: the early prompt checkpoints (SPoT) or their displacement from the
+            initial prompt.
         config: the study's configuration (YAML) shown in the report.
         notes: Markdown written into the report's summary (what the reader should know).
     """
@@ -55,6 +61,7 @@ class StudyResults:
     targets: Sequence[str]
     planned: int | None = None
     retrieval_similarity: str = Similarity.AVG_TOKENS.value
+    task_embedding: str = "prompt"
     config: str = ""
     notes: str = ""
     extra_sections: list[Section] = field(default_factory=list)
@@ -182,7 +189,9 @@ def _similarity_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -
                     xlabel="task",
                     ylabel="task",
                 ),
-                f"Task-embedding similarity, {METHOD_NAMES[method]}, mean over run pairs.",
+                f"Task-embedding similarity, {METHOD_NAMES[method]}, mean over run pairs; embeddings: "
+                + EMBEDDING_NAMES.get(results.task_embedding, results.task_embedding)
+                + ".",
             )
         )
         write_table(sim, out / f"tables/similarity_{method}", caption=f"Task similarity ({method})", float_fmt="{:.3f}")
