@@ -121,7 +121,7 @@ def load_results(uri: str, experiment: str, study: str) -> StudyResults:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     uri = normalise_uri(cfg.tracking.uri)
-    results = load_results(uri, cfg.tracking.experiment, cfg.study)
+    results = load_results(uri, cfg.tracking.experiment, cfg.study.name)
     if cfg.get("notes"):  # a reader's notes on what the results show, written into the summary
         notes = Path(cfg.notes)
         if not notes.is_file():
@@ -129,7 +129,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results.notes = notes.read_text().strip()
     out_dir = Path(cfg.out_dir).resolve()
     paths = write_report(results, out_dir)
-    return {"study": cfg.study, "runs": len(results.runs), "out_dir": str(out_dir), "document": [str(p) for p in paths]}
+    return {
+        "study": cfg.study.name,
+        "runs": len(results.runs),
+        "out_dir": str(out_dir),
+        "document": [str(p) for p in paths],
+    }
 
 
 @hydra.main(config_path="../conf", config_name="report", version_base="1.3")

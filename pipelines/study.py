@@ -214,8 +214,17 @@ def run_cells(
     )
     grid = tuner.fit() if scheduler.cells else []
     failed = dict(scheduler.why)
-    failed.update({res.config["label"]: str(res.error).splitlines()[0] for res in grid if res.error})
+    failed.update({res.config["label"]: reason(res.error) for res in grid if res.error})
     return scheduler.planned, failed
+
+
+def reason(error: BaseException) -> str:
+    """One line for a failed trial: the cell's own exception, not Ray's wrapper around it."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    if cause is not error or not lines:
+        return f"{type(cause).__name__}: {lines[0] if lines else ''}"
+    return lines[-1].strip()
 
 
 def parse_stages(names) -> list[Stage]:

@@ -169,4 +169,23 @@ def test_a_crashing_cell_is_failed_with_its_reason_and_the_rest_of_the_study_goe
     assert "NonFiniteLossError" in result["failed"]["source:sst2_v1:s0"]
     assert result["failed"]["transfer:mnli_v1->cb_v1:s0"] == "source:mnli_v1:s0 did not finish"
     failed = [r for r in cell_runs(tmp_path) if r.info.status == "FAILED"]
-    assert len(failed) == 2 and all("NonFiniteLossError: loss is nan" in r.data.tags["error"] for r in failed)
+    assert len(failed) == 2 and all("NonFiniteLossError: training loss is nan" in r.data.tags["error"] for r in failed)
+
+
+def test_a_hydra_multirun_makes_one_study_per_swept_value(tmp_path, data_dir):
+    args = [
+        "-m",
+        "study=smoke",
+        "study.prompt_length=4,6",
+        "stages=[source]",
+        f"data_dir={data_dir}",
+        f"out_dir={tmp_path}/out/${{study.name}}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "ray.num_cpus=2",
+    ]
+    done = subprocess.run([sys.executable, "-m", "pipelines.study", *args], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    studies = Counter(r.data.tags["study"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")
+    assert studies == {"smoke-study.prompt_length=4": 2, "smoke-study.prompt_length=6": 2}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(studies)

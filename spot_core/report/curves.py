@@ -72,7 +72,10 @@ def k_curve_figure(curves: pd.DataFrame, *, oracle: float, baseline: float, titl
 def _draw_method(ax, rows: pd.DataFrame, method: str, index: int) -> None:
     k, mean, std = (rows[c].to_numpy(dtype=float) for c in ("k", "mean", "std"))
     color = COLORS[index % len(COLORS)]
-    ax.plot(k, mean, marker=MARKERS[index % len(MARKERS)], markersize=4, color=color, linewidth=1.5,
+    # Each later method is drawn thinner on top, so curves that coincide (small studies often rank alike) stay
+    # visible as a line inside a wider one instead of one hiding the other.
+    width = max(3.5 - 1.5 * index, 1.0)
+    ax.plot(k, mean, marker=MARKERS[index % len(MARKERS)], markersize=2 + 2 * width, color=color, linewidth=width,
             label=METHOD_LABELS.get(method, method.replace("_", " ")))
     # Where std is NaN (one seed) the band simply has a gap rather than pretending zero spread.
     ax.fill_between(k, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)

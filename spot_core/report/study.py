@@ -174,7 +174,7 @@ def _similarity_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -
         return [Section("Task similarity and retrieval", "No task embeddings were logged yet.")]
     order = [t for t in [*results.sources, *results.targets] if t in tasks]
     tasks = {t: tasks[t] for t in dict.fromkeys(order + sorted(tasks))}
-    figs, tables = [], []
+    figs = []
     for method in (s.value for s in Similarity):
         sim = A.task_similarity_matrix(tasks, results.embeddings, method)
         figs.append(
@@ -200,7 +200,7 @@ def _similarity_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -
     )
     if ranking.empty:
         return [Section("Task similarity", "", figs)]
-    return [Section("Task similarity", "", figs, tables), *_retrieval_sections(results, runs, ranking, out)]
+    return [Section("Task similarity", "", figs), *_retrieval_sections(results, runs, ranking, out)]
 
 
 def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.DataFrame, out: Path) -> list[Section]:
