@@ -8,7 +8,6 @@ has settled. Trial actors are reused from the first cell to the last, so the stu
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,11 +19,6 @@ from spot_core.study import Cell, Stage
 
 PENDING, RUNNING, DONE, FAILED, BLOCKED = "pending", "running", "done", "failed", "blocked"
 ProgressSink = Callable[[str], None]
-
-
-def inputs(cell: Cell) -> list[Cell]:
-    """The cells whose prompts this cell starts from."""
-    return [c for c in [cell.source, *(b for b, _ in cell.blend)] if c is not None]
 
 
 class CellScheduler(Searcher):
@@ -96,14 +90,8 @@ class CellScheduler(Searcher):
             self.done.add(key)
         self._show()
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"state": self.state, "done": self.done, "why": self.why}, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            saved = pickle.load(f)
-        self.state, self.done, self.why = saved["state"], saved["done"], saved["why"]
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Nothing to save: a study resumes from the MLflow ledger, never from Tune's experiment state."""
 
     # --- bookkeeping ------------------------------------------------------------------------------------
     def _next_ready(self) -> Cell | None:
@@ -112,12 +100,12 @@ class CellScheduler(Searcher):
             if state != PENDING:
                 continue
             cell = self.cells[key]
-            lost = [c for c in inputs(cell) if self.state.get(c.key) in (FAILED, BLOCKED)]
+            lost = [c for c in cell.inputs if self.state.get(c.key) in (FAILED, BLOCKED)]
             if lost:
                 self.state[key] = BLOCKED
                 self.why[cell.label] = f"{lost[0].label} did not finish"
                 continue
-            if all(c.key in self.done for c in inputs(cell)):
+            if all(c.key in self.done for c in cell.inputs):
                 return cell
         return None
 

@@ -43,7 +43,7 @@ from spot_core.study import Cell, Stage, StudyConfig, cell_tags, plan, plan_retr
 from spot_core.tasks import check_data  # noqa: E402
 from spot_core.tuning import RunSpec, tune_prompt  # noqa: E402
 
-ARTIFACTS = ("initial_prompt.safetensors", "best_prompt.safetensors", "task_embedding.safetensors", "result.json")
+RESULT = "result.json"  # the prompt files are logged by the trainer through its tracker
 REPORT = "report"  # the last stage: pipelines.report on this study's runs
 TRAINING = (Stage.SOURCE, Stage.TARGET, Stage.TRANSFER, Stage.RETRIEVAL)
 
@@ -129,9 +129,7 @@ def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threa
         start = time.perf_counter()
         result = tune_prompt(RunSpec(**config["spec"]), out_dir, MlflowTracker(client, run_id))
         client.log_metric(run_id, "time/cell_seconds", time.perf_counter() - start)
-        for name in ARTIFACTS:
-            if (out_dir / name).exists():
-                client.log_artifact(run_id, str(out_dir / name))
+        client.log_artifact(run_id, str(out_dir / RESULT))
     except BaseException as e:
         client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
         client.set_terminated(run_id, "FAILED")
@@ -177,7 +175,13 @@ def retrieval_planner(study: StudyConfig, root: Path):
 
 
 def run_cells(
-    cells: list[Cell], study: StudyConfig, cfg: DictConfig, root: Path, ctx: dict, finished: set[str]
+    cells: list[Cell],
+    stages: list[Stage],
+    study: StudyConfig,
+    cfg: DictConfig,
+    root: Path,
+    ctx: dict,
+    finished: set[str],
 ) -> tuple[list[Cell], dict[str, str]]:
     """Runs the cells in one Tuner, each when its inputs are done (retries resume from the cell's own
     checkpoint); returns the retrieval cells it planned (finished ones included) and the failures."""
@@ -186,7 +190,7 @@ def run_cells(
         cells,
         finished,
         lambda c: cell_config(c, study, root),
-        retrieval_planner(study, root) if Stage.RETRIEVAL in parse_stages(cfg.stages) else None,
+        retrieval_planner(study, root) if Stage.RETRIEVAL in stages else None,
         concurrency=r.max_concurrent_trials or 1,
         show=lambda line: print(line, flush=True),
     )
@@ -220,11 +224,11 @@ def run_cells(
 
 def reason(error: BaseException) -> str:
     """One line for a failed trial: the cell's own exception, not Ray's wrapper around it."""
-    cause = getattr(error, "cause", None) or error
-    lines = [line for line in str(cause).splitlines() if line.strip()]
-    if cause is not error or not lines:
-        return f"{type(cause).__name__}: {lines[0] if lines else ''}"
-    return lines[-1].strip()
+    cause = getattr(error, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def parse_stages(names) -> list[Stage]:
@@ -270,7 +274,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, root: Path) -> dict[str, Any]:
     cells = [c for c in plan(study) if c.stage in stages]
-    with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations take as long as Ray's start: overlap them
+    with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations (~2 s) run while Ray starts
         store = pool.submit(open_store, uri, cfg.tracking.experiment)
         start_ray(cfg)  # too few GPUs: fail here
         try:
@@ -285,7 +289,7 @@ def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, ro
     later = " (retrieval cells are planned once sources and targets have finished)" if Stage.RETRIEVAL in stages else ""
     print(f"study {study.name}: {len(cells)} cells, {sum(c.key in before for c in cells)} already finished{later}")
     try:
-        planned, failed = run_cells([c for c in cells if c.key not in before], study, cfg, root, ctx, before)
+        planned, failed = run_cells([c for c in cells if c.key not in before], stages, study, cfg, root, ctx, before)
     finally:
         ray.shutdown()
     cells += planned

@@ -117,6 +117,11 @@ class Cell:
         return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
 
     @property
+    def inputs(self) -> list[Cell]:
+        """The cells whose prompts this cell starts from (its source, or its weighted-average blend)."""
+        return [c for c, _ in self.blend] or ([self.source] if self.source else [])
+
+    @property
     def origin(self) -> str:
         """Where the prompt comes from: the source task, or the retrieval strategy and k."""
         if self.blend:
@@ -217,14 +222,13 @@ def plan_retrieval(study: StudyConfig, rankings: Mapping[str, Sequence[tuple[Cel
 
 def run_spec(study: StudyConfig, cell: Cell, root: str | Path) -> RunSpec:
     """The RunSpec of a cell; transfers and retrieval runs read their source cells' prompts under `root`."""
-    sources = [(c, w) for c, w in cell.blend] or ([(cell.source, 1.0)] if cell.source else [])
     return RunSpec(
         model=study.model,
         task=cell.task,
         prompt=PromptConfig(
             length=study.prompt_length,
             init=cell.init,
-            files=[str(c.out_dir(root) / c.prompt_file) for c, _ in sources],
+            files=[str(c.out_dir(root) / c.prompt_file) for c in cell.inputs],
             weights=[w for _, w in cell.blend],
         ),
         trainer=replace(_trainer(study, cell.stage), seed=cell.seed),
