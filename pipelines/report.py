@@ -9,12 +9,14 @@ files. The study pipeline runs it as its last stage (`stages=[..., report]`).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+logging.getLogger("fontTools").setLevel(logging.WARNING)  # one INFO line per font table of every PDF
 
 import hydra  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -23,6 +25,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from pipelines.tracking import TrackingError, normalise_uri, open_store  # noqa: E402
 from spot_core.analysis.frames import STAGES  # noqa: E402
+from spot_core.neurons import NEURONS_FILE, load_neurons  # noqa: E402
 from spot_core.prompt_files import load_prompt  # noqa: E402
 from spot_core.report.study import StudyResults, write_report  # noqa: E402
 from spot_core.similarity import task_embedding  # noqa: E402
@@ -95,6 +98,17 @@ def task_embeddings(client: MlflowClient, runs: list, kind: str) -> dict:
     return out
 
 
+def neuron_masks(client: MlflowClient, runs: list) -> dict:
+    """Run key -> its activated-neuron mask, from the neurons runs' artifacts (keyed by the run they probed)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in runs:
+            if r.data.tags["stage"] == "neurons":
+                path = client.download_artifacts(r.info.run_id, NEURONS_FILE, tmp)
+                out[r.data.tags["source_key"]] = load_neurons(path)
+    return out
+
+
 def load_results(uri: str, experiment: str, study: str) -> StudyResults:
     client, experiment_id = open_store(uri, experiment)
     parent = study_parent(client, experiment_id, study)
@@ -116,6 +130,8 @@ def load_results(uri: str, experiment: str, study: str) -> StudyResults:
         retrieval_similarity=tags.get("retrieval_similarity", "avg_tokens"),
         task_embedding=tags.get("task_embedding", "prompt"),
         config=config,
+        neurons=neuron_masks(client, runs),
+        cross_model=next((r.data.tags.get("model", "") for r in runs if r.data.tags["stage"] == "cross_source"), ""),
     )
 
 

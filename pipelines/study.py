@@ -36,16 +36,28 @@ from pipelines.report import load_results  # noqa: E402
 from pipelines.scheduler import CellScheduler  # noqa: E402
 from pipelines.tracking import MlflowTracker, normalise_uri, open_store  # noqa: E402
 from pipelines.train import resolve_data_dir  # noqa: E402
+from spot_core.cross_model import PROJECTOR_FILE, ProjectorSpec, fit_projector, project_file  # noqa: E402
+from spot_core.neurons import record_neurons  # noqa: E402
 from spot_core.prompt_files import load_prompt  # noqa: E402
 from spot_core.report.study import write_report  # noqa: E402
 from spot_core.similarity import rank_sources, task_embedding  # noqa: E402
-from spot_core.study import Cell, Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec  # noqa: E402
+from spot_core.study import Cell, Job, Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec  # noqa: E402
 from spot_core.tasks import check_data  # noqa: E402
-from spot_core.tuning import RunSpec, tune_prompt  # noqa: E402
+from spot_core.transferability import (  # noqa: E402
+    neurons_spec,
+    plan_cross_model,
+    plan_neurons,
+    plan_zero_shot,
+    projector_spec,
+)
+from spot_core.tuning import RunSpec, evaluate_prompt, tune_prompt  # noqa: E402
 
 RESULT = "result.json"  # the prompt files are logged by the trainer through its tracker
 REPORT = "report"  # the last stage: pipelines.report on this study's runs
 TRAINING = (Stage.SOURCE, Stage.TARGET, Stage.TRANSFER, Stage.RETRIEVAL)
+CROSS_MODEL = "cross_model"  # one name for B's own prompts, the projector and the projected prompts' cells
+CROSS_STAGES = (Stage.CROSS_SOURCE, Stage.PROJECTOR, Stage.CROSS_ZERO_SHOT, Stage.CROSS_TRANSFER)
+SU_STAGES = (Stage.ZERO_SHOT, Stage.NEURONS)
 
 
 def build_study(cfg: DictConfig) -> StudyConfig:
@@ -110,13 +122,34 @@ def abandon_stale(client: MlflowClient, experiment_id: str, study: str) -> int:
 
 # --- one cell, in a Ray worker ---------------------------------------------------------------------------
 def cell_config(cell: Cell, study: StudyConfig, root: Path) -> dict[str, Any]:
-    """What a trial needs to train one cell, as plain values (cells planned mid-study travel the same way)."""
-    return {
-        "label": cell.label,
-        "out_dir": str(cell.out_dir(root)),
-        "spec": asdict(run_spec(study, cell, root)),
-        "tags": cell_tags(cell, study),
-    }
+    """What a trial needs to run one cell, as plain values (cells planned mid-study travel the same way)."""
+    config = {"label": cell.label, "out_dir": str(cell.out_dir(root)), "job": cell.job.value}
+    if cell.job is Job.PROJECTOR:
+        config["spec"] = asdict(projector_spec(study, cell, root))
+    elif cell.job is Job.NEURONS:
+        config["spec"] = neurons_spec(study, cell, root)
+    else:
+        config["spec"] = asdict(run_spec(study, cell, root))
+    if cell.projector:  # the cell first projects its source's prompt into its own folder
+        config["project"] = [
+            str(cell.projector.out_dir(root) / PROJECTOR_FILE),
+            str(cell.source.out_dir(root) / cell.source.prompt_file),
+            config["spec"]["prompt"]["files"][0],
+        ]
+    return {**config, "tags": cell_tags(cell, study)}
+
+
+def run_job(config: dict, tracker: MlflowTracker) -> dict:
+    """Runs one cell's job in this process; returns its result (best/val_score among it)."""
+    out_dir, spec, job = Path(config["out_dir"]), config["spec"], Job(config["job"])
+    if "project" in config:
+        project_file(*config["project"])
+    if job is Job.PROJECTOR:
+        return fit_projector(ProjectorSpec(**spec), out_dir, tracker)
+    if job is Job.NEURONS:
+        return record_neurons(**spec, out_dir=out_dir, tracker=tracker)
+    run = evaluate_prompt if job is Job.EVALUATE else tune_prompt
+    return run(RunSpec(**spec), out_dir, tracker)
 
 
 def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threads: float) -> dict:
@@ -127,7 +160,7 @@ def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threa
     torch.set_num_threads(max(1, int(threads)))  # the trial's CPU share; more threads would oversubscribe
     try:
         start = time.perf_counter()
-        result = tune_prompt(RunSpec(**config["spec"]), out_dir, MlflowTracker(client, run_id))
+        result = run_job(config, MlflowTracker(client, run_id))
         client.log_metric(run_id, "time/cell_seconds", time.perf_counter() - start)
         client.log_artifact(run_id, str(out_dir / RESULT))
     except BaseException as e:
@@ -135,7 +168,7 @@ def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threa
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return {"best_score": result["best/val_score"]}
+    return {"best_score": result.get("best/val_score", 0.0)}
 
 
 def rankings(study: StudyConfig, root: Path, done: set[str]) -> dict[str, list[tuple[Cell, float]]]:
@@ -222,6 +255,20 @@ def run_cells(
     return scheduler.planned, failed
 
 
+def runnable(cells: list[Cell], finished: set[str]) -> tuple[list[Cell], dict[str, str]]:
+    """The cells whose inputs are finished or will run now; the rest, with why (a stage left out)."""
+    keys, out, why = {c.key for c in cells} | finished, [], {}
+    for cell in cells:  # upstream first, so a cell whose input was dropped is dropped too
+        lost = [c for c in cell.inputs if c.key not in keys]
+        if lost:
+            keys.discard(cell.key)
+            stage = CROSS_MODEL if lost[0].stage in CROSS_STAGES else lost[0].stage.value
+            why[cell.label] = f"needs {lost[0].label}, which has not finished: add stage {stage!r} to stages"
+        else:
+            out.append(cell)
+    return out, why
+
+
 def reason(error: BaseException) -> str:
     """One line for a failed trial: the cell's own exception, not Ray's wrapper around it."""
     cause = getattr(error, "cause", None)
@@ -232,12 +279,31 @@ def reason(error: BaseException) -> str:
 
 
 def parse_stages(names) -> list[Stage]:
-    """The training stages asked for (`retrieval` includes its mixture prompts); `report` is not one."""
-    allowed = [s.value for s in TRAINING] + [REPORT]
+    """The stages asked for (`retrieval` includes its mixture prompts, `cross_model` its four kinds of cells);
+    `report` is not one."""
+    allowed = [s.value for s in (*TRAINING, *SU_STAGES)] + [CROSS_MODEL, REPORT]
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {allowed}")
-    return [Stage(n) for n in names if n != REPORT]
+    stages = [Stage(n) for n in names if n not in (REPORT, CROSS_MODEL)]
+    return stages + list(CROSS_STAGES) * (CROSS_MODEL in names)
+
+
+def plan_stages(study: StudyConfig, stages: list[Stage]) -> list[Cell]:
+    """The cells of the stages asked for, upstream first (retrieval cells are planned later, from rankings)."""
+    cells = [c for c in plan(study) if c.stage in stages]
+    if Stage.ZERO_SHOT in stages:
+        cells += plan_zero_shot(study)
+    if Stage.NEURONS in stages:
+        cells += plan_neurons(study)
+    if Stage.PROJECTOR in stages:
+        if study.cross_model is None:
+            raise ValueError(
+                "stage cross_model needs study.cross_model: the other model and the source tasks the projector "
+                "learns from, e.g. study.cross_model={model: gemma3-270m, train_tasks: [sst2]} (see study=demo)"
+            )
+        cells += plan_cross_model(study)
+    return cells
 
 
 def start_ray(cfg: DictConfig) -> None:
@@ -273,7 +339,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, root: Path) -> dict[str, Any]:
-    cells = [c for c in plan(study) if c.stage in stages]
+    cells = plan_stages(study, stages)
     with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations (~2 s) run while Ray starts
         store = pool.submit(open_store, uri, cfg.tracking.experiment)
         start_ray(cfg)  # too few GPUs: fail here
@@ -288,10 +354,12 @@ def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, ro
     ctx = {"uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
     later = " (retrieval cells are planned once sources and targets have finished)" if Stage.RETRIEVAL in stages else ""
     print(f"study {study.name}: {len(cells)} cells, {sum(c.key in before for c in cells)} already finished{later}")
+    todo, unrunnable = runnable([c for c in cells if c.key not in before], before)
     try:
-        planned, failed = run_cells([c for c in cells if c.key not in before], stages, study, cfg, root, ctx, before)
+        planned, failed = run_cells(todo, stages, study, cfg, root, ctx, before)
     finally:
         ray.shutdown()
+    failed.update(unrunnable)
     cells += planned
     done = finished_keys(client, experiment_id, study.name)
     if set(TRAINING) <= set(stages):

@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from spot_core.cross_model import CrossModelConfig
 from spot_core.prompts import similarity_weights
 from spot_core.similarity import Similarity, TaskEmbedding
 from spot_core.tasks import get, get_task, members
@@ -40,6 +41,33 @@ class Stage(StrEnum):
     TRANSFER = "transfer"
     RETRIEVAL_MIXTURE = "retrieval_mixture"
     RETRIEVAL = "retrieval"
+    # Su et al. 2022 (spot_core.transferability plans these)
+    ZERO_SHOT = "zero_shot"  # a source prompt scored on a target, no training
+    NEURONS = "neurons"  # the FFN neurons a run's task-embedding prompt activates
+    CROSS_SOURCE = "cross_source"  # the other model's own prompt on a task (from scratch)
+    PROJECTOR = "projector"  # the MLP from the study model's prompts into the other model
+    CROSS_ZERO_SHOT = "cross_zero_shot"  # a projected prompt scored on the other model, no training
+    CROSS_TRANSFER = "cross_transfer"  # the other model trained from a projected prompt
+
+
+class Job(StrEnum):
+    """What running a cell means."""
+
+    TUNE = "tune"  # prompt tuning (spot_core.tuning.tune_prompt)
+    EVALUATE = "evaluate"  # score the initial prompt only (spot_core.tuning.evaluate_prompt)
+    PROJECTOR = "projector"  # train a projector (spot_core.cross_model.fit_projector)
+    NEURONS = "neurons"  # record activated neurons (spot_core.neurons.record_neurons)
+
+
+JOBS = {
+    Stage.ZERO_SHOT: Job.EVALUATE,
+    Stage.CROSS_ZERO_SHOT: Job.EVALUATE,
+    Stage.PROJECTOR: Job.PROJECTOR,
+    Stage.NEURONS: Job.NEURONS,
+}
+
+
+PROJECTED = "projected_prompt.safetensors"  # a cross-model cell's prompt, projected from the source's
 
 
 class Retrieval(StrEnum):
@@ -74,6 +102,7 @@ class StudyConfig:
     retrieval: Sequence[str] = ("weighted_average", "mixture")
     retrieval_similarity: str = "avg_tokens"
     task_embedding: str = "prompt"  # or "displacement" (the early checkpoint minus the initial prompt)
+    cross_model: CrossModelConfig | None = None  # Su et al.'s projector into another model
 
     def __post_init__(self):
         if isinstance(self.source_trainer, dict):
@@ -97,6 +126,10 @@ class StudyConfig:
             raise ValueError(f"study.retrieval_ks must be >= 1, got {list(self.retrieval_ks)}")
         PromptConfig(length=self.prompt_length, init=self.source_init)  # validates both inits
         PromptConfig(length=self.prompt_length, init=self.target_init)
+        if isinstance(self.cross_model, dict):
+            self.cross_model = CrossModelConfig(**self.cross_model)
+        if self.cross_model:
+            self.cross_model.check(self.sources, self.model)
 
 
 @dataclass(frozen=True)
@@ -111,15 +144,24 @@ class Cell:
     source: Cell | None = None  # transfer / mixture init: the cell whose prompt starts this one
     blend: tuple[tuple[Cell, float], ...] = ()  # weighted-average init: (source cell, weight)
     k: int = 0  # retrieval: how many top-ranked source runs
+    model: str = ""  # cross-model cells: the other model ("" = the study's)
+    projector: Cell | None = None  # cross-model cells: the projector that maps the source prompt
+    parts: tuple[Cell, ...] = ()  # a projector: the runs whose prompts it learns from
 
     @property
     def key(self) -> str:
         return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
 
     @property
+    def job(self) -> Job:
+        return JOBS.get(self.stage, Job.TUNE)
+
+    @property
     def inputs(self) -> list[Cell]:
-        """The cells whose prompts this cell starts from (its source, or its weighted-average blend)."""
-        return [c for c, _ in self.blend] or ([self.source] if self.source else [])
+        """The cells that must finish before this one: its source (or weighted-average blend), its projector,
+        a projector's training runs."""
+        mine = [c for c, _ in self.blend] or ([self.source] if self.source else [])
+        return mine + ([self.projector] if self.projector else []) + list(self.parts)
 
     @property
     def origin(self) -> str:
@@ -128,12 +170,15 @@ class Cell:
             return f"wavg-top{self.k}"
         if self.stage is Stage.RETRIEVAL:
             return f"mix-top{self.k}"
+        if self.stage is Stage.NEURONS:
+            return ""
         return self.source.task if self.source else ""
 
     @property
     def label(self) -> str:
         via = f"{self.origin}->" if self.origin else ""
-        return f"{self.stage}:{via}{self.task}:s{self.seed}"
+        on = f"@{self.model}" if self.model else ""
+        return f"{self.stage}:{via}{self.task}{on}:s{self.seed}"
 
     @property
     def prompt_file(self) -> str:
@@ -142,7 +187,7 @@ class Cell:
 
     def out_dir(self, root: str | Path) -> Path:
         via = f"{self.origin}-to-" if self.origin else ""
-        name = self.task if len(self.task) < 60 else f"top{self.k}-mixture"
+        name = self.task if len(self.task) < 60 else f"top{self.k}-mixture" if self.k else "tasks"
         return Path(root) / self.stage.value / f"{via}{name}-s{self.seed}-{self.key}"
 
 
@@ -153,8 +198,15 @@ def _init(task: str, wanted: str) -> str:
     return wanted
 
 
+SOURCE_LIKE = (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE, Stage.CROSS_SOURCE, Stage.CROSS_TRANSFER)
+NO_TARGET = (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE, Stage.CROSS_SOURCE, Stage.PROJECTOR, Stage.NEURONS)
+CROSS_MODEL = (Stage.CROSS_SOURCE, Stage.CROSS_ZERO_SHOT, Stage.CROSS_TRANSFER)
+
+
 def _trainer(study: StudyConfig, stage: Stage) -> TrainerConfig:
-    return study.source_trainer if stage in (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE) else study.target_trainer
+    if stage in CROSS_MODEL and study.cross_model and study.cross_model.trainer:
+        return study.cross_model.trainer
+    return study.source_trainer if stage in SOURCE_LIKE else study.target_trainer
 
 
 def _cell(
@@ -165,17 +217,19 @@ def _cell(
     source: Cell | None = None,
     blend: tuple[tuple[Cell, float], ...] = (),
     k: int = 0,
+    model: str = "",
+    projector: Cell | None = None,
 ) -> Cell:
     if blend:
         init = "weighted_average"
     elif source:
         init = "file"
     else:
-        init = _init(task, study.source_init if stage in (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE) else study.target_init)
+        init = _init(task, study.source_init if stage in SOURCE_LIKE else study.target_init)
     trainer = _trainer(study, stage)
     identity = {
         "stage": stage.value,
-        "model": study.model,
+        "model": model or study.model,
         "task": task,
         "seed": seed,
         "init": {
@@ -191,7 +245,12 @@ def _cell(
         identity["retrieval"] = {"k": k, "similarity": study.retrieval_similarity}
         if study.task_embedding != TaskEmbedding.PROMPT:  # keys of prompt-embedding studies stay as they were
             identity["retrieval"]["embedding"] = study.task_embedding
-    return Cell(stage, task, seed, init, json.dumps(identity, sort_keys=True), source, blend, k)
+    if projector:
+        identity["init"]["projector"] = projector.key
+    if JOBS.get(stage) is Job.EVALUATE:  # nothing is trained: the trainer's settings do not change the score
+        del identity["trainer"]
+    cell = Cell(stage, task, seed, init, json.dumps(identity, sort_keys=True), source, blend, k, model, projector)
+    return cell
 
 
 def plan(study: StudyConfig) -> list[Cell]:
@@ -220,27 +279,34 @@ def plan_retrieval(study: StudyConfig, rankings: Mapping[str, Sequence[tuple[Cel
     return mixtures + targets
 
 
+def prompt_files(cell: Cell, root: str | Path) -> list[str]:
+    """The prompt files a cell starts from: its sources' prompts, or (cross-model) its projected prompt,
+    which the cell writes into its own folder from the projector before it starts."""
+    if cell.projector:
+        return [str(cell.out_dir(root) / PROJECTED)]
+    return [str(c.out_dir(root) / c.prompt_file) for c in [c for c, _ in cell.blend] or [cell.source] if c]
+
+
 def run_spec(study: StudyConfig, cell: Cell, root: str | Path) -> RunSpec:
     """The RunSpec of a cell; transfers and retrieval runs read their source cells' prompts under `root`."""
     return RunSpec(
-        model=study.model,
+        model=cell.model or study.model,
         task=cell.task,
         prompt=PromptConfig(
             length=study.prompt_length,
             init=cell.init,
-            files=[str(c.out_dir(root) / c.prompt_file) for c in cell.inputs],
+            files=prompt_files(cell, root),
             weights=[w for _, w in cell.blend],
         ),
         trainer=replace(_trainer(study, cell.stage), seed=cell.seed),
-        data_dir=study.data_dir,
-        cache_dir=study.cache_dir,
-        max_input_len=study.max_input_len,
-        max_target_len=study.max_target_len,
-        max_train_examples=study.max_train_examples,
-        max_eval_examples=study.max_eval_examples,
-        device=study.device,
-        dtype=study.dtype,
+        **data_fields(study),
     )
+
+
+def data_fields(study: StudyConfig) -> dict[str, Any]:
+    """The RunSpec fields every cell of a study shares: data, its limits, where and how models load."""
+    names = ("data_dir", "cache_dir", "max_input_len", "max_target_len", "max_train_examples", "max_eval_examples")
+    return {name: getattr(study, name) for name in (*names, "device", "dtype")}
 
 
 def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, Any]:
@@ -252,7 +318,8 @@ def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, Any]:
         "task": cell.task,
         "source": cell.origin,
         "k": str(cell.k),
-        "target": "" if cell.stage in (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE) else cell.task,
+        "target": "" if cell.stage in NO_TARGET else cell.task,
+        "model": cell.model or study.model,
         "seed": str(cell.seed),
         "source_key": cell.source.key if cell.source else "",  # the source run a transfer starts from
     }

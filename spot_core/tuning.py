@@ -7,6 +7,7 @@ any training starts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
 from spot_core.tasks import Mixture, check_data, get, members, resolve_splits
 from spot_core.tasks.cache import encoded_split
-from spot_core.tracking import Tracker
+from spot_core.tracking import NullTracker, Tracker
 from spot_core.trainer import Callback, MixtureData, TaskData, Trainer, TrainerConfig, parse_choice
 
 
@@ -121,12 +122,21 @@ def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
     the model and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`).
     `spec.task` names a task or a mixture; `max_*_examples` apply to each task of a mixture."""
     check_data(spec.task, spec.data_dir)
-    item, tasks = get(spec.task), members(spec.task)
     backbone = load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
-    codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_len, spec.max_target_len)
-    label_words = [w for task in tasks for w in task.label_words or ()]
+    codec = codec_for(spec, backbone)
+    label_words = [w for task in members(spec.task) for w in task.label_words or ()]
     init = initial_prompt(spec.prompt, backbone, codec, tuple(dict.fromkeys(label_words)) or None, spec.trainer.seed)
-    model = PromptedLM(backbone, SoftPrompt(init)).to(spec.device)
+    model = PromptedLM(backbone, SoftPrompt(init)).to(spec.device)  # a wrong prompt file fails before tokenising
+    return model, load_data(spec, codec)
+
+
+def codec_for(spec: RunSpec, backbone: Backbone) -> Codec:
+    return Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_len, spec.max_target_len)
+
+
+def load_data(spec: RunSpec, codec: Codec) -> TaskData | MixtureData:
+    """The tokenised train and validation splits of `spec.task` (a task or a mixture)."""
+    item = get(spec.task)
     cache = spec.cache_dir or default_cache_dir()
     parts = [
         TaskData(
@@ -135,9 +145,9 @@ def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
             encoded_split(task, "train", spec.data_dir, codec, spec.max_train_examples, cache),
             encoded_split(task, "validation", spec.data_dir, codec, spec.max_eval_examples, cache),
         )
-        for task in tasks
+        for task in members(spec.task)
     ]
-    return model, MixtureData(item, parts) if isinstance(item, Mixture) else parts[0]
+    return MixtureData(item, parts) if isinstance(item, Mixture) else parts[0]
 
 
 def data_record(spec: RunSpec) -> dict[str, str]:
@@ -163,3 +173,29 @@ def tune_prompt(
     model, data = prepare(spec)
     meta = {"init": spec.prompt.init.value, "prompt_length": spec.prompt.length, **data_record(spec)}
     return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta).fit()
+
+
+def evaluate_prompt(spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Scores the initial prompt of `spec` (a prompt file, usually) on the task's validation split with no
+    training: zero-shot transfer. Writes metrics.json and result.json (`best/val_score` is that score) like a
+    training run; a finished evaluation is not repeated."""
+    out = Path(out_dir)
+    done = out / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    tracker = tracker or NullTracker()
+    model, data = prepare(spec)
+    model.eval()
+    tracker.log_params({"init": spec.prompt.init.value, "prompt_length": spec.prompt.length, **data_record(spec)})
+    record = {f"val/{k}": v for k, v in data.evaluate(model, spec.trainer.eval_batch_size).items()}
+    result = {
+        "best/val_score": record["val/score"],
+        "best/step": 0,
+        "final/val_score": record["val/score"],
+        "final/step": 0,
+    }
+    tracker.log_metrics({**record, **result}, 0)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps([{"step": 0, **record}], indent=1) + "\n")
+    done.write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -198,9 +198,11 @@ def test_end_to_end_from_embeddings():
     ranked = rank_candidates(runs, embeddings)
     scored = score_candidates(ranked, runs)
     summary = retrieval_summary(ranked, runs)
-    for method in ("avg_tokens", "per_token"):  # best of all N is the oracle whatever the ranking
+    # no neuron masks given: the three embedding indicators rank, neuron_overlap is left out
+    assert list(ranked["method"].unique()) == ["avg_tokens", "per_token", "euclidean"]
+    for method in ("avg_tokens", "per_token", "euclidean"):  # best of all N is the oracle whatever the ranking
         assert row(summary, "best_of_top_k", method, 3)["score"] == row(summary, "oracle")["score"] == 80.0
-    assert len(table3(summary)) == 8
-    assert len(correlations(correlation_points(scored))) == 4  # 2 methods x 2 targets
+    assert len(table3(summary)) == 10
+    assert len(correlations(correlation_points(scored))) == 6  # 3 indicators x 2 targets
     quality = ranking_quality(scored)
     assert (quality[quality["k"] == 3]["regret"] == 0.0).all() and quality["ndcg"].between(0, 1).all()

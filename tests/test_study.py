@@ -71,6 +71,7 @@ def test_a_transfer_reads_its_source_cells_best_prompt(tmp_path):
         "seed": "0",
         "k": "0",
         "source_key": cell.source.key,
+        "model": "tiny-llama",
     }
 
 

@@ -8,6 +8,9 @@ run key. Outputs are DataFrames and small dataclasses with documented columns; r
     retrieval    best of top-k, oracle, weighted average / mixture rows, Table 3, search-space reduction
     correlation  Pearson / Spearman, NDCG@k, regret@k
     convergence  steps to reach the baseline's best score, speed-up
+    zero_shot    source prompts on targets without training: scores and relative performance
+    cross_model  prompts projected into another model: zero-shot, as the init, speed-up
+    correlation.indicator_summary  which indicator (embedding similarities, distance, neuron overlap) predicts best
 """
 
 from spot_core.analysis.convergence import Convergence, baseline_convergence, convergence, transfer_convergence
@@ -16,10 +19,12 @@ from spot_core.analysis.correlation import (
     correlation_points,
     correlations,
     graded_relevance,
+    indicator_summary,
     ndcg,
     ranking_quality,
     regret_at_k,
 )
+from spot_core.analysis.cross_model import cross_model_table, projector_tasks
 from spot_core.analysis.frames import check_curves, check_runs, study_seeds
 from spot_core.analysis.ranking import (
     embedding_keys,
@@ -46,6 +51,7 @@ from spot_core.analysis.transfer import (
     transfer_matrices,
     transfer_scores,
 )
+from spot_core.analysis.zero_shot import ZeroShot, best_zero_shot_sources, zero_shot
 
 __all__ = [
     "PAPER_KS",
@@ -81,4 +87,10 @@ __all__ = [
     "transfer_matrices",
     "transfer_scores",
     "transfer_seed_scores",
+    "ZeroShot",
+    "best_zero_shot_sources",
+    "cross_model_table",
+    "indicator_summary",
+    "projector_tasks",
+    "zero_shot",
 ]

@@ -110,3 +110,17 @@ def ranking_quality(scored: pd.DataFrame, ks: Sequence[int] | None = None) -> pd
             rows.append((method, target, k, len(group), int(group["complete"].sum()), *quality))
     columns = ["method", "target", "k", "n_candidates", "n_complete", "ndcg", "regret"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def indicator_summary(stats_table: pd.DataFrame, quality: pd.DataFrame, k: int = 1) -> pd.DataFrame:
+    """Which indicator predicts transfer best: per method (indicator), the means over targets of Pearson r and
+    Spearman rho (`correlations`), and of NDCG@k and regret@k (`ranking_quality`); ordered by mean Pearson r,
+    best first (NaN last). `targets` counts the targets with a correlation."""
+    corr = stats_table.groupby("method", sort=False).agg(
+        targets=("pearson_r", "count"), pearson_r=("pearson_r", "mean"), spearman_rho=("spearman_rho", "mean")
+    )
+    at_k = quality[quality["k"] == k].groupby("method", sort=False)[["ndcg", "regret"]].mean()
+    table = corr.join(at_k.rename(columns={"ndcg": f"ndcg@{k}", "regret": f"regret@{k}"}), how="outer")
+    table = table.reindex(list(dict.fromkeys([*corr.index, *at_k.index])))
+    order = table["pearson_r"].fillna(-np.inf).sort_values(ascending=False, kind="stable").index
+    return table.loc[order].reset_index().rename(columns={"index": "method"})

@@ -2,10 +2,12 @@
 
 `runs`: one row per finished training run (cell) of a study:
     key         the cell's unique key
-    stage       source | target | transfer | retrieval_mixture | retrieval
+    stage       source | target | transfer | retrieval_mixture | retrieval, and Su et al.'s stages: zero_shot |
+                neurons | cross_source | projector | cross_zero_shot | cross_transfer (see spot_core.transferability)
     task        the task the run trained on ("rte_v1"; a mixture "mnli_v1+rte_v1")
     source      transfer: the source task; retrieval: "wavg-top{k}" or "mix-top{k}"; "" otherwise
-    source_key  transfer: the key of the source run the prompt came from; "" otherwise
+    source_key  transfer, zero_shot and cross-model runs: the key of the source run the prompt came from;
+                neurons: the run whose prompt it probed; "" otherwise
     target      the target task of target / transfer / retrieval runs; "" otherwise
     seed, k     the run's seed; retrieval's k (0 otherwise)
     score       the run's best validation score, 0-100
@@ -24,7 +26,19 @@ import pandas as pd
 
 RUN_COLUMNS = ("key", "stage", "task", "source", "source_key", "target", "seed", "k", "score")
 CURVE_COLUMNS = ("key", "step", "score")
-STAGES = ("source", "target", "transfer", "retrieval_mixture", "retrieval")
+STAGES = (
+    "source",
+    "target",
+    "transfer",
+    "retrieval_mixture",
+    "retrieval",
+    "zero_shot",  # Su et al.: a source prompt scored on a target, no training
+    "neurons",  # a run's activated neurons (score: NaN)
+    "cross_source",  # cross-model: the other model's own prompt on a task
+    "projector",
+    "cross_zero_shot",
+    "cross_transfer",
+)
 
 
 def check_runs(runs: pd.DataFrame) -> pd.DataFrame:

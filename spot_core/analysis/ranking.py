@@ -15,9 +15,9 @@ import torch
 
 from spot_core.analysis.frames import check_runs, complete_baseline, lookup, nan_mean, seed_table, stage, study_seeds
 from spot_core.analysis.transfer import relative_error_reduction
-from spot_core.similarity import Similarity, rank_sources, task_similarity
+from spot_core.similarity import Indicator, Similarity, rank_sources, task_similarity
 
-METHODS = tuple(Similarity)
+METHODS = tuple(Indicator)
 
 
 def embedding_keys(
@@ -35,14 +35,14 @@ def embedding_keys(
 def task_similarity_matrix(
     tasks: Mapping[str, Sequence[str]],
     embeddings: Mapping[str, torch.Tensor],
-    method: Similarity | str = Similarity.AVG_TOKENS,
+    method: Indicator | str = Similarity.AVG_TOKENS,
 ) -> pd.DataFrame:
     """Similarity between every two tasks, each the mean over all pairs of their runs.
 
     Args:
         tasks: task -> keys of its runs; rows and columns follow this order.
-        embeddings: run key -> task embedding [L, H].
-        method: avg_tokens or per_token (see `spot_core.similarity`).
+        embeddings: run key -> task embedding [L, H] (neuron_overlap: run key -> neuron mask).
+        method: an indicator (see `spot_core.similarity`).
 
     Returns:
         A tasks x tasks DataFrame; NaN where a task has no run with an embedding.
@@ -61,10 +61,14 @@ def task_similarity_matrix(
 def rank_candidates(
     runs: pd.DataFrame,
     embeddings: Mapping[str, torch.Tensor],
-    methods: Sequence[Similarity | str] = METHODS,
+    methods: Sequence[Indicator | str] = METHODS,
     targets: Sequence[str] | None = None,
+    neurons: Mapping[str, torch.Tensor] | None = None,
 ) -> pd.DataFrame:
-    """Every source run ranked by similarity to each target, per similarity method.
+    """Every source run ranked by similarity to each target, per indicator.
+
+    neuron_overlap compares the runs' activated-neuron masks (`neurons`, run key -> mask), every other indicator
+    their task embeddings; an indicator without its inputs is left out.
 
     Candidates are the stage "source" runs with an embedding, in the runs table's order, which breaks ties (the
     study plans source runs in the order the retrieval stage ranks them). Source runs without an embedding
@@ -75,16 +79,17 @@ def rank_candidates(
         targets in the given order (default sorted), then by rank.
     """
     runs = check_runs(runs)
-    sources = stage(runs, "source")
-    sources = sources[sources["key"].isin(embeddings.keys())]
-    candidates = {key: embeddings[key] for key in sources["key"]}
-    source_task = dict(zip(sources["key"], sources["task"], strict=True))
     base = stage(runs, "target")
     targets = list(targets) if targets is not None else sorted(set(base["target"]))
     rows = []
-    for method in (Similarity(m) for m in methods):
+    for method in (Indicator(m) for m in methods):
+        features = (neurons or {}) if method is Indicator.NEURON_OVERLAP else embeddings
+        sources = stage(runs, "source")
+        sources = sources[sources["key"].isin(features.keys())]
+        candidates = {key: features[key] for key in sources["key"]}
+        source_task = dict(zip(sources["key"], sources["task"], strict=True))
         for target in targets:
-            target_runs = [embeddings[k] for k in base.loc[base["target"] == target, "key"] if k in embeddings]
+            target_runs = [features[k] for k in base.loc[base["target"] == target, "key"] if k in features]
             if not target_runs or not candidates:
                 continue
             for rank, (key, sim) in enumerate(rank_sources(target_runs, candidates, method), start=1):

@@ -25,10 +25,18 @@ from spot_core.report.curves import k_curve
 from spot_core.report.document import FigureRef, Section, config_section, write_document
 from spot_core.report.heatmap import heatmap
 from spot_core.report.scatter import correlation_scatter
+from spot_core.report.su import (
+    INDICATOR_NAMES,
+    convergence_sections,
+    cross_model_sections,
+    indicator_section,
+    zero_shot_sections,
+)
 from spot_core.report.tables import write_table
-from spot_core.similarity import Similarity
+from spot_core.similarity import Indicator, Similarity
 
-METHOD_NAMES = {"avg_tokens": "average-token cosine", "per_token": "per-token cosine"}
+METHOD_NAMES = INDICATOR_NAMES
+VALUE_LABELS = {"euclidean": "-distance", "neuron_overlap": "cosine of neuron masks"}
 EMBEDDING_NAMES = {
     "prompt": "the prompt checkpoints after the embedding step (SPoT)",
     "displacement": "the displacement of the prompt at the embedding step from its initial prompt",
@@ -44,6 +52,8 @@ class StudyResults:
         runs: one row per finished run.
         curves: validation score per evaluation (key, step, score).
         embeddings: run key -> task embedding [L, H] (source and target runs).
+        neurons: run key -> activated-neuron mask [layers, L, I] of its task-embedding prompt (the neurons stage).
+        cross_model: the other model of the cross-model stage ("" when the study has none).
         sources, targets: the design's order (versioned names); rows and columns follow it.
         planned: how many cells the study planned (None when unknown), to say how complete it is.
         retrieval_similarity: the similarity the retrieval stage ranked with.
@@ -64,6 +74,8 @@ class StudyResults:
     task_embedding: str = "prompt"
     config: str = ""
     notes: str = ""
+    neurons: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    cross_model: str = ""
     extra_sections: list[Section] = field(default_factory=list)
 
 
@@ -75,8 +87,10 @@ def write_report(results: StudyResults, out_dir: str | Path) -> list[Path]:
     runs = A.check_runs(results.runs)
     sections = [_summary(results, runs)]
     sections += _transfer_sections(results, runs, out)
+    sections += zero_shot_sections(runs, results.sources, results.targets, out)
     sections += _similarity_sections(results, runs, out)
-    sections += _convergence_sections(results, runs, out)
+    sections += convergence_sections(runs, results.curves, results.sources, results.targets, out)
+    sections += cross_model_sections(runs, A.check_curves(results.curves), results.cross_model, out)
     sections += results.extra_sections
     sections.append(config_section("Configuration", results.config or "(not recorded)"))
     return write_document(out, title=f"Transfer study `{results.name}`", sections=sections)
@@ -175,32 +189,46 @@ def _similarity_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -
     order = [t for t in [*results.sources, *results.targets] if t in tasks]
     tasks = {t: tasks[t] for t in dict.fromkeys(order + sorted(tasks))}
     figs = []
-    for method in (s.value for s in Similarity):
-        sim = A.task_similarity_matrix(tasks, results.embeddings, method)
+    for method in (i.value for i in Indicator):
+        features = results.neurons if method == Indicator.NEURON_OVERLAP else results.embeddings
+        if not features:
+            continue
+        sim = A.task_similarity_matrix(tasks, features, method)
         figs.append(
             _fig(
                 heatmap(
                     sim,
                     out / f"figures/similarity_{method}",
                     title=f"Task similarity ({METHOD_NAMES[method]})",
-                    value_label="cosine",
+                    value_label=VALUE_LABELS.get(method, "cosine"),
                     center=None,
                     fmt=".2f",
                     xlabel="task",
                     ylabel="task",
                 ),
-                f"Task-embedding similarity, {METHOD_NAMES[method]}, mean over run pairs; embeddings: "
-                + EMBEDDING_NAMES.get(results.task_embedding, results.task_embedding)
-                + ".",
+                _similarity_caption(method, results.task_embedding),
             )
         )
         write_table(sim, out / f"tables/similarity_{method}", caption=f"Task similarity ({method})", float_fmt="{:.3f}")
     ranking = A.rank_candidates(
-        runs, results.embeddings, targets=[t for t in results.targets if t in set(runs["target"])]
+        runs,
+        results.embeddings,
+        targets=[t for t in results.targets if t in set(runs["target"])],
+        neurons=results.neurons,
     )
     if ranking.empty:
         return [Section("Task similarity", "", figs)]
     return [Section("Task similarity", "", figs), *_retrieval_sections(results, runs, ranking, out)]
+
+
+def _similarity_caption(method: str, embedding: str) -> str:
+    if method == Indicator.NEURON_OVERLAP:
+        return (
+            "Activated-neuron overlap (Su et al. 2022): cosine of the binary FFN activation masks that the runs' "
+            "task-embedding prompts produce, mean over run pairs."
+        )
+    kind = EMBEDDING_NAMES.get(embedding, embedding)
+    return f"Task-embedding similarity, {METHOD_NAMES[method]}, mean over run pairs; embeddings: {kind}."
 
 
 def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.DataFrame, out: Path) -> list[Section]:
@@ -251,7 +279,10 @@ def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.D
     )
     write_table(ranking, out / "tables/rankings", caption="Source runs ranked per target", float_fmt="{:.4f}")
     text = _retrieval_text(space, n)
-    return [Section("Retrieval against the oracle", text, figs, [t3, t_space, t_corr, t_quality])]
+    return [
+        Section("Retrieval against the oracle", text, figs, [t3, t_space, t_corr, t_quality]),
+        indicator_section(stats, quality, out),
+    ]
 
 
 def _table3_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -299,34 +330,6 @@ def _retrieval_text(space: pd.DataFrame, n: int) -> str:
         ]
         lines.append(f"- {METHOD_NAMES.get(method, method)}: " + ("; ".join(parts) or "the oracle gains nothing"))
     return "\n".join(lines)
-
-
-def _convergence_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> list[Section]:
-    if results.curves.empty:
-        return []
-    c = A.convergence(runs, A.check_curves(results.curves), results.sources, results.targets)
-    if c.per_run.empty:
-        return []
-    fig = _fig(
-        heatmap(
-            c.speedup,
-            out / "figures/convergence_speedup",
-            title="Convergence speed-up (x)",
-            value_label="baseline steps / transfer steps",
-            center=1.0,
-            fmt=".1f",
-            counts=c.n_reached,
-        ),
-        "Steps the baseline needs to reach its best score over the steps a transferred prompt needs to reach it; "
-        "n/a where no run of the pair reached it (never).",
-    )
-    table = c.per_run.assign(reached=c.per_run["reached"].map({True: "yes", False: "never"}))
-    t = write_table(
-        table.drop(columns=["key", "source_key"]),
-        out / "tables/convergence",
-        caption="Steps to reach the baseline's best score, per transfer run",
-    )[1]
-    return [Section("Convergence", "", [fig], [t])]
 
 
 def _fig(paths: list[Path], caption: str) -> FigureRef:
