@@ -8,7 +8,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
@@ -16,7 +18,10 @@ from mlflow.tracking import MlflowClient
 from pipelines.report import run as report_run
 from pipelines.study import run
 from pipelines.tracking import TrackingError
+from spot_core.cross_model import project_file
+from spot_core.prompt_files import load_prompt
 from spot_core.tasks import TaskDataError, UnknownNameError
+from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt
 
 
 def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
@@ -51,7 +56,8 @@ def cell_runs(tmp_path: Path) -> list:
 
 
 def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_path, data_dir):
-    first = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]")))
+    spot = "stages=[source,target,transfer,retrieval,report]"  # SPoT's stages (Su et al.'s: the next test)
+    first = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]", spot)))
     # 2 sources, 2 targets, 4 transfers; per target, top-2 retrieval: a mixture prompt and 2 target runs.
     assert first["failed"] == {} and first["cells"] == first["finished"] == first["trained_now"] == 8 + 2 * 3
     runs = cell_runs(tmp_path)
@@ -94,6 +100,73 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
     assert second["failed"] == {} and second["finished"] == 14 and second["trained_now"] == 2 + 4
     keys = Counter(r.data.tags["cell_key"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")
     assert len(keys) == 14 + 6 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
+
+
+def test_su_stages_zero_shot_neurons_and_a_projector_into_a_wider_model(tmp_path, data_dir):
+    su = "stages=[source,target,zero_shot,neurons,cross_model,report]"
+    result = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]", su)))
+    assert result["failed"] == {} and result["cells"] == result["finished"] == 19
+    runs = cell_runs(tmp_path)
+    assert Counter(r.data.tags["stage"] for r in runs) == {
+        "source": 2,
+        "target": 2,
+        "zero_shot": 4,
+        "neurons": 4,
+        "cross_source": 2,
+        "projector": 1,
+        "cross_zero_shot": 2,
+        "cross_transfer": 2,
+    }
+    out = tmp_path / "out"
+    # A zero-shot cell scores the source's best prompt on the target: the same as evaluating that file.
+    shot = next(r for r in runs if r.data.tags["stage"] == "zero_shot" and r.data.tags["target"] == "rte_v1")
+    source = next(r for r in runs if r.info.run_id and r.data.tags["cell_key"] == shot.data.tags["source_key"])
+    spec = RunSpec(
+        model="tiny-llama",
+        task="rte_v1",
+        prompt=PromptConfig(
+            length=4,
+            init="file",
+            files=[str(next(out.glob(f"source/*{source.data.tags['cell_key']}")) / "best_prompt.safetensors")],
+        ),
+        data_dir=str(data_dir),
+        max_train_examples=32,
+        max_eval_examples=16,
+        max_input_len=128,
+    )
+    assert evaluate_prompt(spec, tmp_path / "check")["best/val_score"] == shot.data.metrics["best/val_score"]
+    # A cross-model cell starts from its source prompt projected by the study's projector, in the wider model.
+    cross = next(r for r in runs if r.data.tags["stage"] == "cross_transfer")
+    assert cross.data.tags["model"] == "tiny-llama-wide"
+    folder = next(out.glob(f"cross_transfer/*{cross.data.tags['cell_key']}"))
+    projected, meta = load_prompt(folder / "projected_prompt.safetensors")
+    initial = load_prompt(folder / "initial_prompt.safetensors")[0]
+    assert projected.shape == (4, 48) and torch.equal(projected, initial) and meta["source_model"] == "tiny-llama"
+    (projector_dir,) = out.glob("projector/*")
+    source_prompt = next(out.glob(f"source/*{cross.data.tags['source_key']}")) / "best_prompt.safetensors"
+    again = project_file(projector_dir / "projector.safetensors", source_prompt, tmp_path / "again.safetensors")
+    assert torch.equal(load_prompt(again)[0], projected)
+    neurons = [r for r in runs if r.data.tags["stage"] == "neurons"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert all("neurons.safetensors" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in neurons)
+    report = out / "report"
+    for name in ("figures/zero_shot_relative.png", "figures/similarity_neuron_overlap.png", "tables/cross_model.csv"):
+        assert (report / name).is_file(), name
+    text = (report / "report.md").read_text()
+    assert "## Zero-shot transfer" in text and "## Cross-model transfer" in text
+    assert "The projector was trained on sst2_v1" in text
+    table = pd.read_csv(report / "tables/cross_model.csv")
+    assert table["task"].tolist() == ["sst2_v1", "mnli_v1"] and table["n_init"].tolist() == [1, 1]
+
+
+def test_a_stage_whose_inputs_are_missing_says_which_stage_to_add(tmp_path, data_dir):
+    result = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]", "stages=[zero_shot]")))
+    assert result["finished"] == 0 and len(result["failed"]) == 4
+    assert result["failed"]["zero_shot:sst2_v1->rte_v1:s0"] == (
+        "needs source:sst2_v1:s0, which has not finished: add stage 'source' to stages"
+    )
+    with pytest.raises(ValueError, match="stage cross_model needs study.cross_model"):
+        run(compose_study(*overrides(tmp_path, data_dir, "stages=[cross_model]", "study.cross_model=null")))
 
 
 def test_a_killed_driver_resumes_without_training_finished_cells_again(tmp_path, data_dir):

@@ -1,0 +1,98 @@
+"""Su et al.'s analyses on hand-made runs: zero-shot relative performance, the cross-model table (with its
+speed-up from a hand-made metric series) and the indicator comparison."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from spot_core.analysis import best_zero_shot_sources, cross_model_table, indicator_summary, projector_tasks, zero_shot
+
+COLUMNS = ["key", "stage", "task", "source", "source_key", "target", "seed", "score"]
+
+
+def frame(*rows) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=COLUMNS).assign(k=0)
+
+
+ZERO_SHOT = frame(
+    ("t0", "target", "rte", "", "", "rte", 0, 70.0),
+    ("t1", "target", "rte", "", "", "rte", 1, 60.0),  # own prompt: 65
+    ("c0", "target", "cb", "", "", "cb", 0, 0.0),  # own 0: relative undefined
+    ("z1", "zero_shot", "rte", "mnli", "m0", "rte", 0, 52.0),
+    ("z2", "zero_shot", "rte", "sst2", "s0", "rte", 0, 39.0),
+    ("z3", "zero_shot", "cb", "mnli", "m0", "cb", 0, 40.0),
+    ("x", "transfer", "rte", "mnli", "m0", "rte", 0, 99.0),  # not zero-shot: ignored
+)
+
+
+def test_zero_shot_relative_performance_is_over_the_targets_own_prompt():
+    z = zero_shot(ZERO_SHOT, sources=["mnli", "sst2", "qqp"], targets=["rte", "cb"])
+    assert z.own["rte"] == 65.0
+    assert z.relative.loc["mnli", "rte"] == pytest.approx(80.0)  # 52 / 65
+    assert z.relative.loc["sst2", "rte"] == pytest.approx(60.0)
+    assert math.isnan(z.relative.loc["mnli", "cb"])  # own score 0: no ratio, not infinity
+    assert z.score.loc["mnli", "cb"] == 40.0
+    assert z.n.loc["qqp"].tolist() == [0, 0] and z.score.loc["qqp"].isna().all()  # missing, never zero
+    best = best_zero_shot_sources(z)
+    assert best.to_dict("records") == [
+        {"target": "rte", "best_source": "mnli", "zero_shot": 52.0, "relative": pytest.approx(80.0), "own": 65.0}
+    ]
+
+
+# B's own prompt reaches its best (60) at step 20; the projected init is at 60 by step 10: 2x faster.
+CROSS = frame(
+    ("own_a", "cross_source", "sst2", "", "", "", 0, 60.0),
+    ("own_b", "cross_source", "mnli", "", "", "", 0, 40.0),
+    ("proj", "projector", "sst2", "", "", "", 0, 55.0),
+    ("zs_a", "cross_zero_shot", "sst2", "sst2", "a0", "sst2", 0, 55.0),
+    ("zs_b", "cross_zero_shot", "mnli", "mnli", "b0", "mnli", 0, 30.0),
+    ("in_a", "cross_transfer", "sst2", "sst2", "a0", "sst2", 0, 62.0),
+    ("in_b", "cross_transfer", "mnli", "mnli", "b0", "mnli", 0, 38.0),
+)
+CURVES = pd.DataFrame(
+    [("own_a", 0, 30.0), ("own_a", 10, 50.0), ("own_a", 20, 60.0), ("own_a", 30, 60.0)]
+    + [("in_a", 0, 55.0), ("in_a", 10, 61.0), ("in_a", 20, 62.0), ("in_a", 30, 62.0)]
+    + [("own_b", 0, 30.0), ("own_b", 10, 40.0), ("own_b", 20, 40.0)]
+    + [("in_b", 0, 30.0), ("in_b", 10, 35.0), ("in_b", 20, 38.0)],  # never reaches 40
+    columns=["key", "step", "score"],
+)
+
+
+def test_cross_model_table_compares_projected_prompts_with_the_models_own():
+    table = cross_model_table(CROSS, CURVES).set_index("task")
+    assert projector_tasks(CROSS) == ["sst2"]
+    a, b = table.loc["sst2"], table.loc["mnli"]
+    assert bool(a["trained_on"]) and not bool(b["trained_on"])
+    assert (a["own"], a["zero_shot"], a["init"], a["gain"]) == (60.0, 55.0, 62.0, 2.0)
+    assert a["relative"] == pytest.approx(55 / 60 * 100)
+    assert a["speedup"] == pytest.approx(2.0) and a["reached"] == 1
+    assert b["relative"] == pytest.approx(75.0) and b["gain"] == -2.0
+    assert math.isnan(b["speedup"]) and b["reached"] == 0  # "never", not a number
+
+
+def test_indicator_summary_orders_by_mean_pearson_and_keeps_indicators_without_a_correlation():
+    stats = pd.DataFrame(
+        {
+            "method": ["avg_tokens", "avg_tokens", "neuron_overlap", "neuron_overlap", "euclidean"],
+            "target": ["a", "b", "a", "b", "a"],
+            "pearson_r": [0.2, 0.4, 0.9, 0.5, math.nan],
+            "spearman_rho": [0.1, 0.3, 1.0, 0.5, math.nan],
+        }
+    )
+    quality = pd.DataFrame(
+        {
+            "method": ["avg_tokens", "avg_tokens", "neuron_overlap", "neuron_overlap", "euclidean"],
+            "target": ["a", "b", "a", "b", "a"],
+            "k": [1, 1, 1, 1, 1],
+            "ndcg": [0.5, 1.0, 1.0, 1.0, 0.2],
+            "regret": [10.0, 0.0, 0.0, 0.0, 30.0],
+        }
+    )
+    table = indicator_summary(stats, quality)
+    assert table["method"].tolist() == ["neuron_overlap", "avg_tokens", "euclidean"]
+    top = table.iloc[0]
+    assert top["pearson_r"] == pytest.approx(0.7) and top["spearman_rho"] == pytest.approx(0.75)
+    assert top["targets"] == 2 and top["ndcg@1"] == 1.0
+    last = table.iloc[2]
+    assert last["targets"] == 0 and math.isnan(last["pearson_r"]) and last["regret@1"] == 30.0
