@@ -189,7 +189,7 @@ def _write(
     result: dict[str, Any],
     tracker: Tracker,
 ) -> None:
-    (out / "projected").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"source_model": spec.source_model, "target_model": spec.target.model, "method": spec.projector.method.value}
     shape = {
         "length": projector.length,

@@ -5,8 +5,10 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from spot_core.analysis import best_zero_shot_sources, cross_model_table, indicator_summary, projector_tasks, zero_shot
+from spot_core.report.su import neuron_window_scores
 
 COLUMNS = ["key", "stage", "task", "source", "source_key", "target", "seed", "score"]
 
@@ -96,3 +98,32 @@ def test_indicator_summary_orders_by_mean_pearson_and_keeps_indicators_without_a
     assert top["targets"] == 2 and top["ndcg@1"] == 1.0
     last = table.iloc[2]
     assert last["targets"] == 0 and math.isnan(last["pearson_r"]) and last["regret@1"] == 30.0
+
+
+def test_neuron_overlap_per_layer_window_tells_which_layers_predict_transfer():
+    runs = frame(
+        ("t0", "target", "t", "", "", "t", 0, 50.0),
+        ("a0", "source", "a", "", "", "", 0, 70.0),
+        ("b0", "source", "b", "", "", "", 0, 70.0),
+        ("c0", "source", "c", "", "", "", 0, 70.0),
+        ("ta", "transfer", "t", "a", "a0", "t", 0, 60.0),
+        ("tb", "transfer", "t", "b", "b0", "t", 0, 70.0),
+        ("tc", "transfer", "t", "c", "c0", "t", 0, 80.0),
+    )
+    first, second = [1, 1, 1, 0], [1, 0, 0, 0]
+
+    def mask(layer1, layer2):  # [layers=2, L=1, I=4]
+        return torch.tensor([[layer1], [layer2]], dtype=torch.bool)
+
+    neurons = {
+        "t0": mask([1, 1, 1, 1], [1, 1, 1, 1]),
+        "a0": mask(first, second),  # layer 1 says a is closest, layer 2 says farthest
+        "b0": mask([1, 1, 0, 0], [1, 1, 0, 0]),
+        "c0": mask(second, first),
+    }
+    stats, quality = neuron_window_scores(runs, neurons, ["t"], windows=2)
+    by = stats.set_index("method")
+    assert by.loc["neuron_overlap[2-2]", "spearman_rho"] == pytest.approx(1.0)  # the transfers' order
+    assert by.loc["neuron_overlap[1-1]", "spearman_rho"] == pytest.approx(-1.0)
+    top1 = quality[quality["k"] == 1].set_index("method")
+    assert top1.loc["neuron_overlap[2-2]", "regret"] == 0.0 and top1.loc["neuron_overlap[1-1]", "regret"] > 0

@@ -30,6 +30,7 @@ from spot_core.report.su import (
     convergence_sections,
     cross_model_sections,
     indicator_section,
+    neuron_window_scores,
     zero_shot_sections,
 )
 from spot_core.report.tables import write_table
@@ -279,9 +280,12 @@ def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.D
     )
     write_table(ranking, out / "tables/rankings", caption="Source runs ranked per target", float_fmt="{:.4f}")
     text = _retrieval_text(space, n)
+    windows = neuron_window_scores(runs, results.neurons, list(dict.fromkeys(ranking["target"])))
     return [
         Section("Retrieval against the oracle", text, figs, [t3, t_space, t_corr, t_quality]),
-        indicator_section(stats, quality, out),
+        indicator_section(
+            pd.concat([stats, windows[0]], ignore_index=True), pd.concat([quality, windows[1]], ignore_index=True), out
+        ),
     ]
 
 

@@ -21,6 +21,30 @@ INDICATOR_NAMES = {
 }
 
 
+def indicator_name(method: str) -> str:
+    """A readable name; windowed neuron overlaps are named `neuron_overlap[a-b]` (layers a..b, from 1)."""
+    if method.startswith("neuron_overlap["):
+        return f"activated-neuron overlap, layers {method[len('neuron_overlap['):-1]}"
+    return INDICATOR_NAMES.get(method, method)
+
+
+def neuron_window_scores(
+    runs: pd.DataFrame, neurons, targets, windows: int = 3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Correlations and ranking quality of the neuron overlap over each of `windows` consecutive layer windows
+    (Su et al. 2022 find the later layers' overlap tells tasks apart best). Empty tables without masks."""
+    if not neurons:
+        return pd.DataFrame(columns=["method"]), pd.DataFrame(columns=["method", "k"])
+    rankings = []
+    for idx in np.array_split(np.arange(next(iter(neurons.values())).shape[0]), windows):
+        if len(idx):
+            window = {k: m[idx[0] : idx[-1] + 1] for k, m in neurons.items()}
+            ranked = A.rank_candidates(runs, {}, ["neuron_overlap"], targets, neurons=window)
+            rankings.append(ranked.assign(method=f"neuron_overlap[{idx[0] + 1}-{idx[-1] + 1}]"))
+    scored = A.score_candidates(pd.concat(rankings, ignore_index=True), runs)
+    return A.correlations(A.correlation_points(scored)), A.ranking_quality(scored)
+
+
 def _fig(paths: list[Path], caption: str) -> FigureRef:
     return FigureRef(next(p for p in paths if p.suffix == ".png"), caption)
 
@@ -86,9 +110,10 @@ def convergence_sections(runs: pd.DataFrame, curves: pd.DataFrame, sources, targ
 
 
 def indicator_section(stats: pd.DataFrame, quality: pd.DataFrame, out: Path) -> Section:
-    """Which transferability indicator correlates best with the relative error reduction of the transfers."""
+    """Which transferability indicator correlates best with the relative error reduction of the transfers
+    (`stats`, `quality`: every indicator's correlations and ranking quality, windowed neuron overlaps included)."""
     summary = A.indicator_summary(stats, quality)
-    named = summary.assign(method=summary["method"].map(lambda m: INDICATOR_NAMES.get(m, m)))
+    named = summary.assign(method=summary["method"].map(indicator_name))
     t = write_table(
         named.set_index("method"),
         out / "tables/indicators",
@@ -103,10 +128,10 @@ def indicator_section(stats: pd.DataFrame, quality: pd.DataFrame, out: Path) -> 
         top = ranked.iloc[0]
         text = (
             f"Best indicator by mean Pearson r over {int(top['targets'])} targets: "
-            f"**{INDICATOR_NAMES.get(top['method'], top['method'])}** (r = {top['pearson_r']:.2f}, "
+            f"**{indicator_name(top['method'])}** (r = {top['pearson_r']:.2f}, "
             f"Spearman ρ = {top['spearman_rho']:.2f}). "
             + "; ".join(
-                f"{INDICATOR_NAMES.get(r.method, r.method)} r = {r.pearson_r:.2f}" for r in ranked.iloc[1:].itertuples()
+                f"{indicator_name(r.method)} r = {r.pearson_r:.2f}" for r in ranked.iloc[1:].itertuples()
             )
             + ". Each rests on a handful of points per target: read the p-values in the correlation table."
         )
