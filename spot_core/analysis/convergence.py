@@ -1,7 +1,7 @@
 """Convergence speed-up of transferred prompts (Su et al. 2022), from the per-evaluation validation scores.
 
 For a target:
-    threshold       the mean over its baseline runs of each run's best score
+    threshold       the mean over its baseline runs of each run's best score (as recorded: the runs table's score)
     baseline steps  the mean over its baseline runs of the first step at which each reaches its own best
 For a transfer run: the first evaluated step at which its score reaches the threshold, and
     speed-up = baseline steps / transfer steps.
@@ -47,8 +47,11 @@ def baseline_convergence(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
     rows = {}
     for target, group in base.groupby("target", sort=True):
         bests, steps = [], []
-        for _, curve in curves[curves["key"].isin(group["key"])].groupby("key", sort=False):
-            best = curve["score"].max()
+        recorded = dict(zip(group["key"], group["score"], strict=True))
+        for key, curve in curves[curves["key"].isin(group["key"])].groupby("key", sort=False):
+            # The run's recorded best (what the matrices show): the curve's step 0 counts only where the run let
+            # its initial prompt compete for the best checkpoint (trainer.best_includes_init).
+            best = recorded[key]
             bests.append(best)
             step = first_step_reaching(curve["step"], curve["score"], best)
             steps.append(max(step, eval_interval(curve["step"])))

@@ -25,7 +25,7 @@ from spot_core.data import Codec, Encoded, encode_examples
 from spot_core.tasks.base import Task, split_file
 from spot_core.tasks.loading import load_examples, resolve_splits
 
-CACHE_FORMAT = 2  # 2: `limit` samples rows with a fixed seed instead of taking the first ones
+CACHE_FORMAT = 3  # 2: `limit` samples rows with a fixed seed; 3: decoder-only inputs keep the tokenizer's <bos>
 
 
 def _source_code(fn) -> str:
