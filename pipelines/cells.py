@@ -7,6 +7,8 @@ A trial's config is plain values (`cell_config`); `train_cell` runs it under its
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -78,8 +80,21 @@ def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threa
         client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
         client.set_terminated(run_id, "FAILED")
         raise
+    finally:
+        release_memory()
     client.set_terminated(run_id, "FINISHED")
     return {"best_score": result.get("best/val_score", 0.0)}
+
+
+def release_memory() -> None:
+    """Hands a finished cell's freed memory back to the OS. A reused trial worker runs each cell in a new thread,
+    and glibc keeps what a thread freed in that thread's heap arena: without this, the two workers of the demo
+    study grew to 10 GB each over 30 cells and Ray killed one (a cell itself peaks at about 3 GB)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def rankings(study: StudyConfig, root: Path, done: set[str]) -> dict[str, list[tuple[Cell, float]]]:

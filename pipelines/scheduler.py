@@ -88,6 +88,8 @@ class CellScheduler(Searcher):
         else:
             self.state[key] = DONE
             self.done.add(key)
+        if not self._upstream_open():  # plan now, so the progress line and ETA count the planned cells
+            self._plan_more()
         self._show()
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:

@@ -21,6 +21,7 @@ from typing import Any
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the driver prints its own progress lines
+os.environ.setdefault("MALLOC_ARENA_MAX", "2")  # local trial workers inherit it: fewer heap arenas to bloat
 
 import hydra  # noqa: E402
 import ray  # noqa: E402
@@ -32,6 +33,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from pipelines.cells import (  # noqa: E402
+    CROSS_STAGES,
     REPORT,
     TRAINING,
     cell_config,
@@ -46,6 +48,7 @@ from pipelines.report import load_results  # noqa: E402
 from pipelines.scheduler import CellScheduler  # noqa: E402
 from pipelines.tracking import normalise_uri, open_store  # noqa: E402
 from pipelines.train import resolve_data_dir  # noqa: E402
+from spot_core.backbones import check_backbone  # noqa: E402
 from spot_core.report.study import write_report  # noqa: E402
 from spot_core.study import Cell, Stage, StudyConfig  # noqa: E402
 from spot_core.tasks import check_data  # noqa: E402
@@ -182,6 +185,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stages = parse_stages(cfg.stages)
     for name in [*study.sources, *study.targets]:
         check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
+    for model in [study.model] + ([study.cross_model.model] if study.cross_model and CROSS_STAGES[0] in stages else []):
+        check_backbone(model, study.cache_dir)  # an unknown or uninstalled model: fail here too
     uri, root = normalise_uri(cfg.tracking.uri), Path(cfg.out_dir).resolve()
     summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
     if stages:

@@ -25,7 +25,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from spot_core.builtin_models import GGUF_MODELS, BackboneError, load_gguf_model
+from spot_core.builtin_models import GGUF_MODELS, BackboneError, gguf_parts, load_gguf_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -106,17 +106,32 @@ def load_backbone(
     return Backbone(name=name, model=model, tokenizer=tok)
 
 
-def _load_hf(name: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+def check_backbone(name: str, cache_dir: str | Path | None = None) -> None:
+    """Raises BackboneError, saying what to do, unless `name` can be loaded here; reads no weights (a built-in's
+    cache or installed files, else the model's config), so a study can check every model before it starts."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if name in GGUF_MODELS:
+        if not (cache / "models" / name / "model.safetensors").exists():
+            gguf_parts(GGUF_MODELS[name])
+    elif name not in TINY_MODELS:
+        _hf_config(name)
+
+
+def _hf_config(name: str):
     try:
-        config = AutoConfig.from_pretrained(name)
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        return auto.from_pretrained(name, dtype=torch.float32), AutoTokenizer.from_pretrained(name)
+        return AutoConfig.from_pretrained(name)
     except OSError as e:
         raise BackboneError(
             f"cannot load model {name!r}: it is not a built-in name ({', '.join(BUILTIN_MODELS)}), "
             f"not a local model directory, and not in the Hugging Face cache ({e.__class__.__name__}). "
             "Use a built-in name, a directory written by save_pretrained, or download it once with internet."
         ) from e
+
+
+def _load_hf(name: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    config = _hf_config(name)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_pretrained(name, dtype=torch.float32), AutoTokenizer.from_pretrained(name)
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:

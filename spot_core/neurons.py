@@ -50,6 +50,7 @@ FFN_OUTPUT_SUFFIXES = (
     "mlp.c_proj",  # GPT-2 style
 )
 KEY = "activated_neurons"
+NEURONS_FILE = "neurons.safetensors"  # what a neurons cell writes
 SENTINEL = "<extra_id_0>"
 
 
@@ -211,8 +212,6 @@ def load_neurons(path: str | Path) -> torch.Tensor:
     bits = np.unpackbits(packed.numpy(), count=count)
     return torch.from_numpy(bits.astype(bool).reshape(shape))
 
-
-NEURONS_FILE = "neurons.safetensors"
 
 
 def record_neurons(

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.report import run as report_run
 from pipelines.study import run
 from pipelines.tracking import TrackingError
+from spot_core.backbones import BackboneError
 from spot_core.cross_model import project_file
 from spot_core.prompt_files import load_prompt
 from spot_core.tasks import TaskDataError, UnknownNameError
@@ -167,6 +168,9 @@ def test_a_stage_whose_inputs_are_missing_says_which_stage_to_add(tmp_path, data
     )
     with pytest.raises(ValueError, match="stage cross_model needs study.cross_model"):
         run(compose_study(*overrides(tmp_path, data_dir, "stages=[cross_model]", "study.cross_model=null")))
+    with pytest.raises(BackboneError, match="cannot load model 'tiny-llama-wider': it is not a built-in name"):
+        run(compose_study(*overrides(tmp_path, data_dir, "study.cross_model.model=tiny-llama-wider")))
+    assert not (tmp_path / "out" / "source").exists()  # nothing trained
 
 
 def test_a_killed_driver_resumes_without_training_finished_cells_again(tmp_path, data_dir):
