@@ -174,10 +174,10 @@ def tiny_t5(d_model: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     return _seeded(lambda: AutoModelForSeq2SeqLM.from_config(cfg)), tok
 
 
-def tiny_llama(hidden_size: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """A 2-layer Llama (random weights, fixed seed) with the byte tokenizer."""
+def _tiny_decoder(config_class, hidden_size: int, **extra) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A 2-layer decoder-only model of `config_class` (random weights, fixed seed) with the byte tokenizer."""
     tok = byte_tokenizer()
-    cfg = LlamaConfig(
+    cfg = config_class(
         vocab_size=len(tok),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -188,9 +188,14 @@ def tiny_llama(hidden_size: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBas
         pad_token_id=0,
         eos_token_id=1,
         bos_token_id=1,
-        tie_word_embeddings=False,
+        **extra,
     )
     return _seeded(lambda: AutoModelForCausalLM.from_config(cfg)), tok
+
+
+def tiny_llama(hidden_size: int = 32) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A 2-layer Llama (random weights, fixed seed) with the byte tokenizer."""
+    return _tiny_decoder(LlamaConfig, hidden_size, tie_word_embeddings=False)
 
 
 def tiny_gemma3(hidden_size: int = 64) -> tuple[nn.Module, PreTrainedTokenizerBase]:
@@ -200,25 +205,15 @@ def tiny_gemma3(hidden_size: int = 64) -> tuple[nn.Module, PreTrainedTokenizerBa
     attention; its window of 8 tokens is short enough for test inputs to cross it. Unlike Gemma 3 it
     caps its final logits, so that this path of PromptedLM.head is exercised.
     """
-    tok = byte_tokenizer()
-    cfg = Gemma3TextConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    return _tiny_decoder(
+        Gemma3TextConfig,
+        hidden_size,
         head_dim=16,
         query_pre_attn_scalar=16,
         sliding_window=8,
         layer_types=["sliding_attention", "full_attention"],
         final_logit_softcapping=30.0,
-        max_position_embeddings=2048,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
     )
-    return _seeded(lambda: AutoModelForCausalLM.from_config(cfg)), tok
 
 
 TINY_MODELS = {
