@@ -10,12 +10,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_prompt_tuning_on_sst2_beats_the_untrained_prompt(data_dir, tmp_path):
-    # lr 0.03: SmolLM2's embedding entries have std 0.12; SPoT's 0.3 (tuned for T5) overshoots them.
+    # On the fixed-seed sample of 4,000 training and 200 validation sentences (tokenised-cache format 2), LR 0.03
+    # needs more than 60 steps (56.5 -> 62.0); LR 0.1 gets there: seen 56.5 -> 75.0 after 60 steps.
     spec = RunSpec(
         model="smollm2-135m",
         task="sst2_v1",
         prompt=PromptConfig(length=20, init="sampled_vocab"),
-        trainer=TrainerConfig(steps=30, batch_size=8, micro_batch_size=4, lr=0.03, eval_every=30, eval_batch_size=32),
+        trainer=TrainerConfig(steps=60, batch_size=8, micro_batch_size=None, lr=0.1, eval_every=60, eval_batch_size=32),
         data_dir=str(data_dir),
         max_train_examples=4000,
         max_eval_examples=200,
@@ -24,9 +25,8 @@ def test_smollm2_prompt_tuning_on_sst2_beats_the_untrained_prompt(data_dir, tmp_
     tracker = MemoryTracker()
     result = tune_prompt(spec, tmp_path, tracker)
     scores = {step: m["val/accuracy"] for step, m in tracker.metrics if "val/accuracy" in m}
-    # Seen: 54.0 untrained -> 73.0 after 30 steps (200 validation sentences).
-    assert scores[30] >= scores[0] + 8, scores
-    assert result["best/val_score"] == scores[30]
+    assert scores[60] >= scores[0] + 8, scores
+    assert result["best/val_score"] == scores[60]
 
 
 def test_gemma3_loads_with_its_scaled_embeddings_and_predicts_english():
