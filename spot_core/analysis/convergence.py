@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from spot_core.analysis.frames import check_curves, check_runs, order, stage
+from spot_core.analysis.frames import check_curves, check_runs, order, pair_matrix, stage
 
 TOLERANCE = 1e-9  # the threshold is a mean of scores; equality must survive its rounding
 
@@ -114,8 +114,7 @@ def convergence(
     grouped = per_run.groupby(["source", "target"])
 
     def matrix(values: pd.Series) -> pd.DataFrame:
-        wide = values.unstack("target") if len(values) else pd.DataFrame()
-        return wide.reindex(index=sources, columns=targets).astype(float)
+        return pair_matrix(values, sources, targets)
 
     return Convergence(
         per_run=per_run,

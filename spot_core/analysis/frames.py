@@ -111,6 +111,12 @@ def order(given: Sequence[str] | None, present: pd.Series) -> list[str]:
     return sorted(v for v in set(present) if v)
 
 
+def pair_matrix(values: pd.Series, sources: Sequence[str], targets: Sequence[str]) -> pd.DataFrame:
+    """A (source, target)-indexed series as a sources x targets float matrix; NaN where a pair has no value."""
+    wide = values.unstack("target") if len(values) else pd.DataFrame()
+    return wide.reindex(index=list(sources), columns=list(targets)).astype(float)
+
+
 def lookup(table: pd.DataFrame, index: pd.DataFrame) -> np.ndarray:
     """The rows of a seed table at `index` (one row per row of `index`, NaN rows where the table has none).
 

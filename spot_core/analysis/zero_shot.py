@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from spot_core.analysis.frames import check_runs, order, stage
+from spot_core.analysis.frames import check_runs, order, pair_matrix, stage
 from spot_core.analysis.transfer import relative_performance
 
 
@@ -42,8 +42,7 @@ def zero_shot(
     grouped = shots.groupby(["source", "target"])["score"]
 
     def matrix(values: pd.Series) -> pd.DataFrame:
-        wide = values.unstack("target") if len(values) else pd.DataFrame()
-        return wide.reindex(index=sources, columns=targets).astype(float)
+        return pair_matrix(values, sources, targets)
 
     own = stage(runs, "target").groupby("target")["score"].mean().reindex(targets).astype(float)
     score = matrix(grouped.mean())

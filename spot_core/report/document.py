@@ -35,6 +35,11 @@ class FigureRef:
     caption: str
 
 
+def figure(paths: list[Path], caption: str) -> FigureRef:
+    """The PNG among a figure's written files (`heatmap`, `k_curve`, ... return PNG and PDF), with a caption."""
+    return FigureRef(next(p for p in paths if p.suffix == ".png"), caption)
+
+
 @dataclass
 class Section:
     """One section of the report.

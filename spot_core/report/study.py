@@ -22,7 +22,7 @@ import torch
 
 from spot_core import analysis as A
 from spot_core.report.curves import k_curve
-from spot_core.report.document import FigureRef, Section, config_section, write_document
+from spot_core.report.document import Section, config_section, figure, write_document
 from spot_core.report.heatmap import heatmap
 from spot_core.report.scatter import correlation_scatter
 from spot_core.report.su import (
@@ -116,7 +116,7 @@ def _transfer_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> 
     scores = pd.concat([m.baseline[["mean"]].T.rename(index={"mean": "baseline"}), m.mean])
     counts = pd.concat([m.baseline[["n"]].T.rename(index={"n": "baseline"}), m.n])
     figs = [
-        _fig(
+        figure(
             heatmap(
                 m.rel,
                 out / "figures/transfer_rel",
@@ -127,7 +127,7 @@ def _transfer_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> 
             ),
             "Relative error reduction of each source's prompt as the target's initialisation (SPoT Figure 3).",
         ),
-        _fig(
+        figure(
             heatmap(
                 scores,
                 out / "figures/transfer_scores",
@@ -139,7 +139,7 @@ def _transfer_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> 
             ),
             "Absolute target scores; the first row is prompt tuning from scratch (class-label init).",
         ),
-        _fig(
+        figure(
             heatmap(
                 m.relative_performance,
                 out / "figures/relative_performance",
@@ -196,7 +196,7 @@ def _similarity_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -
             continue
         sim = A.task_similarity_matrix(tasks, features, method)
         figs.append(
-            _fig(
+            figure(
                 heatmap(
                     sim,
                     out / f"figures/similarity_{method}",
@@ -247,7 +247,7 @@ def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.D
     write_table(summary, out / "tables/retrieval_summary", caption="Every retrieval row (all k)")
     space = A.search_space(picks)
     t_space = write_table(space, out / "tables/search_space", caption="Search space removed and oracle gain kept")[1]
-    figs = [_fig(_k_curve(summary, out), "Best of top-k against k, with the oracle (k = N) and the baseline.")]
+    figs = [figure(_k_curve(summary, out), "Best of top-k against k, with the oracle (k = N) and the baseline.")]
     scored = A.score_candidates(ranking, runs)
     points = A.correlation_points(scored)
     stats = A.correlations(points)
@@ -257,7 +257,7 @@ def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.D
     for method in points["method"].unique():
         p, s = points[points["method"] == method], stats[stats["method"] == method].set_index("target")
         figs.append(
-            _fig(
+            figure(
                 correlation_scatter(
                     p,
                     s,
@@ -334,7 +334,3 @@ def _retrieval_text(space: pd.DataFrame, n: int) -> str:
         ]
         lines.append(f"- {METHOD_NAMES.get(method, method)}: " + ("; ".join(parts) or "the oracle gains nothing"))
     return "\n".join(lines)
-
-
-def _fig(paths: list[Path], caption: str) -> FigureRef:
-    return FigureRef(next(p for p in paths if p.suffix == ".png"), caption)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from spot_core import analysis as A
-from spot_core.report.document import FigureRef, Section
+from spot_core.report.document import Section, figure
 from spot_core.report.heatmap import heatmap
 from spot_core.report.tables import write_table
 
@@ -45,16 +45,12 @@ def neuron_window_scores(
     return A.correlations(A.correlation_points(scored)), A.ranking_quality(scored)
 
 
-def _fig(paths: list[Path], caption: str) -> FigureRef:
-    return FigureRef(next(p for p in paths if p.suffix == ".png"), caption)
-
-
 def zero_shot_sections(runs: pd.DataFrame, sources, targets, out: Path) -> list[Section]:
     """Relative performance of every source prompt used on every target as it is."""
     if not (runs["stage"] == "zero_shot").any():
         return []
     z = A.zero_shot(runs, sources, targets)
-    fig = _fig(
+    fig = figure(
         heatmap(
             z.relative,
             out / "figures/zero_shot_relative",
@@ -87,7 +83,7 @@ def convergence_sections(runs: pd.DataFrame, curves: pd.DataFrame, sources, targ
     c = A.convergence(runs, A.check_curves(curves), sources, targets)
     if c.per_run.empty:
         return []
-    fig = _fig(
+    fig = figure(
         heatmap(
             c.speedup,
             out / "figures/convergence_speedup",
