@@ -65,6 +65,7 @@ def build_study(cfg: DictConfig) -> StudyConfig:
         cache_dir=m.cache_dir,
         device=m.device,
         dtype=m.dtype,
+        prompt_once=m.get("prompt_once"),
     )
 
 
@@ -186,7 +187,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for name in [*study.sources, *study.targets]:
         check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
     for model in [study.model] + ([study.cross_model.model] if study.cross_model and CROSS_STAGES[0] in stages else []):
-        check_backbone(model, study.cache_dir)  # an unknown or uninstalled model: fail here too
+        # an unknown or uninstalled model, or prompt_once on an encoder-decoder one: fail here too
+        check_backbone(model, study.cache_dir, study.prompt_once if model == study.model else None)
     uri, root = normalise_uri(cfg.tracking.uri), Path(cfg.out_dir).resolve()
     summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
     if stages:

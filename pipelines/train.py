@@ -47,6 +47,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         max_eval_examples=cfg.max_eval_examples,
         device=m.device,
         dtype=m.dtype,
+        prompt_once=m.get("prompt_once"),
     )
 
 

@@ -67,6 +67,23 @@ class Backbone:
         return module.weight * torch.as_tensor(scale, device=module.weight.device).to(module.weight.dtype)
 
 
+class PromptOnceError(ValueError):
+    """prompt_once=True was asked for on a model where the prompt's states depend on the input."""
+
+
+def resolve_prompt_once(prompt_once: bool | None, is_encoder_decoder: bool, model: str) -> bool:
+    """Whether the prompt runs once per batch (spot_core.prompted): None = wherever it applies (decoder-only);
+    True on an encoder-decoder model is refused."""
+    if prompt_once is None:
+        return not is_encoder_decoder
+    if prompt_once and is_encoder_decoder:
+        raise PromptOnceError(
+            f"prompt_once=true cannot apply to {model!r}: it is an encoder-decoder model, whose bidirectional "
+            "encoder makes the prompt's states depend on the input. Set model.prompt_once=false."
+        )
+    return bool(prompt_once)
+
+
 def default_cache_dir() -> Path:
     """`$SPOT_CACHE`, else `~/.cache/spot`."""
     return Path(os.environ.get("SPOT_CACHE", Path.home() / ".cache" / "spot"))
@@ -106,15 +123,17 @@ def load_backbone(
     return Backbone(name=name, model=model, tokenizer=tok)
 
 
-def check_backbone(name: str, cache_dir: str | Path | None = None) -> None:
+def check_backbone(name: str, cache_dir: str | Path | None = None, prompt_once: bool | None = None) -> None:
     """Raises BackboneError, saying what to do, unless `name` can be loaded here; reads no weights (a built-in's
-    cache or installed files, else the model's config), so a study can check every model before it starts."""
+    cache or installed files, else the model's config), so a study can check every model before it starts.
+    `prompt_once=True` is refused here too on an encoder-decoder model (PromptOnceError)."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    if name in GGUF_MODELS:
+    if name in GGUF_MODELS:  # all decoder-only
         if not (cache / "models" / name / "model.safetensors").exists():
             gguf_parts(GGUF_MODELS[name])
-    elif name not in TINY_MODELS:
-        _hf_config(name)
+        return
+    config = TINY_MODELS[name]()[0].config if name in TINY_MODELS else _hf_config(name)
+    resolve_prompt_once(prompt_once, bool(config.is_encoder_decoder), name)
 
 
 def _hf_config(name: str):

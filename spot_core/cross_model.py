@@ -143,11 +143,11 @@ def fit_projector(spec: ProjectorSpec, out_dir: str | Path, tracker: Tracker | N
         fit_distance(projector, list(zip(sources, targets, strict=True)), cfg, on_step)
     else:
         models = [
-            (PromptedLM(b, ProjectedPrompt(projector, s.to(spec.target.device))), d)
+            (PromptedLM(b, ProjectedPrompt(projector, s.to(spec.target.device)), spec.target.prompt_once), d)
             for s, d in zip(sources, data, strict=True)
         ]
         fit_task(projector, models, cfg, on_step)
-    scores = _score_projected(b, projector, sources, data, cfg.eval_batch_size)
+    scores = _score_projected(b, projector, sources, data, cfg.eval_batch_size, spec.target.prompt_once)
     result = {
         "best/val_score": sum(scores.values()) / len(scores),
         "best/step": cfg.steps,
@@ -159,12 +159,17 @@ def fit_projector(spec: ProjectorSpec, out_dir: str | Path, tracker: Tracker | N
 
 
 def _score_projected(
-    b: Backbone, projector: PromptProjector, sources: Sequence[torch.Tensor], data: Sequence, batch_size: int
+    b: Backbone,
+    projector: PromptProjector,
+    sources: Sequence[torch.Tensor],
+    data: Sequence,
+    batch_size: int,
+    prompt_once: bool | None,
 ) -> dict[str, float]:
     """Each training task's projected prompt scored on B's validation split (how well the projector fits)."""
     scores = {}
     for prompt, d in zip(sources, data, strict=True):
-        model = PromptedLM(b, SoftPrompt(project(projector, prompt)))
+        model = PromptedLM(b, SoftPrompt(project(projector, prompt)), prompt_once)
         scores[d.name] = d.evaluate(model, batch_size)["score"]
     return scores
 

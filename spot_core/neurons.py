@@ -21,6 +21,8 @@ Choices, against the reference code (thunlp/Prompt-Transferability):
 
 Decoder-only models see the prompt first, so with causal attention the prompt positions' activations do not
 depend on the tokens fed after it; only `Readout.INPUT` does. T5's encoder is bidirectional: there both depend on it.
+Decoder-only models run through `PromptedLM.hidden`, the engine every stage shares: in prompt-once mode the prompt
+and the fixed token are two passes, whose activations are joined per layer.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from torch import nn
 
 from spot_core.backbones import load_backbone
 from spot_core.prompt_files import load_prompt
-from spot_core.prompted import PromptedLM, position_ids
+from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, check_shape, prefix
 from spot_core.tracking import NullTracker, Tracker
 
@@ -116,36 +118,36 @@ def activated_neurons(
     modules = ffn_output_projections(model.model)
     L = prompt.shape[0]
     keep = slice(0, L) if Readout(readout) is Readout.PROMPT else slice(L, None)
-    masks: list[torch.Tensor] = []
+    seen: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in modules}
 
-    def record(_module, args):
-        masks.append((args[0][0, keep] > 0).cpu())
+    def record(module, args):
+        # One call per layer and forward pass: prompt-once runs the prompt and then the input as two passes.
+        seen[module].append(args[0][0] > 0)
 
     modes = {m: m.training for m in model.modules()}
     handles = [m.register_forward_pre_hook(record) for m in modules]
     try:
         model.eval()
         with torch.no_grad():
-            emb_layer = model.model.get_input_embeddings()
-            ids_t = torch.tensor([ids], device=emb_layer.weight.device)
+            device = model.model.get_input_embeddings().weight.device
+            ids_t = torch.tensor([ids], device=device)
             mask = torch.ones_like(ids_t)
-            embeds, full_mask = prefix(prompt.detach().to(emb_layer.weight.device), emb_layer(ids_t), mask)
             if model.is_encoder_decoder:
+                embeds, full_mask = prefix(prompt.detach().to(device), model.model.get_input_embeddings()(ids_t), mask)
                 model.model.get_encoder()(inputs_embeds=embeds, attention_mask=full_mask)
             else:
-                model.model.base_model(
-                    inputs_embeds=embeds,
-                    attention_mask=full_mask,
-                    position_ids=position_ids(full_mask),
-                    use_cache=False,
-                )
+                probe = SoftPrompt(prompt.detach().to(device))
+                PromptedLM(model.backbone, probe, model.prompt_once).hidden(ids_t, mask)
     finally:
         for h in handles:
             h.remove()
         for m, training in modes.items():
             m.training = training
-    if len(masks) != len(modules):  # e.g. a layer run twice (activation checkpointing)
-        raise RuntimeError(f"expected one activation per FFN layer ({len(modules)}), recorded {len(masks)}")
+    passes = {len(calls) for calls in seen.values()}
+    if len(passes) != 1 or 0 in passes:  # e.g. a layer run twice (activation checkpointing)
+        counts = [len(calls) for calls in seen.values()]
+        raise RuntimeError(f"expected the same number of activations at every FFN layer, recorded {counts}")
+    masks = [torch.cat(calls, 0)[keep].cpu() for calls in seen.values()]  # [L + T, I] per layer
     return torch.stack(masks)
 
 
@@ -222,6 +224,7 @@ def record_neurons(
     device: str = "cpu",
     dtype: str = "float32",
     tracker: Tracker | None = None,
+    prompt_once: bool | None = None,
 ) -> dict[str, float]:
     """The activated-neuron mask of one prompt file on `model`, written to `out_dir/neurons.safetensors` with a
     result.json (the share of neurons active); a finished record is not repeated."""
@@ -230,7 +233,7 @@ def record_neurons(
         return json.loads((out / "result.json").read_text())
     prompt = load_prompt(prompt_file)[0]
     backbone = load_backbone(model, cache_dir, dtype, device)
-    mask = activated_neurons(PromptedLM(backbone, SoftPrompt(prompt)))
+    mask = activated_neurons(PromptedLM(backbone, SoftPrompt(prompt), prompt_once))
     path = save_neurons(out / NEURONS_FILE, mask)
     result = {"neurons/active_share": float(mask.float().mean()), "neurons/layers": float(mask.shape[0])}
     tracker = tracker or NullTracker()

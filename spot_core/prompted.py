@@ -1,12 +1,30 @@
-"""A frozen backbone with a soft prompt in front of its (encoder) input."""
+"""A frozen backbone with a soft prompt in front of its (encoder) input.
+
+Decoder-only models run [prompt; input] one of two ways, with the same result up to float rounding:
+- prompt once (`prompt_once=True`, the default where it applies): under causal attention the hidden states and
+  the keys/values of positions 0..L-1 depend on the prompt alone, so they are the same in every example. The
+  prompt runs once, as a batch of one (`PromptStates`); the examples run on its keys/values, with positions
+  continuing at L. Gradients flow back through the one prompt computation.
+- concatenated (`prompt_once=False`): the prompt is prepended to every example's embeddings (as PEFT does). It is
+  kept as the reference path for equivalence checks.
+Encoder-decoder models (T5) always concatenate: the encoder is bidirectional, so the prompt's states depend on the
+input and cannot be shared.
+
+Nothing sits before the prompt: a `<bos>` that a tokenizer adds (Gemma) is the first input token, at position L,
+the same in every example, as in the concatenated path.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import DynamicCache
 
-from spot_core.backbones import Backbone
+from spot_core.backbones import Backbone, resolve_prompt_once
 from spot_core.data import IGNORE
 from spot_core.prompts import SoftPrompt, check_shape, prefix
 
@@ -16,19 +34,64 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+@dataclass
+class PromptStates:
+    """The soft prompt's keys and values at every layer, computed once (decoder-only, a batch of one).
+
+    `keys[i]` and `values[i]` are [1, kv_heads, L, head_dim]. When the prompt is being trained they are detached
+    leaves: each micro-batch's backward leaves its gradient on them, and `backward()` then carries the sum through
+    the one prompt computation, so the prompt runs once per batch whatever the micro-batch size.
+    """
+
+    length: int
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    attached: list[torch.Tensor] = field(default_factory=list)  # keys + values in the prompt's graph (training)
+
+    def cache(self, batch: int) -> DynamicCache:
+        """A cache holding the prompt's keys/values for `batch` examples (expanded views: autograd sums them back).
+
+        Plain layers keep every position: a sliding-window layer's cache would drop the positions outside its
+        window, which the masks of right-padded rows still need; the window itself is applied by the masks.
+        """
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+        return cache
+
+    def backward(self) -> None:
+        """Backpropagates the gradients accumulated on the leaves through the prompt computation."""
+        pairs = [(a, leaf.grad) for a, leaf in zip(self.attached, [*self.keys, *self.values], strict=True)]
+        pairs = [(a, g) for a, g in pairs if g is not None]
+        if pairs:
+            torch.autograd.backward([a for a, _ in pairs], [g for _, g in pairs])
+
+
+class Hidden(NamedTuple):
+    """Decoder-only output over the input positions."""
+
+    states: torch.Tensor  # [B, T, H] last hidden states of the input tokens (prompt positions dropped)
+    mask: torch.Tensor  # [B, L + T] attention mask over prompt + input
+    cache: DynamicCache | None  # keys/values of prompt + input, when asked for
+
+
 class PromptedLM(nn.Module):
     """Backbone (frozen) + SoftPrompt (trainable).
 
     Encoder-decoder models get the prompt before the encoder input only (as SPoT does);
     decoder-only models get it before the input tokens.
+
+    Args:
+        prompt_once: decoder-only: run the prompt once per batch (None = wherever it applies; see the module).
     """
 
-    def __init__(self, backbone: Backbone, prompt: SoftPrompt):
+    def __init__(self, backbone: Backbone, prompt: SoftPrompt, prompt_once: bool | None = None):
         super().__init__()
         check_shape(prompt.weight, None, backbone.hidden_size, what="the soft prompt", model=backbone.name)
         self.backbone = backbone
         self.model = backbone.model
         self.prompt = prompt
+        self.prompt_once = resolve_prompt_once(prompt_once, backbone.is_encoder_decoder, backbone.name)
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -39,15 +102,81 @@ class PromptedLM(nn.Module):
         embeds = self.model.get_input_embeddings()(input_ids)
         return prefix(self.prompt.weight, embeds, mask)
 
-    def body(self, input_ids: torch.Tensor, mask: torch.Tensor, **kwargs):
-        """Decoder-only: the transformer without its LM head over prompt + input.
+    def prompt_states(self, leaves: bool = False) -> PromptStates:
+        """Runs the prompt alone (positions 0..L-1, batch 1) and keeps its keys/values at every layer.
 
-        Returns the base model's output; last_hidden_state is [B, L + T, H].
+        `leaves`: for several backward passes over one prompt computation (micro-batches): the states are
+        detached leaves and `PromptStates.backward()` finishes the job. Otherwise they stay in the graph."""
+        weight = self.prompt.weight
+        L = weight.shape[0]
+        dtype = self.model.get_input_embeddings().weight.dtype
+        cache = DynamicCache()
+        positions = torch.arange(L, device=weight.device)[None]
+        self.model.base_model(
+            inputs_embeds=weight.to(dtype)[None], position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        attached = [layer.keys for layer in cache.layers] + [layer.values for layer in cache.layers]
+        if not (leaves and torch.is_grad_enabled() and weight.requires_grad):
+            return PromptStates(L, attached[: len(cache.layers)], attached[len(cache.layers) :])
+        leaves = [t.detach().requires_grad_() for t in attached]
+        return PromptStates(L, leaves[: len(cache.layers)], leaves[len(cache.layers) :], attached)
+
+    def hidden(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        prompt: PromptStates | None = None,
+        use_cache: bool = False,
+    ) -> Hidden:
+        """Decoder-only: the transformer without its LM head over [prompt; input].
+
+        Args:
+            input_ids, mask: [B, T] input tokens and their mask (padding left or right, never inside the prompt).
+            prompt: prompt-once mode: the prompt's states, when the caller shares them over several calls
+                (computed here otherwise). Ignored by the concatenated path.
+            use_cache: also return the keys/values of prompt + input, to continue from.
         """
-        embeds, full_mask = self.embed(input_ids, mask)
+        L = self.prompt.length
+        if not self.prompt_once or L == 0:
+            embeds, full_mask = self.embed(input_ids, mask)
+            out = self.model.base_model(
+                inputs_embeds=embeds,
+                attention_mask=full_mask,
+                position_ids=position_ids(full_mask),
+                past_key_values=DynamicCache() if use_cache else None,
+                use_cache=use_cache,
+            )
+            return Hidden(out.last_hidden_state[:, L:], full_mask, out.past_key_values if use_cache else None)
+        prompt = prompt if prompt is not None else self.prompt_states()
+        ones = torch.ones(mask.shape[0], L, dtype=mask.dtype, device=mask.device)
+        full_mask = torch.cat([ones, mask], 1)
+        out = self.model.base_model(
+            input_ids=input_ids,
+            attention_mask=full_mask,
+            position_ids=position_ids(full_mask)[:, L:],  # the inputs continue after the prompt
+            past_key_values=prompt.cache(input_ids.shape[0]),
+            use_cache=True,
+        )
+        return Hidden(out.last_hidden_state, full_mask, out.past_key_values if use_cache else None)
+
+    def extend(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: DynamicCache,
+        attention_mask: torch.Tensor | dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Decoder-only: more tokens after a cache from `hidden(..., use_cache=True)`; [B, N] -> [B, N, H].
+
+        `attention_mask` is the 2-D [B, cached + N] mask, or prepared 4-D masks (per layer type where the model
+        has several) for tokens that do not simply follow each other (a label trie)."""
         return self.model.base_model(
-            inputs_embeds=embeds, attention_mask=full_mask, position_ids=position_ids(full_mask), **kwargs
-        ), full_mask
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """[N, H] hidden states -> [N, V] float32 logits."""
@@ -55,8 +184,12 @@ class PromptedLM(nn.Module):
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    def loss(self, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
-        """Cross-entropy over target tokens only (teacher forcing): their mean, or their sum."""
+    def loss(
+        self, batch: dict[str, torch.Tensor], reduction: str = "mean", prompt: PromptStates | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy over target tokens only (teacher forcing): their mean, or their sum.
+
+        `prompt`: prompt-once mode, the prompt's states shared by the micro-batches of one batch."""
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         if self.is_encoder_decoder:
             dec_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
@@ -64,8 +197,7 @@ class PromptedLM(nn.Module):
             return F.cross_entropy(
                 logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction=reduction
             )
-        out, _ = self.body(ids, mask, use_cache=False)
-        hidden = out.last_hidden_state[:, self.prompt.length :]
+        hidden = self.hidden(ids, mask, prompt).states
         # Position t predicts token t + 1. The LM head runs only where there is a target token:
         # over a 49K vocabulary it would otherwise be a large share of the step.
         nxt = labels[:, 1:]
@@ -83,5 +215,4 @@ class PromptedLM(nn.Module):
             return self.model(
                 inputs_embeds=embeds, attention_mask=full_mask, decoder_input_ids=decoder_input_ids
             ).logits
-        out, _ = self.body(input_ids, mask, use_cache=False)
-        return self.head(out.last_hidden_state[:, self.prompt.length :])
+        return self.head(self.hidden(input_ids, mask).states)

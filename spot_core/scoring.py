@@ -1,9 +1,18 @@
 """Rank classification and greedy generation with a prompted model.
 
-Rank classification scores every label's target sequence (label tokens + end token) by its
-summed log-likelihood and picks the best, as T5's rank_classification does. The prompt + input
-prefix is run once per example; label continuations reuse its key/value cache (decoder-only)
-or encoder states (encoder-decoder).
+Rank classification scores every label's target sequence (label tokens + end token) by its summed
+log-likelihood and picks the best, as T5's rank_classification does.
+
+Decoder-only (`label_scores`): the prompt's states are computed once for all examples and all labels (prompt
+once; see `spot_core.prompted`), each example's input runs once on them, and the labels run as a prefix tree
+(`LabelTrie`): a prefix that several labels share ("0." in "0.2", "0.4", ...) is one position, computed once per
+example. All of an example's trie positions go through the model in one call, each attending to the prompt, the
+example's input and its own ancestors in the tree (a tree attention mask).
+Encoder-decoder: the encoder runs once per example; the labels are decoded from its states, one row per label.
+
+`label_scores_repeated` (today's method before the trie: each label continues a copy of the prompt + input cache)
+and `label_scores_naive` (one full forward per input and label) are the references the fast path is checked and
+benchmarked against.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ from collections.abc import Sequence
 import torch
 
 from spot_core.data import pad
-from spot_core.prompted import PromptedLM, position_ids
+from spot_core.prompted import PromptedLM, PromptStates, position_ids
+
+MASK_KINDS = ("full_attention", "sliding_attention")  # attention layer types the trie's masks are built for
 
 
 def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -22,17 +33,132 @@ def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor)
     return (lp * mask).sum(-1)
 
 
+class LabelTrie:
+    """Label token sequences as a prefix tree.
+
+    Node n is one distinct label prefix of length >= 1 that some label continues past: its last token is fed to
+    the model, and its hidden state predicts the next token of every label through it. A label's first token is
+    predicted from the input's last position. Nodes come parents first.
+    """
+
+    def __init__(self, labels: Sequence[Sequence[int]]):
+        if any(len(lab) == 0 for lab in labels):
+            raise ValueError("rank classification needs every label to have at least one target token")
+        self.first = [lab[0] for lab in labels]  # [K]
+        self.token: list[int] = []  # [N] the token each node feeds
+        self.parent: list[int] = []  # [N] -1 for depth 1
+        self.depth: list[int] = []  # [N] prefix length
+        self.steps: list[tuple[int, int, int]] = []  # (label, node, next token) for every label token after its first
+        index: dict[tuple[int, ...], int] = {}
+        for k, lab in enumerate(labels):
+            for j in range(1, len(lab)):
+                key = tuple(lab[:j])
+                if key not in index:
+                    index[key] = len(self.token)
+                    self.token.append(lab[j - 1])
+                    self.parent.append(index.get(key[:-1], -1))
+                    self.depth.append(j)
+                self.steps.append((k, index[key], lab[j]))
+
+    def __len__(self) -> int:
+        return len(self.token)
+
+    def ancestry(self) -> torch.Tensor:
+        """[N, N] bool: row n is True at n and at each of its ancestors."""
+        n = len(self)
+        anc = torch.eye(n, dtype=torch.bool)
+        for i, p in enumerate(self.parent):
+            if p >= 0:
+                anc[i] |= anc[p]  # parents come first, so row p is complete
+        return anc
+
+
+def _tree_masks(model: PromptedLM, trie: LabelTrie, full_mask: torch.Tensor, dtype: torch.dtype):
+    """Additive 4-D masks [B, 1, N, L + T + N] for the trie's positions after a right-padded batch.
+
+    A node sees the prompt, its example's real input tokens and its own ancestors (itself included). Sliding-window
+    layers also need the key within the window of the node's position (positions, not cache slots: padding sits at
+    the end of each row, so these are the positions a lone unpadded example would have).
+    Returns one mask, or one per attention layer type for models that mix them (Gemma 3).
+    """
+    device = full_mask.device
+    B, P = full_mask.shape
+    anc = trie.ancestry().to(device)
+    depth = torch.as_tensor(trie.depth, device=device)
+    allowed = torch.cat([full_mask.bool()[:, None, :].expand(B, len(trie), P), anc.expand(B, -1, -1)], -1)
+    last = full_mask.sum(-1, keepdim=True) - 1  # [B, 1] position of each row's last input token
+    q_pos = last + depth[None]  # [B, N]
+    k_pos = torch.cat([torch.arange(P, device=device).expand(B, P), q_pos], -1)  # [B, P + N]
+
+    def additive(ok: torch.Tensor) -> torch.Tensor:
+        zero = torch.zeros((), dtype=dtype, device=device)
+        return torch.where(ok, zero, torch.finfo(dtype).min)[:, None]
+
+    config = model.model.config
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if kinds == {"full_attention"}:
+        return additive(allowed)
+    window = config.sliding_window
+    in_window = k_pos[:, None, :] > q_pos[:, :, None] - window
+    return {"full_attention": additive(allowed), "sliding_attention": additive(allowed & in_window)}
+
+
+def trie_applies(model: PromptedLM) -> bool:
+    """Tree masks are prepared 4-D masks: eager and SDPA attention take them; flash attention and layer types
+    other than full and sliding-window attention do not, and such models score labels one row per label."""
+    config = model.model.config
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    return (
+        not model.is_encoder_decoder
+        and config._attn_implementation in ("eager", "sdpa")
+        and kinds <= set(MASK_KINDS)
+    )
+
+
 @torch.no_grad()
-def label_scores(model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> torch.Tensor:
+def label_scores(
+    model: PromptedLM,
+    inputs: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]],
+    prompt: PromptStates | None = None,
+) -> torch.Tensor:
     """Log-likelihood of each label for each input.
 
     Args:
         inputs: B lists of input token ids.
         labels: K lists of target token ids (as `Codec.encode_target` gives them).
+        prompt: prompt-once mode: the prompt's states, to share over several calls (computed here otherwise).
 
     Returns:
         [B, K] summed log-probabilities.
     """
+    if not trie_applies(model):
+        return label_scores_repeated(model, inputs, labels)
+    device = model.prompt.weight.device
+    B = len(inputs)
+    ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id))  # right padding
+    out = model.hidden(ids, mask, prompt, use_cache=True)
+    last = mask.sum(-1) - 1  # each row's last input token
+    first = torch.log_softmax(model.head(out.states[torch.arange(B, device=device), last]), -1)  # [B, V]
+    trie = LabelTrie(labels)
+    scores = first[:, torch.as_tensor(trie.first, device=device)]  # [B, K]
+    if not len(trie):
+        return scores
+    nodes = torch.as_tensor(trie.token, device=device).expand(B, -1)
+    q_pos = position_ids(out.mask)[:, -1:] + torch.as_tensor(trie.depth, device=device)[None]
+    masks = _tree_masks(model, trie, out.mask, out.states.dtype)
+    hidden = model.extend(nodes, q_pos, out.cache, masks)  # [B, N, H]
+    label, node, token = (torch.as_tensor(x, device=device) for x in zip(*trie.steps, strict=True))
+    lp = torch.log_softmax(model.head(hidden.flatten(0, 1)), -1).view(B, len(trie), -1)
+    return scores.index_add(1, label, lp[:, node, token])
+
+
+@torch.no_grad()
+def label_scores_repeated(
+    model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Rank classification with the prompt + input computed once per example and one row per (example, label)
+    continuing from a copy of it (decoder-only), or from the encoder's states (encoder-decoder). [B, K]."""
     B, K = len(inputs), len(labels)
     lab, lab_mask = pad(labels, model.backbone.tokenizer.pad_token_id)  # [K, S]
     lab, lab_mask = lab.repeat(B, 1), lab_mask.repeat(B, 1)  # [B*K, S], example-major
@@ -51,16 +177,14 @@ def label_scores(model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Seq
         return _token_logprobs(logits, lab, lab_mask).view(B, K)
     # Decoder-only: left-pad so every row's last position is its last input token.
     ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id, left=True))
-    out, full_mask = model.body(ids, mask, use_cache=True)
-    first = torch.log_softmax(model.head(out.last_hidden_state[:, -1]), -1)  # [B, V]
+    out = model.hidden(ids, mask, use_cache=True)
+    first = torch.log_softmax(model.head(out.states[:, -1]), -1)  # [B, V]
     first = first.repeat_interleave(K, 0).gather(-1, lab[:, :1]).squeeze(-1)  # [B*K]
-    cache = out.past_key_values
+    cache = out.cache
     cache.batch_repeat_interleave(K)
-    cont_mask = torch.cat([full_mask.repeat_interleave(K, 0), lab_mask], 1)
+    cont_mask = torch.cat([out.mask.repeat_interleave(K, 0), lab_mask], 1)
     pos = position_ids(cont_mask)[:, -lab.shape[1] :]
-    hidden = model.model.base_model(
-        input_ids=lab, attention_mask=cont_mask, position_ids=pos, past_key_values=cache, use_cache=True
-    ).last_hidden_state  # [B*K, S, H]
+    hidden = model.extend(lab, pos, cache, cont_mask)  # [B*K, S, H]
     rest = torch.zeros_like(first)
     if lab.shape[1] > 1:
         where = lab_mask[:, 1:].bool()
@@ -91,21 +215,52 @@ def label_scores_naive(
 
 
 @torch.no_grad()
-def generate(model: PromptedLM, inputs: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
-    """Greedy decoding after prompt + input. Returns B lists of generated token ids (end token excluded)."""
+def generate(
+    model: PromptedLM, inputs: Sequence[Sequence[int]], max_new_tokens: int, prompt: PromptStates | None = None
+) -> list[list[int]]:
+    """Greedy decoding after prompt + input. Returns B lists of generated token ids (end token excluded).
+
+    Prompt-once mode: every example starts from the same prompt states, then its input, then one token a step
+    on the cache. Otherwise transformers' `generate` on the concatenated embeddings (the reference path)."""
     tok = model.backbone.tokenizer
     device = model.prompt.weight.device
     ids, mask = (t.to(device) for t in pad(inputs, tok.pad_token_id, left=not model.is_encoder_decoder))
-    embeds, full_mask = model.embed(ids, mask)
-    out = model.model.generate(
-        inputs_embeds=embeds,
-        attention_mask=full_mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        num_beams=1,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    rows = [row[1:] if model.is_encoder_decoder else row for row in out.tolist()]  # drop the decoder start token
+    if model.prompt_once and model.prompt.length:
+        rows = _greedy(model, ids, mask, max_new_tokens, prompt)
+    else:
+        embeds, full_mask = model.embed(ids, mask)
+        out = model.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=full_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        rows = [row[1:] if model.is_encoder_decoder else row for row in out.tolist()]  # drop the decoder start
     # Finished rows are filled with pad after their end token: cut at the end token.
     return [row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row for row in rows]
+
+
+def _greedy(
+    model: PromptedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, prompt: PromptStates | None
+) -> list[list[int]]:
+    """Left-padded greedy decoding on the prompt-once cache, as transformers' greedy search does it: the next
+    token is the argmax of the last position's logits; a row's later tokens are cut at its end token."""
+    eos = model.backbone.tokenizer.eos_token_id
+    out = model.hidden(ids, mask, prompt, use_cache=True)
+    full_mask, cache = out.mask, out.cache
+    pos = position_ids(full_mask)[:, -1:]
+    nxt = model.head(out.states[:, -1]).argmax(-1)
+    done = torch.zeros_like(nxt, dtype=torch.bool)
+    steps = []
+    for step in range(max_new_tokens):
+        steps.append(nxt)
+        done |= nxt == eos
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], 1)
+        pos = pos + 1
+        nxt = model.head(model.extend(nxt[:, None], pos, cache, full_mask)[:, -1]).argmax(-1)
+    return torch.stack(steps, 1).tolist() if steps else [[] for _ in range(ids.shape[0])]

@@ -103,6 +103,7 @@ class StudyConfig:
     retrieval_similarity: str = "avg_tokens"
     task_embedding: str = "prompt"  # or "displacement" (the early checkpoint minus the initial prompt)
     cross_model: CrossModelConfig | None = None  # Su et al.'s projector into another model
+    prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: it changes no result)
 
     def __post_init__(self):
         if isinstance(self.source_trainer, dict):
@@ -299,14 +300,19 @@ def run_spec(study: StudyConfig, cell: Cell, root: str | Path) -> RunSpec:
             weights=[w for _, w in cell.blend],
         ),
         trainer=replace(_trainer(study, cell.stage), seed=cell.seed),
-        **data_fields(study),
+        **data_fields(study, cell.model),
     )
 
 
-def data_fields(study: StudyConfig) -> dict[str, Any]:
-    """The RunSpec fields every cell of a study shares: data, its limits, where and how models load."""
+def data_fields(study: StudyConfig, model: str = "") -> dict[str, Any]:
+    """The RunSpec fields every cell of a study shares: data, its limits, where and how models load.
+
+    `model`: another model than the study's (cross-model cells). The study model's prompt-once switch carries
+    over to it when it is off; on, prompt-once applies there wherever it can (not to an encoder-decoder B)."""
     names = ("data_dir", "cache_dir", "max_input_len", "max_target_len", "max_train_examples", "max_eval_examples")
-    return {name: getattr(study, name) for name in (*names, "device", "dtype")}
+    fields = {name: getattr(study, name) for name in (*names, "device", "dtype")}
+    other = model and model != study.model
+    return {**fields, "prompt_once": None if other and study.prompt_once else study.prompt_once}
 
 
 def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, Any]:

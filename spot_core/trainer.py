@@ -319,18 +319,23 @@ def accumulate_gradients(
 
     Each chunk's summed loss is divided by the whole batch's target-token count, so the gradient
     equals one pass over the batch (up to float rounding) with a fraction of the activation memory.
-    Stops at the first non-finite chunk. Returns the batch's mean loss (detached).
+    In prompt-once mode the prompt runs once for the whole batch: the chunks share its states, and
+    their gradients go back through it once at the end. Stops at the first non-finite chunk.
+    Returns the batch's mean loss (detached).
     """
     device = model.prompt.weight.device
     n_targets = sum(len(e.target_ids) for e in examples)
+    prompt = model.prompt_states(leaves=True) if model.prompt_once and model.prompt.length else None
     total = torch.zeros((), device=device)
     for start in range(0, len(examples), micro_batch_size):
         batch = {k: v.to(device) for k, v in collate(examples[start : start + micro_batch_size], codec).items()}
-        chunk = model.loss(batch, reduction="sum")
+        chunk = model.loss(batch, reduction="sum", prompt=prompt)
         if not torch.isfinite(chunk):
             return chunk.detach()
         (chunk / n_targets).backward()
         total += chunk.detach()
+    if prompt is not None:
+        prompt.backward()
     return total / n_targets
 
 

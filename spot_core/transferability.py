@@ -88,7 +88,7 @@ def projector_spec(study: StudyConfig, cell: Cell, root: str | Path) -> Projecto
     by_model = {m: [c for c in cell.parts if (c.model or study.model) == m] for m in (study.model, cm.model)}
     return ProjectorSpec(
         source_model=study.model,
-        target=RunSpec(model=cm.model, task=cm.train_tasks[0], **data_fields(study)),
+        target=RunSpec(model=cm.model, task=cm.train_tasks[0], **data_fields(study, cm.model)),
         train_tasks=[c.task for c in by_model[study.model]],
         train_prompts=[str(c.out_dir(root) / c.prompt_file) for c in by_model[study.model]],
         target_prompts=[str(c.out_dir(root) / c.prompt_file) for c in by_model[cm.model]],
@@ -104,4 +104,5 @@ def neurons_spec(study: StudyConfig, cell: Cell, root: str | Path) -> dict[str, 
         "cache_dir": study.cache_dir,
         "device": study.device,
         "dtype": study.dtype,
+        "prompt_once": study.prompt_once,
     }

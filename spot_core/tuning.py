@@ -109,6 +109,7 @@ class RunSpec:
     max_eval_examples: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    prompt_once: bool | None = None  # decoder-only: the prompt runs once per batch (None = wherever it applies)
 
     def __post_init__(self):
         if isinstance(self.prompt, dict):
@@ -126,7 +127,8 @@ def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
     codec = codec_for(spec, backbone)
     label_words = [w for task in members(spec.task) for w in task.label_words or ()]
     init = initial_prompt(spec.prompt, backbone, codec, tuple(dict.fromkeys(label_words)) or None, spec.trainer.seed)
-    model = PromptedLM(backbone, SoftPrompt(init)).to(spec.device)  # a wrong prompt file fails before tokenising
+    # a wrong prompt file fails before tokenising
+    model = PromptedLM(backbone, SoftPrompt(init), spec.prompt_once).to(spec.device)
     return model, load_data(spec, codec)
 
 

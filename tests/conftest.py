@@ -29,10 +29,18 @@ def mirror_rows(task, data_dir, split="train") -> list[dict]:
     return [json.loads(line) for line in task.mirror_path(data_dir, split).read_text().splitlines()]
 
 
-def prompted(name: str, length: int = 4, seed: int = 0) -> tuple[PromptedLM, Codec]:
+def prompted(
+    name: str, length: int = 4, seed: int = 0, prompt_once: bool | None = None
+) -> tuple[PromptedLM, Codec]:
     backbone = load_backbone(name)
     init = random_uniform(length, backbone.hidden_size, 0.5, torch.Generator().manual_seed(seed))
-    return PromptedLM(backbone, SoftPrompt(init)), Codec(backbone.tokenizer, backbone.is_encoder_decoder, 64, 8)
+    model = PromptedLM(backbone, SoftPrompt(init), prompt_once)
+    return model, Codec(backbone.tokenizer, backbone.is_encoder_decoder, 64, 8)
+
+
+def concatenated(model: PromptedLM) -> PromptedLM:
+    """The same backbone and prompt (shared parameter) on the concatenated reference path."""
+    return PromptedLM(model.backbone, model.prompt, prompt_once=False)
 
 
 @pytest.fixture(params=["tiny-llama", "tiny-t5"])

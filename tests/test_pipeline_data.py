@@ -17,8 +17,8 @@ def compose_conf(name: str, *overrides: str):
 
 def test_make_data_links_a_mirror_and_lists_what_cannot_run_offline(tmp_path, data_dir, capsys):
     out = tmp_path / "data"
-    result = data.run(compose_conf("data", f"source={data_dir}", f"out_dir={out}", "tasks=[rte_v1,mnli,race_v1]"))
-    assert result["files"] == 3 and result["unavailable"] == ["race_v1"] and result["failed"] == {}
+    result = data.run(compose_conf("data", f"source={data_dir}", f"out_dir={out}", "tasks=[rte_v1,mnli,doc_nli_v1]"))
+    assert result["files"] == 3 and result["unavailable"] == ["doc_nli_v1"] and result["failed"] == {}
     manifest = json.loads((out / "MANIFEST.json").read_text())
     assert {f["path"] for f in manifest["files"]} == {
         "nyu-mll__glue/rte/train.jsonl",
@@ -29,7 +29,7 @@ def test_make_data_links_a_mirror_and_lists_what_cannot_run_offline(tmp_path, da
         get_task("rte_v1"), "validation", data_dir
     )
     printed = capsys.readouterr().out
-    assert "mnli_v1            carve-out" in printed and "source=hub" in printed and "tasks=[race_v1]" in printed
+    assert "mnli_v1            carve-out" in printed and "source=hub" in printed and "tasks=[doc_nli_v1]" in printed
 
 
 def test_make_data_rejects_unknown_tasks_and_sources_before_writing(tmp_path):

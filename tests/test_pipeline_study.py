@@ -217,8 +217,8 @@ def cell_runs_or_none(tmp_path: Path) -> list:
 def test_bad_input_fails_before_any_training(tmp_path, data_dir):
     with pytest.raises(UnknownNameError, match="Did you mean: boolq_v1"):
         run(compose_study(*overrides(tmp_path, data_dir, "study.targets=[boolqq]")))
-    with pytest.raises(TaskDataError, match="race_v1.*make data"):
-        run(compose_study(*overrides(tmp_path, data_dir, "study.targets=[race]")))
+    with pytest.raises(TaskDataError, match="doc_nli_v1.*make data"):
+        run(compose_study(*overrides(tmp_path, data_dir, "study.targets=[doc_nli]")))
     with pytest.raises(ValueError, match=r"stages: unknown \['sources'\]; choose from \['source', 'target'"):
         run(compose_study(*overrides(tmp_path, data_dir, "stages=[sources]")))
     with pytest.raises(TrackingError, match="unreachable"):

@@ -245,7 +245,7 @@ def test_the_coverage_table_lists_every_task_with_its_offline_status(data_dir):
         task_row(get_task("mnli_v1"), data_dir)["mirror rows"]
         == "train 8,999 (train[:90%]); validation 1,000 (train[90%:])"
     )
-    assert task_row(get_task("race_v1"), data_dir)["offline here"] == "missing"
+    assert task_row(get_task("doc_nli_v1"), data_dir)["offline here"] == "missing"
 
 
 def test_a_mixture_trains_on_capped_examples_of_each_task_and_scores_their_mean(data_dir, tmp_path):
