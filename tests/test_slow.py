@@ -54,3 +54,88 @@ def test_gemma3_loads_with_its_scaled_embeddings_and_predicts_english():
     # Seen: 2.28 with <bos> (perplexity 10; SmolLM2-135M: 2.00), 6.13 without it.
     assert tok(text).input_ids[0] == tok.bos_token_id and with_bos < 3.0
     assert loss(tok(text, add_special_tokens=False).input_ids) > with_bos + 2
+
+
+REAL_MODELS = ["smollm2-135m", "gemma3-270m"]
+
+
+def real_prompted(name: str, length: int = 20):
+    """A real backbone with a sampled-vocabulary prompt, and its concatenated twin (the same prompt parameter)."""
+    import importlib.util
+
+    import torch
+
+    from spot_core.backbones import load_backbone
+    from spot_core.builtin_models import GGUF_MODELS
+    from spot_core.data import Codec
+    from spot_core.prompted import PromptedLM
+    from spot_core.prompts import SoftPrompt, sampled_vocab
+
+    if any(importlib.util.find_spec(package) is None for package, _ in GGUF_MODELS[name].parts):
+        pytest.skip(f"the {name} packages are not installed (make install)")
+    backbone = load_backbone(name)
+    prompt = SoftPrompt(sampled_vocab(backbone.embeddings, length, torch.Generator().manual_seed(0), 2000))
+    codec = Codec(backbone.tokenizer, False, 64, 8)
+    return PromptedLM(backbone, prompt, True).eval(), PromptedLM(backbone, prompt, False).eval(), codec
+
+
+SENTENCES = [
+    {"inputs": "sst2 sentence: a gorgeous, witty, seductive movie .", "targets": "positive"},
+    {"inputs": "sst2 sentence: the plot is nothing but boilerplate from start to finish", "targets": "negative"},
+    {"inputs": "rte sentence1: The cat sat on the mat. sentence2: A cat was sitting.", "targets": "entailment"},
+    {"inputs": "stsb sentence1: A man is playing a guitar. sentence2: A man plays guitar.", "targets": "4.8"},
+]
+
+
+@pytest.mark.parametrize("name", REAL_MODELS)
+def test_prompt_once_equals_the_concatenated_path_on_a_real_model(name):
+    import torch
+
+    from spot_core.data import encode_examples
+    from spot_core.scoring import generate, label_scores, label_scores_naive
+    from spot_core.trainer import accumulate_gradients
+
+    fast, ref, codec = real_prompted(name)
+    examples = encode_examples(codec, SENTENCES)
+    grads = []
+    for model in (fast, ref):
+        model.prompt.weight.grad = None
+        loss = accumulate_gradients(model, examples, codec, 2)
+        grads.append((loss, model.prompt.weight.grad.clone()))
+    (loss, grad), (ref_loss, ref_grad) = grads
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    assert ((grad - ref_grad).norm() / ref_grad.norm()).item() < 1e-4  # seen 4e-6 (SmolLM2), 7e-6 (Gemma 3)
+    inputs = [e.input_ids for e in examples]
+    labels = [codec.encode_target(f"{i / 5:.1f}") for i in range(26)]  # STS-B's labels: shared prefixes
+    scores = label_scores(fast, inputs, labels)
+    torch.testing.assert_close(scores, label_scores_naive(ref, inputs, labels), rtol=1e-4, atol=2e-4)
+    assert generate(fast, inputs, max_new_tokens=6) == generate(ref, inputs, max_new_tokens=6)
+
+
+@pytest.mark.parametrize("name", REAL_MODELS)
+def test_a_short_run_trains_the_same_prompt_with_prompt_once(name, data_dir, tmp_path):
+    import torch
+
+    from spot_core.prompt_files import load_prompt
+
+    real_prompted(name)  # skips when the model is not installed
+
+    def run(prompt_once: bool):
+        spec = RunSpec(
+            model=name,
+            task="sst2_v1",
+            prompt=PromptConfig(length=20, init="sampled_vocab"),
+            trainer=TrainerConfig(steps=5, batch_size=8, micro_batch_size=4, lr=0.1, eval_every=5, eval_batch_size=32),
+            data_dir=str(data_dir),
+            max_train_examples=200,
+            max_eval_examples=32,
+            max_input_len=64,
+            prompt_once=prompt_once,
+        )
+        result = tune_prompt(spec, tmp_path / str(prompt_once))
+        return result, load_prompt(tmp_path / str(prompt_once) / "final_prompt.safetensors")[0]
+
+    (result, prompt), (ref_result, ref_prompt) = run(True), run(False)
+    assert not torch.equal(prompt, load_prompt(tmp_path / "True" / "initial_prompt.safetensors")[0])
+    torch.testing.assert_close(prompt, ref_prompt, rtol=1e-3, atol=1e-4)
+    assert result["final/val_score"] == pytest.approx(ref_result["final/val_score"], abs=3.2)  # one of 32 may flip
