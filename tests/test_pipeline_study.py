@@ -1,5 +1,6 @@
 """The study pipeline end to end on `study=smoke`: Ray Tune trials, MLflow ledger, resume and extension."""
 
+import json
 import os
 import signal
 import subprocess
@@ -95,6 +96,18 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
     assert {
         p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()
     } == written
+    # Expected findings (make check-demo): each claim measured per seed on the study's runs.
+    expected = tmp_path / "expected.json"
+    claims = [
+        {"kind": "source_score", "task": "sst2_v1", "min": 0, "max": 100},
+        {"kind": "transfer_gain", "source": "mnli_v1", "target": "rte_v1", "min": 101},
+    ]
+    expected.write_text(json.dumps({"claims": claims}))
+    uri = f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"
+    checked = report_run(compose_report(uri, f"out_dir={tmp_path}/checked", f"expect={expected}"))["expectations"]
+    assert checked["holds"].tolist() == [True, False] and [len(v) for v in checked["values"]] == [1, 1]
+    with pytest.raises(FileNotFoundError, match="expect=.*no such file"):
+        report_run(compose_report(uri, f"out_dir={tmp_path}/none", f"expect={tmp_path}/nope.json"))
 
     grid = "stages=[source,target,transfer]"
     second = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0,1]", grid)))
