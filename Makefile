@@ -57,7 +57,7 @@ test-slow:
 	$(BIN)/python -m pytest -q -m slow
 
 bench:
-	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.train_step --shapes 20x32,100x32
 	$(BIN)/python -m bench.rank_eval
 	$(BIN)/python -m bench.task_cache
 	$(BIN)/python -m bench.study_overhead --steps 200

@@ -11,7 +11,12 @@ Encoder-decoder models (T5) always concatenate: the encoder is bidirectional, so
 input and cannot be shared.
 
 Nothing sits before the prompt: a `<bos>` that a tokenizer adds (Gemma) is the first input token, at position L,
-the same in every example, as in the concatenated path.
+the same in every example, as in the concatenated path. Padding only ever follows the prompt (training pads on the
+right, generation between the prompt and the input), and the inputs' positions continue at L.
+
+Sliding-window layers (Gemma 3: a window of 512 on five layers of six) see what the concatenated path shows them:
+the prompt's cache keeps every position, and the model's own masks apply the window over the same cache slots
+(prompt, then the example), so a training example sees exactly the keys it saw before.
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ example. All of an example's trie positions go through the model in one call, ea
 example's input and its own ancestors in the tree (a tree attention mask).
 Encoder-decoder: the encoder runs once per example; the labels are decoded from its states, one row per label.
 
-`label_scores_repeated` (today's method before the trie: each label continues a copy of the prompt + input cache)
-and `label_scores_naive` (one full forward per input and label) are the references the fast path is checked and
-benchmarked against.
+`label_scores` pads inputs on the right, so that every position, the trie's included, is the one a lone example
+has: a sliding window (Gemma 3) then covers the same tokens as in one full forward per label. The method before it,
+`label_scores_repeated` (each label continues a copy of the left-padded prompt + input cache), counts padding
+slots inside the window: it differs from the lone forward when a window is shorter than prompt + input (tiny
+Gemma 3's 8 tokens; never Gemma 3 270M's 512 at this project's lengths). It and `label_scores_naive` (one full
+forward per input and label) are the references the fast path is checked and benchmarked against.
 """
 
 from __future__ import annotations
