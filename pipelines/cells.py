@@ -174,7 +174,7 @@ def plan_stages(study: StudyConfig, stages: list[Stage]) -> list[Cell]:
         if study.cross_model is None:
             raise ValueError(
                 "stage cross_model needs study.cross_model: the other model and the source tasks the projector "
-                "learns from, e.g. study.cross_model={model: gemma3-270m, train_tasks: [sst2]} (see study=demo)"
+                "learns from, e.g. study.cross_model={model: gemma3-270m, train_tasks: [sst2]} (see study=smoke)"
             )
         cells += plan_cross_model(study)
     if Stage.ZERO_SHOT in stages:

@@ -9,24 +9,26 @@ from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
 pytestmark = pytest.mark.slow
 
 
-def test_smollm2_prompt_tuning_on_sst2_beats_the_untrained_prompt(data_dir, tmp_path):
-    # On the fixed-seed sample of 4,000 training and 200 validation sentences (tokenised-cache format 2), LR 0.03
-    # needs more than 60 steps (56.5 -> 62.0); LR 0.1 gets there: seen 56.5 -> 75.0 after 60 steps.
+def test_smollm2_prompt_tuning_on_sst2_learns(data_dir, tmp_path):
+    # The demo's source settings (conf/study/demo.yaml): prompt 100, sampled vocab, LR 0.01, 100 steps. What is
+    # asserted holds with a margin on every seed seen (docs/demo-report/expected.json), never one machine's
+    # trajectory: the training loss falls (seen: a mean of 0.9-1.1 over steps 1-50, 0.28-0.35 over 51-100), and
+    # the best validation accuracy ends well above chance (seen 84.5-86.0 on 200 sentences; chance 50).
     spec = RunSpec(
         model="smollm2-135m",
         task="sst2_v1",
-        prompt=PromptConfig(length=20, init="sampled_vocab"),
-        trainer=TrainerConfig(steps=60, batch_size=8, micro_batch_size=None, lr=0.1, eval_every=60, eval_batch_size=32),
+        prompt=PromptConfig(length=100, init="sampled_vocab"),
+        trainer=TrainerConfig(steps=100, batch_size=8, lr=0.01, eval_every=50, eval_batch_size=32),
         data_dir=str(data_dir),
-        max_train_examples=4000,
+        max_train_examples=2000,
         max_eval_examples=200,
         max_input_len=64,
     )
     tracker = MemoryTracker()
     result = tune_prompt(spec, tmp_path, tracker)
-    scores = {step: m["val/accuracy"] for step, m in tracker.metrics if "val/accuracy" in m}
-    assert scores[60] >= scores[0] + 8, scores
-    assert result["best/val_score"] == scores[60]
+    losses = {step: m["train/loss"] for step, m in tracker.metrics if "train/loss" in m}
+    assert losses[100] < 0.6 * losses[50], losses
+    assert result["best/val_score"] >= 70.0, result
 
 
 def test_gemma3_loads_with_its_scaled_embeddings_and_predicts_english():
