@@ -17,6 +17,10 @@ right, generation between the prompt and the input), and the inputs' positions c
 Sliding-window layers (Gemma 3: a window of 512 on five layers of six) see what the concatenated path shows them:
 the prompt's cache keeps every position, and the model's own masks apply the window over the same cache slots
 (prompt, then the example), so a training example sees exactly the keys it saw before.
+
+Dropout: SmolLM2, Gemma 3 and Llama have none (attention dropout 0). A decoder-only model with dropout would draw
+one dropout mask for the prompt's positions per batch instead of one per example: the same expectation, another
+sample.
 """
 
 from __future__ import annotations
