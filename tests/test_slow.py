@@ -10,10 +10,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_prompt_tuning_on_sst2_learns(data_dir, tmp_path):
-    # The demo's source settings (conf/study/demo.yaml): prompt 100, sampled vocab, LR 0.01, 100 steps. What is
-    # asserted holds with a margin on every seed seen (docs/demo-report/expected.json), never one machine's
-    # trajectory: the training loss falls (seen: a mean of 0.9-1.1 over steps 1-50, 0.28-0.35 over 51-100), and
-    # the best validation accuracy ends well above chance (seen 84.5-86.0 on 200 sentences; chance 50).
+    # The demo's source settings (conf/study/demo.yaml): prompt 100, sampled vocab, LR 0.01, 100 steps. Asserted is
+    # what held with a wide margin on both demo seeds, not one machine's trajectory: the mean training loss over
+    # steps 51-100 against steps 1-50 (seen 0.28 vs 0.94 and 0.32 vs 1.26: ratios 0.30 and 0.25; asserted < 0.6),
+    # and the best validation accuracy on 200 sentences (seen 84.5 and 83.5 from 74.0 and 50.5; chance 50;
+    # asserted >= 70). At LR 0.1 or 0.03 one seed of two diverged (74.0 -> 55.5): the LR is part of what is tested.
     spec = RunSpec(
         model="smollm2-135m",
         task="sst2_v1",
