@@ -11,7 +11,7 @@ random token ids) and the same prompt:
     shared    the method before (`label_scores_repeated` with `prompt_once=False`): prompt + input computed once
               per example, shared across the labels, one row per (example, label)
     naive     `label_scores_naive`: one full forward per (example, label)
-The script checks the three pick the same labels and reports the largest score difference and the speed-ups.
+The script reports how often the three pick the same label, the largest score difference and the speed-ups.
 The JSON's top-level `speedup_vs_shared_labels` and `speedup_vs_naive` are the smallest over the tasks.
 """
 

@@ -143,10 +143,10 @@ def activated_neurons(
             h.remove()
         for m, training in modes.items():
             m.training = training
-    passes = {len(calls) for calls in seen.values()}
-    if len(passes) != 1 or 0 in passes:  # e.g. a layer run twice (activation checkpointing)
-        counts = [len(calls) for calls in seen.values()]
-        raise RuntimeError(f"expected the same number of activations at every FFN layer, recorded {counts}")
+    passes = 2 if model.prompt_once and L else 1  # prompt once: the prompt's pass, then the input's
+    counts = [len(calls) for calls in seen.values()]
+    if set(counts) != {passes}:  # e.g. a layer run twice (activation checkpointing)
+        raise RuntimeError(f"expected {passes} activation(s) at every FFN layer, recorded {counts}")
     masks = [torch.cat(calls, 0)[keep].cpu() for calls in seen.values()]  # [L + T, I] per layer
     return torch.stack(masks)
 

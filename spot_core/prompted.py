@@ -47,15 +47,17 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 class PromptStates:
     """The soft prompt's keys and values at every layer, computed once (decoder-only, a batch of one).
 
-    `keys[i]` and `values[i]` are [1, kv_heads, L, head_dim]. When the prompt is being trained they are detached
-    leaves: each micro-batch's backward leaves its gradient on them, and `backward()` then carries the sum through
-    the one prompt computation, so the prompt runs once per batch whatever the micro-batch size.
+    `keys[i]` and `values[i]` are [1, kv_heads, L, head_dim]. Made with `leaves=True` for a prompt being trained,
+    they are detached float32 leaves: each micro-batch's backward leaves its gradient on them (summed in float32, as
+    the concatenated path sums into its float32 prompt, whatever the backbone's dtype), and `backward()` then carries
+    the sum through the one prompt computation, so the prompt runs once per batch whatever the micro-batch size.
     """
 
     length: int
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-    attached: list[torch.Tensor] = field(default_factory=list)  # keys + values in the prompt's graph (training)
+    dtype: torch.dtype  # the backbone's: what the cache hands the attention layers
+    attached: list[torch.Tensor] = field(default_factory=list)  # keys + values in the prompt's graph (leaves only)
 
     def cache(self, batch: int) -> DynamicCache:
         """A cache holding the prompt's keys/values for `batch` examples (expanded views: autograd sums them back).
@@ -65,13 +67,16 @@ class PromptStates:
         """
         cache = DynamicCache()
         for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
-            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+            k, v = (t.to(self.dtype).expand(batch, -1, -1, -1) for t in (k, v))
+            cache.update(k, v, i)
         return cache
 
     def backward(self) -> None:
         """Backpropagates the gradients accumulated on the leaves through the prompt computation."""
+        if not self.attached:  # states made without leaves: their gradients already reached the prompt
+            return
         pairs = [(a, leaf.grad) for a, leaf in zip(self.attached, [*self.keys, *self.values], strict=True)]
-        pairs = [(a, g) for a, g in pairs if g is not None]
+        pairs = [(a, g.to(a.dtype)) for a, g in pairs if g is not None]
         if pairs:
             torch.autograd.backward([a for a, _ in pairs], [g for _, g in pairs])
 
@@ -124,11 +129,12 @@ class PromptedLM(nn.Module):
         self.model.base_model(
             inputs_embeds=weight.to(dtype)[None], position_ids=positions, past_key_values=cache, use_cache=True
         )
+        n = len(cache.layers)
         attached = [layer.keys for layer in cache.layers] + [layer.values for layer in cache.layers]
         if not (leaves and torch.is_grad_enabled() and weight.requires_grad):
-            return PromptStates(L, attached[: len(cache.layers)], attached[len(cache.layers) :])
-        leaves = [t.detach().requires_grad_() for t in attached]
-        return PromptStates(L, leaves[: len(cache.layers)], leaves[len(cache.layers) :], attached)
+            return PromptStates(L, attached[:n], attached[n:], dtype)
+        detached = [t.detach().float().requires_grad_() for t in attached]
+        return PromptStates(L, detached[:n], detached[n:], dtype, attached)
 
     def hidden(
         self,
@@ -157,6 +163,8 @@ class PromptedLM(nn.Module):
             )
             return Hidden(out.last_hidden_state[:, L:], full_mask, out.past_key_values if use_cache else None)
         prompt = prompt if prompt is not None else self.prompt_states()
+        if prompt.length != L:
+            raise ValueError(f"prompt states of length {prompt.length} given to a model whose prompt has length {L}")
         ones = torch.ones(mask.shape[0], L, dtype=mask.dtype, device=mask.device)
         full_mask = torch.cat([ones, mask], 1)
         out = self.model.base_model(

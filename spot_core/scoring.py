@@ -27,7 +27,7 @@ import torch
 from spot_core.data import pad
 from spot_core.prompted import PromptedLM, PromptStates, position_ids
 
-MASK_KINDS = ("full_attention", "sliding_attention")  # attention layer types the trie's masks are built for
+FULL, SLIDING = "full_attention", "sliding_attention"  # the attention layer types the trie's masks are built for
 
 
 def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,6 +45,8 @@ class LabelTrie:
     """
 
     def __init__(self, labels: Sequence[Sequence[int]]):
+        if not labels:
+            raise ValueError("rank classification needs at least one label")
         if any(len(lab) == 0 for lab in labels):
             raise ValueError("rank classification needs every label to have at least one target token")
         self.first = [lab[0] for lab in labels]  # [K]
@@ -76,45 +78,53 @@ class LabelTrie:
         return anc
 
 
-def _tree_masks(model: PromptedLM, trie: LabelTrie, full_mask: torch.Tensor, dtype: torch.dtype):
+def _layer_kinds(config) -> set[str]:
+    return set(getattr(config, "layer_types", None) or [FULL])
+
+
+def _tree_masks(model: PromptedLM, trie: LabelTrie, full_mask: torch.Tensor, q_pos: torch.Tensor, dtype: torch.dtype):
     """Additive 4-D masks [B, 1, N, L + T + N] for the trie's positions after a right-padded batch.
 
     A node sees the prompt, its example's real input tokens and its own ancestors (itself included). Sliding-window
     layers also need the key within the window of the node's position (positions, not cache slots: padding sits at
     the end of each row, so these are the positions a lone unpadded example would have).
-    Returns one mask, or one per attention layer type for models that mix them (Gemma 3).
+
+    Args:
+        full_mask: [B, P] mask over prompt + input (P = L + T), right-padded.
+        q_pos: [B, N] each node's position: its row's last input position + its depth.
+
+    Returns:
+        One mask, or one per attention layer type for models that mix them (Gemma 3).
     """
     device = full_mask.device
     B, P = full_mask.shape
     anc = trie.ancestry().to(device)
-    depth = torch.as_tensor(trie.depth, device=device)
     allowed = torch.cat([full_mask.bool()[:, None, :].expand(B, len(trie), P), anc.expand(B, -1, -1)], -1)
-    last = full_mask.sum(-1, keepdim=True) - 1  # [B, 1] position of each row's last input token
-    q_pos = last + depth[None]  # [B, N]
-    k_pos = torch.cat([torch.arange(P, device=device).expand(B, P), q_pos], -1)  # [B, P + N]
 
     def additive(ok: torch.Tensor) -> torch.Tensor:
         zero = torch.zeros((), dtype=dtype, device=device)
         return torch.where(ok, zero, torch.finfo(dtype).min)[:, None]
 
     config = model.model.config
-    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
-    if kinds == {"full_attention"}:
+    if _layer_kinds(config) == {FULL}:
         return additive(allowed)
-    window = config.sliding_window
-    in_window = k_pos[:, None, :] > q_pos[:, :, None] - window
-    return {"full_attention": additive(allowed), "sliding_attention": additive(allowed & in_window)}
+    k_pos = torch.cat([torch.arange(P, device=device).expand(B, P), q_pos], -1)  # [B, P + N]
+    in_window = k_pos[:, None, :] > q_pos[:, :, None] - config.sliding_window
+    return {FULL: additive(allowed), SLIDING: additive(allowed & in_window)}
 
 
 def trie_applies(model: PromptedLM) -> bool:
-    """Tree masks are prepared 4-D masks: eager and SDPA attention take them; flash attention and layer types
-    other than full and sliding-window attention do not, and such models score labels one row per label."""
+    """Tree masks are prepared 4-D masks: eager and SDPA attention take them. Flash attention, layer types other
+    than full and sliding-window attention, and a sliding window without per-layer types (Mistral, Qwen2: every
+    layer windowed) are not handled; such models score labels one row per label."""
     config = model.model.config
-    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    kinds = _layer_kinds(config)
+    windowed_everywhere = getattr(config, "sliding_window", None) is not None and SLIDING not in kinds
     return (
         not model.is_encoder_decoder
         and config._attn_implementation in ("eager", "sdpa")
-        and kinds <= set(MASK_KINDS)
+        and kinds <= {FULL, SLIDING}
+        and not windowed_everywhere
     )
 
 
@@ -136,7 +146,7 @@ def label_scores(
         [B, K] summed log-probabilities.
     """
     if not trie_applies(model):
-        return label_scores_repeated(model, inputs, labels)
+        return label_scores_repeated(model, inputs, labels, prompt)
     device = model.prompt.weight.device
     B = len(inputs)
     ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id))  # right padding
@@ -148,8 +158,8 @@ def label_scores(
     if not len(trie):
         return scores
     nodes = torch.as_tensor(trie.token, device=device).expand(B, -1)
-    q_pos = position_ids(out.mask)[:, -1:] + torch.as_tensor(trie.depth, device=device)[None]
-    masks = _tree_masks(model, trie, out.mask, out.states.dtype)
+    q_pos = position_ids(out.mask)[:, -1:] + torch.as_tensor(trie.depth, device=device)[None]  # [B, N]
+    masks = _tree_masks(model, trie, out.mask, q_pos, out.states.dtype)
     hidden = model.extend(nodes, q_pos, out.cache, masks)  # [B, N, H]
     label, node, token = (torch.as_tensor(x, device=device) for x in zip(*trie.steps, strict=True))
     lp = torch.log_softmax(model.head(hidden.flatten(0, 1)), -1).view(B, len(trie), -1)
@@ -158,10 +168,14 @@ def label_scores(
 
 @torch.no_grad()
 def label_scores_repeated(
-    model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]
+    model: PromptedLM,
+    inputs: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]],
+    prompt: PromptStates | None = None,
 ) -> torch.Tensor:
     """Rank classification with the prompt + input computed once per example and one row per (example, label)
-    continuing from a copy of it (decoder-only), or from the encoder's states (encoder-decoder). [B, K]."""
+    continuing from a copy of it (decoder-only), or from the encoder's states (encoder-decoder). [B, K].
+    `prompt`: prompt-once mode, the prompt's states shared over calls."""
     B, K = len(inputs), len(labels)
     lab, lab_mask = pad(labels, model.backbone.tokenizer.pad_token_id)  # [K, S]
     lab, lab_mask = lab.repeat(B, 1), lab_mask.repeat(B, 1)  # [B*K, S], example-major
@@ -180,7 +194,7 @@ def label_scores_repeated(
         return _token_logprobs(logits, lab, lab_mask).view(B, K)
     # Decoder-only: left-pad so every row's last position is its last input token.
     ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id, left=True))
-    out = model.hidden(ids, mask, use_cache=True)
+    out = model.hidden(ids, mask, prompt, use_cache=True)
     first = torch.log_softmax(model.head(out.states[:, -1]), -1)  # [B, V]
     first = first.repeat_interleave(K, 0).gather(-1, lab[:, :1]).squeeze(-1)  # [B*K]
     cache = out.cache

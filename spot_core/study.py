@@ -103,7 +103,7 @@ class StudyConfig:
     retrieval_similarity: str = "avg_tokens"
     task_embedding: str = "prompt"  # or "displacement" (the early checkpoint minus the initial prompt)
     cross_model: CrossModelConfig | None = None  # Su et al.'s projector into another model
-    prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: it changes no result)
+    prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: results differ by rounding)
 
     def __post_init__(self):
         if isinstance(self.source_trainer, dict):

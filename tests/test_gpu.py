@@ -30,3 +30,29 @@ def test_cuda_loss_gradient_and_scores_match_cpu(tiny_name):
     torch.testing.assert_close(
         label_scores(gpu, inputs, labels).cpu(), label_scores_naive(gpu, inputs, labels).cpu(), rtol=1e-3, atol=1e-3
     )
+
+
+def test_cuda_prompt_once_equals_the_concatenated_path():
+    from conftest import concatenated
+
+    from spot_core.scoring import generate
+    from spot_core.trainer import accumulate_gradients
+
+    model, codec = prompted("tiny-llama", length=4)
+    model.to("cuda").eval()
+    examples = encode_examples(codec, EXAMPLES)
+    grads = []
+    for m, micro in ((model, 1), (concatenated(model), 2)):
+        m.prompt.weight.grad = None
+        accumulate_gradients(m, examples, codec, micro)
+        grads.append(m.prompt.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    inputs = [e.input_ids for e in examples]
+    labels = [codec.encode_target(w) for w in ("positive", "negative")]
+    torch.testing.assert_close(
+        label_scores(model, inputs, labels).cpu(),
+        label_scores_naive(concatenated(model), inputs, labels).cpu(),
+        rtol=1e-3,
+        atol=1e-3,
+    )
+    assert generate(model, inputs, 4) == generate(concatenated(model), inputs, 4)

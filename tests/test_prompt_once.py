@@ -93,13 +93,15 @@ def test_a_training_run_ends_with_the_prompt_of_the_concatenated_path(name, data
 
 
 @pytest.mark.parametrize("name", DECODERS)
-@pytest.mark.parametrize("labels", [STSB, ["entailment", "not_entailment", "neutral"], ["yes", "no"]])
-def test_label_scores_equal_one_forward_per_label(name, labels):
+@pytest.mark.parametrize("labels", [STSB, ["entailment", "not_entailment", "neutral"], ["yes", "no"], "one token"])
+@pytest.mark.parametrize("n_inputs", [1, len(EXAMPLES)])
+def test_label_scores_equal_one_forward_per_label(name, labels, n_inputs):
     model, codec = prompted(name, length=5, prompt_once=True)
     model.eval()
-    inputs = [codec.encode_input(e["inputs"]) for e in EXAMPLES]
-    label_ids = [codec.encode_target(w) for w in labels]
-    naive = label_scores_naive(model, inputs, label_ids)
+    inputs = [codec.encode_input(e["inputs"]) for e in EXAMPLES[:n_inputs]]
+    # "one token": labels of a single token each, so the trie has no node
+    label_ids = [[40], [41], [42]] if labels == "one token" else [codec.encode_target(w) for w in labels]
+    naive = label_scores_naive(concatenated(model), inputs, label_ids)
     torch.testing.assert_close(label_scores(model, inputs, label_ids), naive, rtol=1e-4, atol=1e-4)
     prompt = model.prompt_states()  # shared over calls, as an evaluation does
     torch.testing.assert_close(label_scores(model, inputs, label_ids, prompt), naive, rtol=1e-4, atol=1e-4)
@@ -174,6 +176,27 @@ def test_the_projector_gets_the_concatenated_paths_gradient(name):
         grads.append([p.grad.clone() for p in projector.parameters()])
     for fast, ref in zip(*grads, strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_an_empty_prompt_takes_the_plain_path_in_every_use(name):
+    model, codec = prompted(name, length=0, prompt_once=True)
+    model.eval()
+    examples = encode_examples(codec, EXAMPLES)
+    inputs = [e.input_ids for e in examples]
+    labels = [codec.encode_target(w) for w in ("yes", "no")]
+    loss = accumulate_gradients(model, examples, codec, 2)
+    torch.testing.assert_close(loss, accumulate_gradients(concatenated(model), examples, codec, 5))
+    torch.testing.assert_close(label_scores(model, inputs, labels), label_scores_naive(model, inputs, labels))
+    assert generate(model, inputs, 4) == generate(concatenated(model), inputs, 4)
+
+
+def test_states_of_another_prompt_length_are_refused():
+    model, codec = prompted("tiny-llama", length=4)
+    other, _ = prompted("tiny-llama", length=6)
+    ids = torch.tensor([codec.encode_input("sst2 sentence: fine")])
+    with pytest.raises(ValueError, match="prompt states of length 6 given to a model whose prompt has length 4"):
+        model.hidden(ids, torch.ones_like(ids), other.prompt_states())
 
 
 def test_prompt_once_is_refused_on_an_encoder_decoder_model_and_off_there_by_default():

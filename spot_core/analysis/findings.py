@@ -1,8 +1,8 @@
 """A study's findings as checkable claims: what a re-run on another machine should reproduce.
 
 Exact scores do not carry over between CPUs (float rounding, amplified by training), so a finding is a range
-that every seed of the study must fall in, with a tolerance taken from the seed spread. An expectations file
-(JSON) lists claims:
+that every seed of the study must fall in; whoever writes the file sets each range from the seed spread and the
+validation standard error of the run it comes from. An expectations file (JSON) lists claims:
 
     {"study": "demo", "claims": [
         {"kind": "source_score", "task": "sst2_v1", "min": 75, "max": 95, "why": "..."},
@@ -17,7 +17,7 @@ bound may be left out) and there is at least one value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -107,10 +107,11 @@ def check_expectations(
             raise ValueError(f"{origin}: claim {i} has kind {claim.get('kind')!r}; use one of {allowed}") from None
         fields, measure = KINDS[kind]
         missing = [f for f in fields if f not in claim]
-        if missing or ("min" not in claim and "max" not in claim):
+        if missing or (claim.get("min") is None and claim.get("max") is None):
             raise ValueError(f"{origin}: claim {i} ({kind}) needs {', '.join(fields)} and min and/or max")
         values = measure(runs, curves, claim)
-        low, high = claim.get("min", -np.inf), claim.get("max", np.inf)
+        low = -np.inf if claim.get("min") is None else claim["min"]
+        high = np.inf if claim.get("max") is None else claim["max"]
         rows.append(
             {
                 "kind": kind.value,
@@ -124,11 +125,12 @@ def check_expectations(
     return pd.DataFrame(rows, columns=["kind", "subject", "values", "min", "max", "holds"])
 
 
-def describe(checked: pd.DataFrame, fields: Sequence[str] = ("kind", "subject", "values", "min", "max")) -> str:
+def describe(checked: pd.DataFrame) -> str:
     """The checked claims as aligned text lines, each ending in 'holds' or 'FAILS'."""
     lines = []
     for _, row in checked.iterrows():
-        bounds = f"[{'' if row['min'] is None else row['min']}, {'' if row['max'] is None else row['max']}]"
+        low, high = ("" if pd.isna(row[b]) else row[b] for b in ("min", "max"))
+        bounds = f"[{low}, {high}]"
         lines.append(f"{row['kind']:<19} {row['subject']:<24} {str(row['values']):<28} in {bounds:<14} "
                      f"{'holds' if row['holds'] else 'FAILS'}")  # fmt: skip
     return "\n".join(lines)
