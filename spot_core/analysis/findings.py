@@ -129,7 +129,7 @@ def describe(checked: pd.DataFrame) -> str:
     """The checked claims as aligned text lines, each ending in 'holds' or 'FAILS'."""
     lines = []
     for _, row in checked.iterrows():
-        low, high = ("" if pd.isna(row[b]) else row[b] for b in ("min", "max"))
+        low, high = ("" if pd.isna(row[b]) else f"{row[b]:g}" for b in ("min", "max"))
         bounds = f"[{low}, {high}]"
         lines.append(f"{row['kind']:<19} {row['subject']:<24} {str(row['values']):<28} in {bounds:<14} "
                      f"{'holds' if row['holds'] else 'FAILS'}")  # fmt: skip
