@@ -115,9 +115,11 @@ def test_prompt_once_equals_the_concatenated_path_on_a_real_model(name):
     assert generate(fast, inputs, max_new_tokens=6) == generate(ref, inputs, max_new_tokens=6)
 
 
-@pytest.mark.parametrize("name", REAL_MODELS)
-def test_a_short_run_trains_the_same_prompt_with_prompt_once(name, data_dir, tmp_path):
-    import torch
+@pytest.mark.parametrize(("name", "lr"), [("smollm2-135m", 0.01), ("gemma3-270m", 0.03)])
+def test_a_short_run_trains_the_same_prompt_with_prompt_once(name, lr, data_dir, tmp_path):
+    # At learning rates where training is stable (the demo's 0.01 for SmolLM2; Gemma's embeddings are 8x larger).
+    # At 0.1, where SmolLM2's prompts diverge on some seeds, the dynamics are chaotic: gradients equal to 4e-6 give
+    # prompts 0.36 apart after 5 steps, prompt once or not.
 
     from spot_core.prompt_files import load_prompt
 
@@ -128,7 +130,7 @@ def test_a_short_run_trains_the_same_prompt_with_prompt_once(name, data_dir, tmp
             model=name,
             task="sst2_v1",
             prompt=PromptConfig(length=20, init="sampled_vocab"),
-            trainer=TrainerConfig(steps=5, batch_size=8, micro_batch_size=4, lr=0.1, eval_every=5, eval_batch_size=32),
+            trainer=TrainerConfig(steps=5, batch_size=8, micro_batch_size=4, lr=lr, eval_every=5, eval_batch_size=32),
             data_dir=str(data_dir),
             max_train_examples=200,
             max_eval_examples=32,
@@ -139,6 +141,8 @@ def test_a_short_run_trains_the_same_prompt_with_prompt_once(name, data_dir, tmp
         return result, load_prompt(tmp_path / str(prompt_once) / "final_prompt.safetensors")[0]
 
     (result, prompt), (ref_result, ref_prompt) = run(True), run(False)
-    assert not torch.equal(prompt, load_prompt(tmp_path / "True" / "initial_prompt.safetensors")[0])
-    torch.testing.assert_close(prompt, ref_prompt, rtol=1e-3, atol=1e-4)
+    init = load_prompt(tmp_path / "True" / "initial_prompt.safetensors")[0]
+    # seen: 7e-6 and 3e-5 (SmolLM2), 2.9e-4 and 5e-4 (Gemma 3)
+    assert (prompt - ref_prompt).abs().max() < 2e-3
+    assert (prompt - ref_prompt).norm() < 1e-2 * (ref_prompt - init).norm()
     assert result["final/val_score"] == pytest.approx(ref_result["final/val_score"], abs=3.2)  # one of 32 may flip
