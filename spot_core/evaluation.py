@@ -21,7 +21,7 @@ def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Enco
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     preds: list[str] = [""] * len(examples)
     with torch.no_grad():  # prompt once: its states serve every batch of the evaluation
-        prompt = model.prompt_states() if model.prompt_once and model.prompt.length else None
+        prompt = model.prompt_states() if model.shares_prompt else None
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         inputs = [examples[i].input_ids for i in idx]

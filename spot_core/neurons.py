@@ -42,7 +42,7 @@ from torch import nn
 from spot_core.backbones import load_backbone
 from spot_core.prompt_files import load_prompt
 from spot_core.prompted import PromptedLM
-from spot_core.prompts import SoftPrompt, check_shape, prefix
+from spot_core.prompts import SoftPrompt, check_shape
 from spot_core.tracking import NullTracker, Tracker
 
 # Suffixes of the FFN output projection's module name, per architecture family.
@@ -124,26 +124,26 @@ def activated_neurons(
         # One call per layer and forward pass: prompt-once runs the prompt and then the input as two passes.
         seen[module].append(args[0][0] > 0)
 
+    device = model.model.get_input_embeddings().weight.device
+    probe = PromptedLM(model.backbone, SoftPrompt(prompt.detach().to(device)), model.prompt_once)
     modes = {m: m.training for m in model.modules()}
     handles = [m.register_forward_pre_hook(record) for m in modules]
     try:
         model.eval()
         with torch.no_grad():
-            device = model.model.get_input_embeddings().weight.device
             ids_t = torch.tensor([ids], device=device)
             mask = torch.ones_like(ids_t)
             if model.is_encoder_decoder:
-                embeds, full_mask = prefix(prompt.detach().to(device), model.model.get_input_embeddings()(ids_t), mask)
+                embeds, full_mask = probe.embed(ids_t, mask)
                 model.model.get_encoder()(inputs_embeds=embeds, attention_mask=full_mask)
             else:
-                probe = SoftPrompt(prompt.detach().to(device))
-                PromptedLM(model.backbone, probe, model.prompt_once).hidden(ids_t, mask)
+                probe.hidden(ids_t, mask)
     finally:
         for h in handles:
             h.remove()
         for m, training in modes.items():
             m.training = training
-    passes = 2 if model.prompt_once and L else 1  # prompt once: the prompt's pass, then the input's
+    passes = 2 if probe.shares_prompt else 1  # prompt once: the prompt's pass, then the input's
     counts = [len(calls) for calls in seen.values()]
     if set(counts) != {passes}:  # e.g. a layer run twice (activation checkpointing)
         raise RuntimeError(f"expected {passes} activation(s) at every FFN layer, recorded {counts}")

@@ -111,6 +111,11 @@ class PromptedLM(nn.Module):
     def is_encoder_decoder(self) -> bool:
         return self.backbone.is_encoder_decoder
 
+    @property
+    def shares_prompt(self) -> bool:
+        """Whether inputs run on shared prompt states: prompt once is on and the prompt is not empty."""
+        return self.prompt_once and self.prompt.length > 0
+
     def embed(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] ids -> ([B, L + T, H] embeddings with the prompt in front, [B, L + T] mask)."""
         embeds = self.model.get_input_embeddings()(input_ids)
@@ -152,7 +157,7 @@ class PromptedLM(nn.Module):
             use_cache: also return the keys/values of prompt + input, to continue from.
         """
         L = self.prompt.length
-        if not self.prompt_once or L == 0:
+        if not self.shares_prompt:
             embeds, full_mask = self.embed(input_ids, mask)
             out = self.model.base_model(
                 inputs_embeds=embeds,

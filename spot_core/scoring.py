@@ -242,7 +242,7 @@ def generate(
     tok = model.backbone.tokenizer
     device = model.prompt.weight.device
     ids, mask = (t.to(device) for t in pad(inputs, tok.pad_token_id, left=not model.is_encoder_decoder))
-    if model.prompt_once and model.prompt.length:
+    if model.shares_prompt:
         rows = _greedy(model, ids, mask, max_new_tokens, prompt)
     else:
         embeds, full_mask = model.embed(ids, mask)

@@ -325,7 +325,7 @@ def accumulate_gradients(
     """
     device = model.prompt.weight.device
     n_targets = sum(len(e.target_ids) for e in examples)
-    prompt = model.prompt_states(leaves=True) if model.prompt_once and model.prompt.length else None
+    prompt = model.prompt_states(leaves=True) if model.shares_prompt else None
     total = torch.zeros((), device=device)
     for start in range(0, len(examples), micro_batch_size):
         batch = {k: v.to(device) for k, v in collate(examples[start : start + micro_batch_size], codec).items()}
