@@ -34,7 +34,7 @@ def cell(model: str, data_dir: str, out: Path, seed: int) -> None:
         data_dir=data_dir,
         max_train_examples=1000,
         max_eval_examples=64,
-        max_input_len=64,
+        max_input_tokens=64,
     )
     tune_prompt(spec, out)
 

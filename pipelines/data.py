@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from pipelines.train import REPO
+from pipelines.paths import REPO
 from spot_core.tasks import TaskDataError, get_task, task_names
 from spot_core.tasks.export import export_task, update_manifest
 from spot_core.tasks.loading import availability

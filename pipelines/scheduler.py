@@ -15,7 +15,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from spot_core.study import Cell, Stage
+from spot_core.stages.kinds import Stage
+from spot_core.study import Cell
 
 PENDING, RUNNING, DONE, FAILED, BLOCKED = "pending", "running", "done", "failed", "blocked"
 ProgressSink = Callable[[str], None]
@@ -28,8 +29,9 @@ class CellScheduler(Searcher):
         cells: the cells to run (already finished ones excluded).
         finished: keys that have a FINISHED run (the ledger); inputs in it count as done.
         config_of: the trial config of a cell (plain, picklable values).
-        plan_more: called once, when no cell of the source and target stages is left pending or running, with
-            the keys done by then; returns further cells (the retrieval stage), or problems as (name, why).
+        plan_more: called once, when no cell of the stages in `waits_for` is left pending or running, with the
+            keys done by then; returns further cells (the retrieval stage), or problems as (name, why).
+        waits_for: the cell stages plan_more needs settled.
         concurrency: trials that run at once (for the ETA).
         show: where progress lines go.
     """
@@ -40,6 +42,7 @@ class CellScheduler(Searcher):
         finished: set[str],
         config_of: Callable[[Cell], dict[str, Any]],
         plan_more: Callable[[set[str]], tuple[list[Cell], dict[str, str]]] | None = None,
+        waits_for: Iterable[Stage] = (),
         concurrency: int = 1,
         show: ProgressSink = print,
     ):
@@ -49,6 +52,7 @@ class CellScheduler(Searcher):
         self.why: dict[str, str] = {}  # label -> reason, for failed and blocked cells and unplannable targets
         self.done = set(finished)
         self.config_of, self.plan_more, self.concurrency, self.show = config_of, plan_more, concurrency, show
+        self.waits_for = set(waits_for)
         self.trials: dict[str, str] = {}  # trial id -> cell key
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
@@ -120,7 +124,7 @@ class CellScheduler(Searcher):
 
     def _upstream_open(self) -> bool:
         return any(
-            self.cells[k].stage in (Stage.SOURCE, Stage.TARGET) and s in (PENDING, RUNNING)
+            self.cells[k].stage in self.waits_for and s in (PENDING, RUNNING)
             for k, s in self.state.items()
         )
 

@@ -12,46 +12,33 @@ extending a finished study (more seeds, sources or targets) trains only the new 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the driver prints its own progress lines
-os.environ.setdefault("MALLOC_ARENA_MAX", "2")  # local trial workers inherit it: fewer heap arenas to bloat
+import hydra
+import ray
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
-import hydra  # noqa: E402
-import ray  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.logger import JsonLoggerCallback  # noqa: E402
+from pipelines import ledger
+from pipelines.cells import cell_config, reason, train_cell
+from pipelines.deprecated import upgrade
+from pipelines.paths import resolve_data_dir
+from pipelines.scheduler import CellScheduler
+from pipelines.tracking import normalise_uri, open_store
+from spot_core.backbones import check_backbone
+from spot_core.report.study import write_report
+from spot_core.stages.base import StageDef
+from spot_core.stages.catalogue import CATALOGUE, parse_stages, plan_stages, runnable
+from spot_core.study import Cell, StudyConfig
+from spot_core.tasks import check_data
 
-from pipelines.cells import (  # noqa: E402
-    CROSS_STAGES,
-    REPORT,
-    TRAINING,
-    cell_config,
-    parse_stages,
-    plan_stages,
-    reason,
-    retrieval_planner,
-    runnable,
-    train_cell,
-)
-from pipelines.report import load_results  # noqa: E402
-from pipelines.scheduler import CellScheduler  # noqa: E402
-from pipelines.tracking import normalise_uri, open_store  # noqa: E402
-from pipelines.train import resolve_data_dir  # noqa: E402
-from spot_core.backbones import check_backbone  # noqa: E402
-from spot_core.report.study import write_report  # noqa: E402
-from spot_core.study import Cell, Stage, StudyConfig  # noqa: E402
-from spot_core.tasks import check_data  # noqa: E402
+REPORT = "report"  # the last of `stages`: pipelines.report on this study's runs
 
 
 def build_study(cfg: DictConfig) -> StudyConfig:
@@ -59,8 +46,8 @@ def build_study(cfg: DictConfig) -> StudyConfig:
     return StudyConfig(
         **s,
         model=m.name,
-        max_input_len=m.max_input_len,
-        max_target_len=m.max_target_len,
+        max_input_tokens=m.max_input_tokens,
+        max_target_tokens=m.max_target_tokens,
         data_dir=resolve_data_dir(cfg.data_dir),
         cache_dir=m.cache_dir,
         device=m.device,
@@ -69,56 +56,28 @@ def build_study(cfg: DictConfig) -> StudyConfig:
     )
 
 
-# --- the ledger ------------------------------------------------------------------------------------------
-def _runs(client: MlflowClient, experiment_id: str, study: str, status: str | None = None) -> list:
-    query = f"tags.study = '{study}' and tags.cell_key != ''"
-    if status:
-        query += f" and attributes.status = '{status}'"
-    return client.search_runs([experiment_id], query, max_results=50000)
-
-
-def finished_keys(client: MlflowClient, experiment_id: str, study: str) -> set[str]:
-    return {r.data.tags["cell_key"] for r in _runs(client, experiment_id, study, "FINISHED")}
-
-
-def parent_run(client: MlflowClient, experiment_id: str, study: StudyConfig, cfg: DictConfig) -> str:
-    """The study's parent run (one per study name, reused and set RUNNING again on restarts), with the composed
-    configuration (`config.yaml`) and the design's order of sources and targets (tags) for the report."""
-    found = client.search_runs([experiment_id], f"tags.study = '{study.name}' and tags.kind = 'study'", max_results=1)
-    run_id = (
-        found[0].info.run_id
-        if found
-        else client.create_run(
-            experiment_id, run_name=f"study-{study.name}", tags={"study": study.name, "kind": "study", "cell_key": ""}
-        ).info.run_id
-    )
-    client.update_run(run_id, status="RUNNING")
-    config = OmegaConf.to_yaml(cfg)
-    client.set_tag(run_id, "config", config[:5000])
-    client.log_text(run_id, config, "config.yaml")
-    for name, value in (
-        ("sources", ",".join(study.sources)),
-        ("targets", ",".join(study.targets)),
-        ("retrieval_similarity", str(study.retrieval_similarity)),
-        ("task_embedding", study.task_embedding),
-    ):
-        client.set_tag(run_id, name, value)
-    return run_id
-
-
-def abandon_stale(client: MlflowClient, experiment_id: str, study: str) -> int:
-    """Child runs left RUNNING by a driver that died: marked KILLED (their cells run again, resuming from
-    their own last checkpoint)."""
-    stale = _runs(client, experiment_id, study, "RUNNING")
-    for r in stale:
-        client.set_terminated(r.info.run_id, "KILLED")
-    return len(stale)
-
-
 # --- running the cells ------------------------------------------------------------------------------------
+def late_planner(stages: list[StageDef], study: StudyConfig, root: Path):
+    """plan_more for the scheduler, from the stages that plan from finished cells (retrieval), and the cell
+    stages it waits for; (None, ()) when no such stage was asked for."""
+    late = [s for s in stages if s.plan_later]
+    if not late:
+        return None, ()
+
+    def plan_more(done: set[str]) -> tuple[list[Cell], dict[str, str]]:
+        cells, why = [], {}
+        for stage in late:
+            more, problems = stage.plan_later(study, root, done)
+            cells += more
+            why.update(problems)
+        return cells, why
+
+    return plan_more, tuple(kind for s in late for kind in s.waits_for)
+
+
 def run_cells(
     cells: list[Cell],
-    stages: list[Stage],
+    stages: list[StageDef],
     study: StudyConfig,
     cfg: DictConfig,
     root: Path,
@@ -126,13 +85,15 @@ def run_cells(
     finished: set[str],
 ) -> tuple[list[Cell], dict[str, str]]:
     """Runs the cells in one Tuner, each when its inputs are done (retries resume from the cell's own
-    checkpoint); returns the retrieval cells it planned (finished ones included) and the failures."""
+    checkpoint); returns the cells planned from finished ones (finished ones included) and the failures."""
     r = cfg.ray
+    plan_more, waits_for = late_planner(stages, study, root)
     scheduler = CellScheduler(
         cells,
         finished,
         lambda c: cell_config(c, study, root),
-        retrieval_planner(study, root) if Stage.RETRIEVAL in stages else None,
+        plan_more,
+        waits_for=waits_for,
         concurrency=r.max_concurrent_trials or 1,
         show=lambda line: print(line, flush=True),
     )
@@ -182,25 +143,27 @@ def start_ray(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Trains the stages asked for (only cells without a FINISHED run), then writes the report if asked."""
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    study = build_study(cfg)  # unknown tasks, bad values: fail here
-    stages = parse_stages(cfg.stages)
+    study = build_study(upgrade(cfg))  # unknown tasks, bad values: fail here
+    stages = parse_stages([n for n in cfg.stages if n != REPORT], also=[REPORT])
+    cells = plan_stages(study, stages)  # a stage the design cannot plan: fail here
     for name in [*study.sources, *study.targets]:
         check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
-    for model in [study.model] + ([study.cross_model.model] if study.cross_model and CROSS_STAGES[0] in stages else []):
+    for model in dict.fromkeys([study.model, *(c.model for c in cells if c.model)]):
         # an unknown or uninstalled model, or prompt_once on an encoder-decoder one: fail here too
         check_backbone(model, study.cache_dir, study.prompt_once if model == study.model else None)
     uri, root = normalise_uri(cfg.tracking.uri), Path(cfg.out_dir).resolve()
     summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
     if stages:
-        summary.update(train(cfg, study, stages, uri, root))
+        summary.update(train(cfg, study, stages, cells, uri, root))
     if REPORT in cfg.stages:  # also for a partial study: missing cells show as missing
-        results = load_results(uri, cfg.tracking.experiment, study.name)
+        results = ledger.load_results(uri, cfg.tracking.experiment, study.name)
         summary["report"] = str(write_report(results, root / "report")[0])
     return summary
 
 
-def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, root: Path) -> dict[str, Any]:
-    cells = plan_stages(study, stages)
+def train(
+    cfg: DictConfig, study: StudyConfig, stages: list[StageDef], cells: list[Cell], uri: str, root: Path
+) -> dict[str, Any]:
     with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations (~2 s) run while Ray starts
         store = pool.submit(open_store, uri, cfg.tracking.experiment)
         start_ray(cfg)  # too few GPUs: fail here
@@ -209,11 +172,18 @@ def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, ro
         except BaseException:
             ray.shutdown()
             raise
-    parent_id = parent_run(client, experiment_id, study, cfg)
-    abandon_stale(client, experiment_id, study.name)
-    before = finished_keys(client, experiment_id, study.name)
+    design = {
+        "sources": ",".join(study.sources),
+        "targets": ",".join(study.targets),
+        "retrieval_similarity": study.retrieval_similarity.value,
+        "task_embedding": study.task_embedding.value,
+    }
+    parent_id = ledger.open_parent(client, experiment_id, study.name, OmegaConf.to_yaml(cfg), design)
+    ledger.abandon_stale(client, experiment_id, study.name)
+    before = ledger.finished_keys(client, experiment_id, study.name)
     ctx = {"uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
-    later = " (retrieval cells are planned once sources and targets have finished)" if Stage.RETRIEVAL in stages else ""
+    later = [s.name for s in stages if s.plan_later]
+    later = f" ({', '.join(later)} cells are planned once the cells they rank have finished)" if later else ""
     print(f"study {study.name}: {len(cells)} cells, {sum(c.key in before for c in cells)} already finished{later}")
     todo, unrunnable = runnable([c for c in cells if c.key not in before], before)
     try:
@@ -221,9 +191,9 @@ def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, ro
     finally:
         ray.shutdown()
     failed.update(unrunnable)
-    cells += planned
-    done = finished_keys(client, experiment_id, study.name)
-    if set(TRAINING) <= set(stages):
+    cells = cells + planned
+    done = ledger.finished_keys(client, experiment_id, study.name)
+    if all(s in stages for s in CATALOGUE if s.core):
         client.set_tag(parent_id, "cells", str(len(cells)))  # the whole design, for the report's coverage line
     client.set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
     return {
@@ -237,7 +207,7 @@ def train(cfg: DictConfig, study: StudyConfig, stages: list[Stage], uri: str, ro
 
 def name_sweep_job(cfg: DictConfig) -> None:
     """In a Hydra multirun each job is its own study (parent run, ledger scope, out_dir and report), named after
-    the values it sweeps: `study.prompt_length=20,100` gives demo-study.prompt_length=20 and ...=100."""
+    the values it sweeps: `study.prompt.length=20,100` gives demo-study.prompt.length=20 and ...=100."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode is RunMode.MULTIRUN and hydra_cfg.job.override_dirname:
         cfg.study.name = f"{cfg.study.name}-{hydra_cfg.job.override_dirname}"

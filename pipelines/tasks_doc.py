@@ -1,14 +1,15 @@
-"""Writes docs/tasks.md, the task coverage table: `make docs` or `python -m pipelines.tasks_doc out=...`."""
+"""Writes docs/tasks.md, the task coverage table: `make docs` or `python -m pipelines.tasks_doc out_dir=...`."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from pipelines.train import resolve_data_dir
+from pipelines.paths import resolve_data_dir
 from spot_core.tasks.coverage import coverage_markdown
 
 
@@ -16,7 +17,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data_dir = resolve_data_dir(cfg.data_dir)
     if data_dir is None:
         raise SystemExit("no offline mirror found: set data_dir=... (the table describes a mirror's contents)")
-    out = Path(cfg.out)
+    out = Path(cfg.out_dir) / "tasks.md"
+    if cfg.get("out"):
+        logging.getLogger("spot").warning("out is deprecated and will be removed in the next release: use out_dir")
+        out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(coverage_markdown(data_dir))
     return {"out": str(out), "data_dir": data_dir}

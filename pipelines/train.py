@@ -6,30 +6,18 @@ python -m pipelines.train prompt=file prompt.files=[outputs/.../best_prompt.safe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from pipelines.deprecated import upgrade
+from pipelines.paths import resolve_data_dir
 from pipelines.tracking import MlflowTracker, open_store
 from spot_core.tasks import get
 from spot_core.trainer import Callback, TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def resolve_data_dir(value: str | None) -> str | None:
-    """Configured dir, else $SPOT_DATA_DIR, else `data/` in the repository (written by `make data`), else
-    ../shared/data beside the repository, else None (the hub)."""
-    for candidate in (value, os.environ.get("SPOT_DATA_DIR"), REPO / "data", REPO.parent / "shared" / "data"):
-        if candidate:
-            path = Path(candidate).expanduser().resolve()
-            if path.is_dir() or candidate == value:
-                return str(path)
-    return None
 
 
 def build_spec(cfg: DictConfig) -> RunSpec:
@@ -41,8 +29,8 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
         data_dir=resolve_data_dir(cfg.data_dir),
         cache_dir=m.cache_dir,
-        max_input_len=m.max_input_len,
-        max_target_len=m.max_target_len,
+        max_input_tokens=m.max_input_tokens,
+        max_target_tokens=m.max_target_tokens,
         max_train_examples=cfg.max_train_examples,
         max_eval_examples=cfg.max_eval_examples,
         device=m.device,
@@ -63,7 +51,7 @@ class PrintProgress(Callback):
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    spec = build_spec(cfg)
+    spec = build_spec(upgrade(cfg))
     spec.task = get(spec.task).name  # "boolq" -> "boolq_v1"; an unknown task or mixture fails here, before any work
     client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)
     out_dir = Path(cfg.out_dir).resolve()

@@ -1,18 +1,16 @@
-"""One projector run from names: train a PromptProjector from model A's prompts into model B, then project A's
-prompts for every task asked for.
+"""One projector run from names: train a PromptProjector from model A's prompts into model B; then
+`project_file` projects any prompt file of A with it, for B.
 
-Writes into `out_dir`:
-    projector.safetensors          the projector's weights (its shape and config in the metadata)
-    projected/<name>.safetensors   each projected prompt [L, H_b], ready for B as a prompt file (init=file)
-    metrics.json                   the training loss per step; the projected training prompts' scores on B
-    result.json                    final metrics; its presence marks the run finished (a rerun returns it)
+Writes into `out_dir`, a `RunDir`:
+    projector   the projector's weights (its shape and config in the metadata)
+    metrics     the training loss per step
+    result      final metrics (the projected training prompts' scores on B); it marks the run finished
 An interrupted run starts again from step 0: a projector trains in minutes, a fraction of a prompt run.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from spot_core.backbones import Backbone, load_backbone
+from spot_core.config import plain_values
 from spot_core.projector import (
     ProjectedPrompt,
     ProjectorConfig,
@@ -31,15 +30,14 @@ from spot_core.projector import (
     fit_task,
     project,
 )
-from spot_core.prompt_files import save_prompt
+from spot_core.prompt_files import read_prompt, save_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, check_shape
+from spot_core.run_dir import RunDir, write_atomic
 from spot_core.tasks import check_data, get_task
 from spot_core.tracking import NullTracker, Tracker
 from spot_core.trainer import TrainerConfig
-from spot_core.tuning import RunSpec, codec_for, load_data, read_prompt
-
-PROJECTOR_FILE = "projector.safetensors"
+from spot_core.tuning import RunSpec, codec_for, load_data
 
 
 @dataclass
@@ -84,7 +82,6 @@ class ProjectorSpec:
 
     `target` is B's run template (model, data limits, device); its task is replaced by each training task.
     `train_prompts[i]` is A's prompt file for `train_tasks[i]`; `target_prompts[i]` B's (distance only).
-    `project` names the A prompt files to project after training (name -> file).
     """
 
     source_model: str
@@ -92,7 +89,6 @@ class ProjectorSpec:
     train_tasks: Sequence[str]
     train_prompts: Sequence[str]
     target_prompts: Sequence[str] = ()
-    project: Mapping[str, str] = field(default_factory=dict)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
 
     def __post_init__(self):
@@ -113,17 +109,16 @@ class ProjectorSpec:
 
 
 def fit_projector(spec: ProjectorSpec, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
-    """Trains the projector, scores the projected training prompts on B, projects `spec.project`."""
-    out = Path(out_dir)
-    if (out / "result.json").exists():
-        return json.loads((out / "result.json").read_text())
+    """Trains the projector and scores the projected training prompts on B."""
+    run = RunDir(out_dir)
+    if run.finished():
+        return run.result()
     tracker = tracker or NullTracker()
     for task in spec.train_tasks:
         check_data(task, spec.target.data_dir)
     sources = [read_prompt(f) for f in spec.train_prompts]
-    to_project = {name: read_prompt(f) for name, f in spec.project.items()}
     length, source_hidden = sources[0].shape
-    for f, p in zip([*spec.train_prompts, *spec.project.values()], [*sources, *to_project.values()], strict=True):
+    for f, p in zip(spec.train_prompts, sources, strict=True):
         check_shape(p, length, source_hidden, what=f"prompt file {f}", model=spec.source_model)
     b = load_backbone(spec.target.model, spec.target.cache_dir, spec.target.dtype, spec.target.device)
     cfg = spec.projector
@@ -154,7 +149,7 @@ def fit_projector(spec: ProjectorSpec, out_dir: str | Path, tracker: Tracker | N
         "final/loss": history[-1]["train/loss"],
         **{f"train_task/{t}/val_score": s for t, s in scores.items()},
     }
-    _write(out, projector, {n: project(projector, p) for n, p in to_project.items()}, spec, history, result, tracker)
+    _write(run, projector, spec, history, result, tracker)
     return result
 
 
@@ -175,7 +170,7 @@ def _score_projected(
 
 
 def _params(spec: ProjectorSpec, length: int, source_hidden: int, target_hidden: int) -> dict[str, Any]:
-    cfg = {f"projector/{k}": (v.value if hasattr(v, "value") else v) for k, v in asdict(spec.projector).items()}
+    cfg = {f"projector/{k}": v for k, v in plain_values(asdict(spec.projector)).items()}
     return {
         **cfg,
         "source_model": spec.source_model,
@@ -186,15 +181,13 @@ def _params(spec: ProjectorSpec, length: int, source_hidden: int, target_hidden:
 
 
 def _write(
-    out: Path,
+    run: RunDir,
     projector: PromptProjector,
-    projected: Mapping[str, torch.Tensor],
     spec: ProjectorSpec,
     history: list[dict[str, Any]],
     result: dict[str, Any],
     tracker: Tracker,
 ) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"source_model": spec.source_model, "target_model": spec.target.model, "method": spec.projector.method.value}
     shape = {
         "length": projector.length,
@@ -204,14 +197,12 @@ def _write(
         "activation": spec.projector.activation.value,
     }
     weights = {k: v.detach().cpu().contiguous() for k, v in projector.state_dict().items()}
-    save_file(weights, str(out / PROJECTOR_FILE), metadata={k: str(v) for k, v in {**meta, **shape}.items()})
-    tracker.log_artifact(out / PROJECTOR_FILE)
-    for name, prompt in projected.items():
-        path = save_prompt(out / "projected" / f"{name}.safetensors", prompt, projected_from=spec.project[name], **meta)
-        tracker.log_artifact(path)
+    strings = {k: str(v) for k, v in {**meta, **shape}.items()}
+    write_atomic(run.projector, lambda tmp: save_file(weights, str(tmp), metadata=strings))
+    tracker.log_artifact(run.projector)
     tracker.log_metrics({k: float(v) for k, v in result.items()}, spec.projector.steps)
-    (out / "metrics.json").write_text(json.dumps(history, indent=1) + "\n")
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    run.write_metrics(history)
+    run.finish(result)
 
 
 def load_projector(path: str | Path) -> tuple[PromptProjector, dict[str, str]]:

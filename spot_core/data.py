@@ -24,13 +24,14 @@ class Codec:
 
     tokenizer: PreTrainedTokenizerBase
     is_encoder_decoder: bool
-    max_input_len: int = 256
-    max_target_len: int = 32
+    max_input_tokens: int = 256
+    max_target_tokens: int = 32
 
     def __post_init__(self):
-        if self.max_input_len < 1 or self.max_target_len < 1:
+        if self.max_input_tokens < 1 or self.max_target_tokens < 1:
             raise ValueError(
-                f"max_input_len and max_target_len must be >= 1, got {self.max_input_len}, {self.max_target_len}"
+                "max_input_tokens and max_target_tokens must be >= 1, "
+                f"got {self.max_input_tokens}, {self.max_target_tokens}"
             )
 
     @property
@@ -44,14 +45,14 @@ class Codec:
         ids = self.tokenizer(text, add_special_tokens=True).input_ids
         if not self.is_encoder_decoder and len(ids) > 1 and ids[-1] == self.tokenizer.eos_token_id:
             ids = ids[:-1]
-        return _truncate(ids, self.max_input_len, keep_last=self.is_encoder_decoder)
+        return _truncate(ids, self.max_input_tokens, keep_last=self.is_encoder_decoder)
 
     def encode_target(self, text: str) -> list[int]:
         if self.is_encoder_decoder:
             ids = self.tokenizer(text, add_special_tokens=True).input_ids
         else:
             ids = self.tokenizer(" " + text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
-        return _truncate(ids, self.max_target_len, keep_last=True)
+        return _truncate(ids, self.max_target_tokens, keep_last=True)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()

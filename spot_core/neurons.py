@@ -2,7 +2,8 @@
 
 A neuron is one unit of a feed-forward (FFN) layer's intermediate activation: the input of the FFN's output
 projection, [B, T, I]. It is *activated* when that value is > 0. A prompt's activation pattern is a bool mask
-[layers, positions, I]; two prompts are compared by the cosine of their flattened masks.
+[layers, positions, I]; two prompts are compared by the cosine of their flattened masks. This module records the
+masks; the overlap itself is `spot_core.analysis.similarity.neuron_overlap` (numpy, beside the other indicators).
 
 Choices, against the reference code (thunlp/Prompt-Transferability):
 - Input: the soft prompt followed by one fixed token, nothing else. `formatter/activate_neuronPromptT5Formatter.py`
@@ -17,7 +18,8 @@ Choices, against the reference code (thunlp/Prompt-Transferability):
 - The reference hooks the output of `wi` (before ReLU): for T5's ReLU FFN, wi(x) > 0 iff relu(wi(x)) > 0, the
   input of `wo`. For gated FFNs (T5 v1.1, Llama SwiGLU) spot reads act(gate) * up, what the output projection sees.
 - Overlap (`Prompt-Transferability-1.0/caculate_metric_value_for_correlation.py`, `ActivatedNeurons`): masks as
-  0/1 floats, cosine over all layers or over windows of 3 layers (`activated_1[layer:layer+3]`).
+  0/1 floats, cosine over all layers or over windows of 3 layers (`activated_1[layer:layer+3]`); the report
+  compares thirds of the layers (`spot_core.analysis.similarity.layer_windows`).
 
 Decoder-only models see the prompt first, so with causal attention the prompt positions' activations do not
 depend on the tokens fed after it; only `Readout.INPUT` does. T5's encoder is bidirectional: there both depend on it.
@@ -28,7 +30,6 @@ and the fixed token are two passes, whose activations are joined per layer.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +44,7 @@ from spot_core.backbones import load_backbone
 from spot_core.prompt_files import load_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, check_shape
+from spot_core.run_dir import RunDir, write_atomic
 from spot_core.tracking import NullTracker, Tracker
 
 # Suffixes of the FFN output projection's module name, per architecture family.
@@ -52,7 +54,7 @@ FFN_OUTPUT_SUFFIXES = (
     "mlp.c_proj",  # GPT-2 style
 )
 KEY = "activated_neurons"
-NEURONS_FILE = "neurons.safetensors"  # what a neurons cell writes
+NEURONS_FILE = RunDir.NEURONS  # kept for pipelines/report.py until it reads RunDir.NEURONS
 SENTINEL = "<extra_id_0>"
 
 
@@ -110,7 +112,9 @@ def activated_neurons(
     Returns:
         bool [layers, L, I] (`prompt`) or [layers, T, I] (`input`), on the CPU.
     """
-    prompt = model.prompt.weight if prompt is None else prompt
+    if prompt is None:
+        with torch.no_grad():
+            prompt = model.prompt()
     check_shape(prompt, None, model.backbone.hidden_size, what="the probed prompt", model=model.backbone.name)
     ids = list(default_input_ids(model.backbone.tokenizer) if input_ids is None else input_ids)
     if not ids:
@@ -124,14 +128,13 @@ def activated_neurons(
         # One call per layer and forward pass: prompt-once runs the prompt and then the input as two passes.
         seen[module].append(args[0][0] > 0)
 
-    device = model.model.get_input_embeddings().weight.device
-    probe = PromptedLM(model.backbone, SoftPrompt(prompt.detach().to(device)), model.prompt_once)
+    probe = PromptedLM(model.backbone, SoftPrompt(prompt.detach().to(model.device)), model.prompt_once)
     modes = {m: m.training for m in model.modules()}
     handles = [m.register_forward_pre_hook(record) for m in modules]
     try:
         model.eval()
         with torch.no_grad():
-            ids_t = torch.tensor([ids], device=device)
+            ids_t = torch.tensor([ids], device=model.device)
             mask = torch.ones_like(ids_t)
             if model.is_encoder_decoder:
                 embeds, full_mask = probe.embed(ids_t, mask)
@@ -151,51 +154,13 @@ def activated_neurons(
     return torch.stack(masks)
 
 
-def _select(mask: torch.Tensor, layers: slice | Sequence[int] | None) -> torch.Tensor:
-    if layers is None:
-        return mask
-    return mask[layers] if isinstance(layers, slice) else mask[torch.as_tensor(list(layers), dtype=torch.long)]
-
-
-def neuron_overlap(a: torch.Tensor, b: torch.Tensor, layers: slice | Sequence[int] | None = None) -> float:
-    """Cosine similarity of two activation masks, flattened over the chosen layers.
-
-    Args:
-        a, b: bool masks of the same shape [layers, P, I].
-        layers: layers to compare (a slice or indices along dim 0); default all.
-
-    Returns:
-        cos in [0, 1]; 0.0 when either selection activates no neuron (the reference's cosine eps gives the same).
-    """
-    if a.shape != b.shape:
-        raise ValueError(f"activation masks must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    x = _select(a, layers).flatten().double()
-    y = _select(b, layers).flatten().double()
-    norm = x.norm() * y.norm()
-    return float(x @ y / norm) if norm > 0 else 0.0
-
-
-def overlap_by_layer_window(a: torch.Tensor, b: torch.Tensor, window: int) -> list[float]:
-    """`neuron_overlap` over consecutive non-overlapping windows of `window` layers ([0, w), [w, 2w), ...);
-    the last window is shorter when the layer count is not a multiple of `window`."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1 layers, got {window}")
-    if a.shape != b.shape:
-        raise ValueError(f"activation masks must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    return [neuron_overlap(a, b, slice(i, i + window)) for i in range(0, a.shape[0], window)]
-
-
 def save_neurons(path: str | Path, mask: torch.Tensor) -> Path:
     """Writes a bool mask as safetensors: bit-packed uint8 bytes (numpy packbits) + its shape in metadata; atomic."""
-    path = Path(path)
     if mask.dtype != torch.bool:
         raise ValueError(f"save_neurons expects a bool mask, got dtype {mask.dtype}")
     packed = torch.from_numpy(np.packbits(mask.detach().cpu().numpy().reshape(-1)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({KEY: packed}, str(tmp), metadata={"shape": json.dumps(list(mask.shape)), "encoding": "packbits"})
-    os.replace(tmp, path)
-    return path
+    meta = {"shape": json.dumps(list(mask.shape)), "encoding": "packbits"}
+    return write_atomic(path, lambda tmp: save_file({KEY: packed}, str(tmp), metadata=meta))
 
 
 def load_neurons(path: str | Path) -> torch.Tensor:
@@ -215,7 +180,6 @@ def load_neurons(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool).reshape(shape))
 
 
-
 def record_neurons(
     model: str,
     prompt_file: str | Path,
@@ -228,17 +192,17 @@ def record_neurons(
 ) -> dict[str, float]:
     """The activated-neuron mask of one prompt file on `model`, written to `out_dir/neurons.safetensors` with a
     result.json (the share of neurons active); a finished record is not repeated."""
-    out = Path(out_dir)
-    if (out / "result.json").exists():
-        return json.loads((out / "result.json").read_text())
+    run = RunDir(out_dir)
+    if run.finished():
+        return run.result()
     prompt = load_prompt(prompt_file)[0]
     backbone = load_backbone(model, cache_dir, dtype, device)
     mask = activated_neurons(PromptedLM(backbone, SoftPrompt(prompt), prompt_once))
-    path = save_neurons(out / NEURONS_FILE, mask)
+    path = save_neurons(run.neurons, mask)
     result = {"neurons/active_share": float(mask.float().mean()), "neurons/layers": float(mask.shape[0])}
     tracker = tracker or NullTracker()
     tracker.log_params({"model": model, "prompt_file": str(prompt_file), "shape": str(list(mask.shape))})
     tracker.log_metrics(result, 0)
     tracker.log_artifact(path)
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    run.finish(result)
     return result

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spot_core.config import parse_choice
 from spot_core.data import batch_indices
 from spot_core.prompted import PromptedLM
-from spot_core.prompts import PromptShapeError
-from spot_core.trainer import MixtureData, NonFiniteLossError, TaskData, accumulate_gradients, parse_choice
+from spot_core.prompts import PromptModule, PromptShapeError
+from spot_core.trainer import MixtureData, NonFiniteLossError, TaskData, accumulate_gradients
 
 
 class ProjectorMethod(StrEnum):
@@ -103,26 +104,17 @@ class PromptProjector(nn.Module):
         return out.reshape(*lead, self.length, self.target_hidden)
 
 
-class ProjectedPrompt(nn.Module):
-    """Stands where a SoftPrompt would: its `weight` [L, H_b] is the projection of a fixed source prompt, so
-    B's loss trains the projector (task tuning)."""
+class ProjectedPrompt(PromptModule):
+    """A prompt module whose prompt [L, H_b] is the projection of a fixed source prompt, so B's loss trains the
+    projector (task tuning)."""
 
     def __init__(self, projector: PromptProjector, source: torch.Tensor):
         super().__init__()
         self.projector = projector
         self.register_buffer("source", source.detach().float().clone())
 
-    @property
-    def weight(self) -> torch.Tensor:
+    def forward(self) -> torch.Tensor:
         return self.projector(self.source)
-
-    @property
-    def length(self) -> int:
-        return self.projector.length
-
-    @property
-    def hidden_size(self) -> int:
-        return self.projector.target_hidden
 
 
 def _optimizer(projector: PromptProjector, config: ProjectorConfig) -> torch.optim.Optimizer:

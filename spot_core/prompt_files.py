@@ -1,4 +1,5 @@
-"""Prompt files: spot's safetensors format, PEFT's prompt-tuning format, the SPoT reference numpy files.
+"""Prompt files: spot's safetensors format, PEFT's prompt-tuning format, the SPoT reference numpy files
+(`read_prompt` reads any of them).
 
 spot format: one safetensors file with the tensor `prompt_embeddings` [L, H] float32 and string
 metadata (model, hidden_size, length, task, step, score, init, seed, ...; values JSON-encoded).
@@ -7,7 +8,6 @@ metadata (model, hidden_size, length, task, step, score, init, seed, ...; values
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from spot_core.prompts import PromptShapeError, check_shape
+from spot_core.run_dir import write_atomic
 
 KEY = "prompt_embeddings"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -29,16 +30,12 @@ class PromptFileError(ValueError):
 
 def save_prompt(path: str | Path, prompt: torch.Tensor, **metadata: Any) -> Path:
     """Writes prompt [L, H] as float32 with metadata; atomic (a reader never sees half a file)."""
-    path = Path(path)
     if prompt.dim() != 2:
         raise PromptShapeError(f"a prompt is [L, H]; got shape {tuple(prompt.shape)}")
     meta = {k: json.dumps(v) for k, v in metadata.items()}
     meta.update(length=json.dumps(prompt.shape[0]), hidden_size=json.dumps(prompt.shape[1]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({KEY: prompt.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    tensors = {KEY: prompt.detach().to("cpu", torch.float32).contiguous()}
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -137,3 +134,15 @@ def load_numpy_prompt(path: str | Path, hidden_size: int | None = None) -> torch
     if hidden_size is not None:
         check_shape(tensor, None, hidden_size, what=f"numpy prompt {path}", model=f"hidden size {hidden_size}")
     return tensor
+
+
+def read_prompt(path: str | Path, hidden_size: int | None = None) -> torch.Tensor:
+    """Any supported prompt file -> [L, H]: spot safetensors, PEFT adapter dir, SPoT numpy."""
+    p = Path(path)
+    if p.is_dir():
+        return import_peft(p)[0]
+    if not p.exists():
+        raise PromptFileError(f"prompt file {p} does not exist")
+    if p.suffix == ".safetensors":
+        return load_prompt(p)[0]
+    return load_numpy_prompt(p, hidden_size)

@@ -35,7 +35,7 @@ from transformers import DynamicCache
 
 from spot_core.backbones import Backbone, resolve_prompt_once
 from spot_core.data import IGNORE
-from spot_core.prompts import SoftPrompt, check_shape, prefix
+from spot_core.prompts import PromptModule, check_shape, prefix
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
@@ -90,21 +90,25 @@ class Hidden(NamedTuple):
 
 
 class PromptedLM(nn.Module):
-    """Backbone (frozen) + SoftPrompt (trainable).
+    """Backbone (frozen) + prompt module (trainable; `SoftPrompt` or any `PromptModule`, see `spot_core.prompts`).
 
     Encoder-decoder models get the prompt before the encoder input only (as SPoT does);
     decoder-only models get it before the input tokens.
 
     Args:
+        prompt: its `forward()` returns the [L, H] prompt, run once per forward pass of the model.
         prompt_once: decoder-only: run the prompt once per batch (None = wherever it applies; see the module).
     """
 
-    def __init__(self, backbone: Backbone, prompt: SoftPrompt, prompt_once: bool | None = None):
+    def __init__(self, backbone: Backbone, prompt: PromptModule, prompt_once: bool | None = None):
         super().__init__()
-        check_shape(prompt.weight, None, backbone.hidden_size, what="the soft prompt", model=backbone.name)
+        with torch.no_grad():
+            first = prompt()
+        check_shape(first, None, backbone.hidden_size, what="the soft prompt", model=backbone.name)
         self.backbone = backbone
         self.model = backbone.model
         self.prompt = prompt
+        self.prompt_length = first.shape[0]  # the same on every call (the interface); shares_prompt asks often
         self.prompt_once = resolve_prompt_once(prompt_once, backbone.is_encoder_decoder, backbone.name)
 
     @property
@@ -114,29 +118,34 @@ class PromptedLM(nn.Module):
     @property
     def shares_prompt(self) -> bool:
         """Whether inputs run on shared prompt states: prompt once is on and the prompt is not empty."""
-        return self.prompt_once and self.prompt.length > 0
+        return self.prompt_once and self.prompt_length > 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs: the device of its input embeddings."""
+        return self.model.get_input_embeddings().weight.device
 
     def embed(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] ids -> ([B, L + T, H] embeddings with the prompt in front, [B, L + T] mask)."""
         embeds = self.model.get_input_embeddings()(input_ids)
-        return prefix(self.prompt.weight, embeds, mask)
+        return prefix(self.prompt(), embeds, mask)
 
     def prompt_states(self, leaves: bool = False) -> PromptStates:
         """Runs the prompt alone (positions 0..L-1, batch 1) and keeps its keys/values at every layer.
 
         `leaves`: for several backward passes over one prompt computation (micro-batches): the states are
         detached leaves and `PromptStates.backward()` finishes the job. Otherwise they stay in the graph."""
-        weight = self.prompt.weight
-        L = weight.shape[0]
+        prompt = self.prompt()
+        L = prompt.shape[0]
         dtype = self.model.get_input_embeddings().weight.dtype
         cache = DynamicCache()
-        positions = torch.arange(L, device=weight.device)[None]
+        positions = torch.arange(L, device=prompt.device)[None]
         self.model.base_model(
-            inputs_embeds=weight.to(dtype)[None], position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=prompt.to(dtype)[None], position_ids=positions, past_key_values=cache, use_cache=True
         )
         n = len(cache.layers)
         attached = [layer.keys for layer in cache.layers] + [layer.values for layer in cache.layers]
-        if not (leaves and torch.is_grad_enabled() and weight.requires_grad):
+        if not (leaves and torch.is_grad_enabled() and prompt.requires_grad):
             return PromptStates(L, attached[:n], attached[n:], dtype)
         detached = [t.detach().float().requires_grad_() for t in attached]
         return PromptStates(L, detached[:n], detached[n:], dtype, attached)
@@ -156,7 +165,7 @@ class PromptedLM(nn.Module):
                 (computed here otherwise). Ignored by the concatenated path.
             use_cache: also return the keys/values of prompt + input, to continue from.
         """
-        L = self.prompt.length
+        L = self.prompt_length
         if not self.shares_prompt:
             embeds, full_mask = self.embed(input_ids, mask)
             out = self.model.base_model(

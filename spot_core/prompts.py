@@ -1,8 +1,15 @@
 """The soft prompt: one trainable [L, H] matrix, and the functions that initialise it.
 
 Every initialiser returns a float32 tensor of shape [L, H] and checks shapes; a
-`SoftPrompt` is then built from that tensor. Transfer is `SoftPrompt(from_file(path))`:
-no special code path.
+`SoftPrompt` is then built from that tensor. Transfer is `SoftPrompt(read_prompt(path))`
+(`spot_core.prompt_files`): no special code path.
+
+A prompt module (`PromptModule`) is what `PromptedLM` prepends and the `Trainer` trains: an `nn.Module` whose
+`forward()`, called with no arguments, returns the [L, H] prompt (H the backbone's hidden size, the same shape on
+every call), computed from its parameters and buffers. The Trainer asks nothing else of it: it optimises
+`parameters()`, checkpoints and restores `state_dict()`, and saves what `forward()` returns as the run's prompt
+files. `SoftPrompt` is the plain one (forward returns its one parameter); a prompt computed from other parameters
+(a projection of a fixed source prompt, a mixture of source prompts, a decomposition) is another.
 """
 
 from __future__ import annotations
@@ -28,8 +35,17 @@ class PromptShapeError(ValueError):
     """A prompt does not fit the model or the other prompts it is combined with."""
 
 
-class SoftPrompt(nn.Module):
-    """Owns the one trainable parameter `weight` of shape [L, H]."""
+class PromptModule(nn.Module):
+    """The interface of a prompt module (see the module docstring): `forward() -> [L, H]`, plus nn.Module's
+    `parameters()` and `state_dict()`."""
+
+    def forward(self) -> torch.Tensor:
+        """The prompt, [L, H]."""
+        raise NotImplementedError
+
+
+class SoftPrompt(PromptModule):
+    """Owns the one trainable parameter `weight` of shape [L, H]; `forward()` returns it."""
 
     def __init__(self, init: torch.Tensor):
         super().__init__()
@@ -45,9 +61,9 @@ class SoftPrompt(nn.Module):
     def hidden_size(self) -> int:
         return self.weight.shape[1]
 
-    def expand(self, batch_size: int) -> torch.Tensor:
-        """Returns the prompt broadcast over a batch, [B, L, H]."""
-        return self.weight.unsqueeze(0).expand(batch_size, -1, -1)
+    def forward(self) -> torch.Tensor:
+        """The prompt, [L, H] (the parameter itself)."""
+        return self.weight
 
 
 def check_shape(prompt: torch.Tensor, length: int | None, hidden_size: int, *, what: str, model: str) -> None:

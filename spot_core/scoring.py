@@ -147,7 +147,7 @@ def label_scores(
     """
     if not trie_applies(model):
         return label_scores_repeated(model, inputs, labels, prompt)
-    device = model.prompt.weight.device
+    device = model.device
     B = len(inputs)
     ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id))  # right padding
     out = model.hidden(ids, mask, prompt, use_cache=True)
@@ -179,7 +179,7 @@ def label_scores_repeated(
     B, K = len(inputs), len(labels)
     lab, lab_mask = pad(labels, model.backbone.tokenizer.pad_token_id)  # [K, S]
     lab, lab_mask = lab.repeat(B, 1), lab_mask.repeat(B, 1)  # [B*K, S], example-major
-    device = model.prompt.weight.device
+    device = model.device
     lab, lab_mask = lab.to(device), lab_mask.to(device)
     if model.is_encoder_decoder:
         ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id))
@@ -215,7 +215,7 @@ def label_scores_naive(
     model: PromptedLM, inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]
 ) -> torch.Tensor:
     """Reference implementation of `label_scores`: one full forward per (input, label). [B, K]."""
-    device = model.prompt.weight.device
+    device = model.device
     scores = torch.zeros(len(inputs), len(labels))
     for b, inp in enumerate(inputs):
         for k, lab in enumerate(labels):
@@ -240,7 +240,7 @@ def generate(
     Prompt-once mode: every example starts from the same prompt states, then its input, then one token a step
     on the cache. Otherwise transformers' `generate` on the concatenated embeddings (the reference path)."""
     tok = model.backbone.tokenizer
-    device = model.prompt.weight.device
+    device = model.device
     ids, mask = (t.to(device) for t in pad(inputs, tok.pad_token_id, left=not model.is_encoder_decoder))
     if model.shares_prompt:
         rows = _greedy(model, ids, mask, max_new_tokens, prompt)

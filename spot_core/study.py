@@ -1,16 +1,5 @@
-"""A transfer study as cells: what to train, from which prompt, with which seed, each under a deterministic key.
-
-Stages (SPoT section 3):
-    source    prompt tuning on each source task or mixture (sampled-vocab init): the source prompt (best
-              checkpoint) and the source's task embedding (the prompt after `embedding_step` steps).
-    target    prompt tuning from scratch on each target (class-label init): the baseline and the target's
-              task embedding.
-    transfer  every (source run, target, seed): the target prompt starts from the source prompt.
-    retrieval_mixture / retrieval
-              SPoT's retrieval strategies for each target and k, from source runs ranked by task-embedding
-              similarity: the top-k weighted average of their prompts as the init; and a prompt trained on the
-              mixture of the top-k source tasks plus the target (retrieval_mixture), whose final checkpoint is the
-              init. Best-of-top-k needs no runs of its own (it reads the transfer grid).
+"""A transfer study's design and its cells: what to train, from which prompt, with which seed, each under a
+deterministic key. Which cells each stage plans, and what a cell runs, is the stage catalogue's (spot_core.stages).
 
 A cell's key hashes everything that determines its result (stage, model, task version, initialisation with
 the source cell's key, seed, trainer settings, data limits), never paths: the same study run again, or
@@ -21,58 +10,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from spot_core.analysis.similarity import Similarity, TaskEmbedding
+from spot_core.config import parse_choice
 from spot_core.cross_model import CrossModelConfig
-from spot_core.prompts import similarity_weights
-from spot_core.similarity import Similarity, TaskEmbedding
-from spot_core.tasks import get, get_task, members
+from spot_core.prompts import PromptInit
+from spot_core.run_dir import RunDir
+from spot_core.stages.kinds import Retrieval, Stage
+from spot_core.tasks import get, get_task
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec
 
 
-class Stage(StrEnum):
-    SOURCE = "source"
-    TARGET = "target"
-    TRANSFER = "transfer"
-    RETRIEVAL_MIXTURE = "retrieval_mixture"
-    RETRIEVAL = "retrieval"
-    # Su et al. 2022 (spot_core.transferability plans these)
-    ZERO_SHOT = "zero_shot"  # a source prompt scored on a target, no training
-    NEURONS = "neurons"  # the FFN neurons a run's task-embedding prompt activates
-    CROSS_SOURCE = "cross_source"  # the other model's own prompt on a task (from scratch)
-    PROJECTOR = "projector"  # the MLP from the study model's prompts into the other model
-    CROSS_ZERO_SHOT = "cross_zero_shot"  # a projected prompt scored on the other model, no training
-    CROSS_TRANSFER = "cross_transfer"  # the other model trained from a projected prompt
+@dataclass
+class StudyPrompt:
+    """A study's prompts: one length for all, SPoT's init for source-like runs (sources, mixtures, the other
+    model's own prompts) and for targets trained from scratch (the baseline)."""
 
+    length: int = 100
+    source_init: PromptInit = PromptInit.SAMPLED_VOCAB
+    target_init: PromptInit = PromptInit.CLASS_LABELS
 
-class Job(StrEnum):
-    """What running a cell means."""
-
-    TUNE = "tune"  # prompt tuning (spot_core.tuning.tune_prompt)
-    EVALUATE = "evaluate"  # score the initial prompt only (spot_core.tuning.evaluate_prompt)
-    PROJECTOR = "projector"  # train a projector (spot_core.cross_model.fit_projector)
-    NEURONS = "neurons"  # record activated neurons (spot_core.neurons.record_neurons)
-
-
-JOBS = {
-    Stage.ZERO_SHOT: Job.EVALUATE,
-    Stage.CROSS_ZERO_SHOT: Job.EVALUATE,
-    Stage.PROJECTOR: Job.PROJECTOR,
-    Stage.NEURONS: Job.NEURONS,
-}
-
-
-PROJECTED = "projected_prompt.safetensors"  # a cross-model cell's prompt, projected from the source's
-
-
-class Retrieval(StrEnum):
-    WEIGHTED_AVERAGE = "weighted_average"
-    MIXTURE = "mixture"
+    def __post_init__(self):
+        if self.length < 1:
+            raise ValueError(f"study.prompt.length must be >= 1, got {self.length}")
+        fresh = [i for i in PromptInit if i not in (PromptInit.FILE, PromptInit.WEIGHTED_AVERAGE)]
+        for name in ("source_init", "target_init"):
+            value = parse_choice(PromptInit, getattr(self, name), f"study.prompt.{name}")
+            if value not in fresh:
+                allowed = ", ".join(fresh)
+                raise ValueError(f"study.prompt.{name} must be one of: {allowed} (the study chains prompts itself)")
+            setattr(self, name, value)
 
 
 @dataclass
@@ -85,13 +57,11 @@ class StudyConfig:
     targets: Sequence[str]
     seeds: Sequence[int] = (0, 1, 2)
     source_seeds: Sequence[int] = (0,)
-    prompt_length: int = 100
-    source_init: str = "sampled_vocab"
-    target_init: str = "class_labels"
+    prompt: StudyPrompt = field(default_factory=StudyPrompt)
     source_trainer: TrainerConfig = field(default_factory=TrainerConfig)
     target_trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    max_input_len: int = 256
-    max_target_len: int = 16
+    max_input_tokens: int = 256
+    max_target_tokens: int = 16
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     data_dir: str | None = None
@@ -99,13 +69,15 @@ class StudyConfig:
     device: str = "cpu"
     dtype: str = "float32"
     retrieval_ks: Sequence[int] = (3, 6, 9, 12)
-    retrieval: Sequence[str] = ("weighted_average", "mixture")
-    retrieval_similarity: str = "avg_tokens"
-    task_embedding: str = "prompt"  # or "displacement" (the early checkpoint minus the initial prompt)
+    retrieval: Sequence[Retrieval] = (Retrieval.WEIGHTED_AVERAGE, Retrieval.MIXTURE)
+    retrieval_similarity: Similarity = Similarity.AVG_TOKENS
+    task_embedding: TaskEmbedding = TaskEmbedding.PROMPT  # or displacement: the early checkpoint minus the init
     cross_model: CrossModelConfig | None = None  # Su et al.'s projector into another model
     prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: results differ by rounding)
 
     def __post_init__(self):
+        if isinstance(self.prompt, dict):
+            self.prompt = StudyPrompt(**self.prompt)
         if isinstance(self.source_trainer, dict):
             self.source_trainer = TrainerConfig(**self.source_trainer)
         if isinstance(self.target_trainer, dict):
@@ -120,13 +92,11 @@ class StudyConfig:
         ):
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"study.{name} must be a non-empty list without repeats, got {list(values)}")
-        self.retrieval = [Retrieval(r) for r in self.retrieval]
-        Similarity(self.retrieval_similarity)
-        self.task_embedding = TaskEmbedding(self.task_embedding).value
+        self.retrieval = [parse_choice(Retrieval, r, "study.retrieval") for r in self.retrieval]
+        self.retrieval_similarity = parse_choice(Similarity, self.retrieval_similarity, "study.retrieval_similarity")
+        self.task_embedding = parse_choice(TaskEmbedding, self.task_embedding, "study.task_embedding")
         if any(k < 1 for k in self.retrieval_ks):
             raise ValueError(f"study.retrieval_ks must be >= 1, got {list(self.retrieval_ks)}")
-        PromptConfig(length=self.prompt_length, init=self.source_init)  # validates both inits
-        PromptConfig(length=self.prompt_length, init=self.target_init)
         if isinstance(self.cross_model, dict):
             self.cross_model = CrossModelConfig(**self.cross_model)
         if self.cross_model:
@@ -135,7 +105,7 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One training run of the study; a transfer names the source cell it starts from."""
+    """One run of the study; a transfer names the source cell it starts from."""
 
     stage: Stage
     task: str
@@ -148,14 +118,13 @@ class Cell:
     model: str = ""  # cross-model cells: the other model ("" = the study's)
     projector: Cell | None = None  # cross-model cells: the projector that maps the source prompt
     parts: tuple[Cell, ...] = ()  # a projector: the runs whose prompts it learns from
+    target: str = ""  # the target task the run is scored as (the matrices' column); "" for source-like runs
+    retrieval: Retrieval | None = None  # retrieval cells: the strategy
+    trainer: TrainerConfig | None = field(default=None, compare=False)  # how it trains (seed included)
 
     @property
     def key(self) -> str:
         return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
-
-    @property
-    def job(self) -> Job:
-        return JOBS.get(self.stage, Job.TUNE)
 
     @property
     def inputs(self) -> list[Cell]:
@@ -184,50 +153,54 @@ class Cell:
     @property
     def prompt_file(self) -> str:
         """The prompt later cells start from: SPoT's best checkpoint; a retrieval mixture's final one."""
-        return "final_prompt.safetensors" if self.stage is Stage.RETRIEVAL_MIXTURE else "best_prompt.safetensors"
+        return RunDir.FINAL_PROMPT if self.stage is Stage.RETRIEVAL_MIXTURE else RunDir.BEST_PROMPT
 
     def out_dir(self, root: str | Path) -> Path:
         via = f"{self.origin}-to-" if self.origin else ""
         name = self.task if len(self.task) < 60 else f"top{self.k}-mixture" if self.k else "tasks"
         return Path(root) / self.stage.value / f"{via}{name}-s{self.seed}-{self.key}"
 
+    def run_dir(self, root: str | Path) -> RunDir:
+        return RunDir(self.out_dir(root))
 
-def _init(task: str, wanted: str) -> str:
+
+def initial(task: str, wanted: str) -> str:
     """SPoT's class-label init where the task has label words; the rest (generation tasks) sampled vocab."""
     if wanted == "class_labels" and not getattr(get(task), "label_words", None):
         return "sampled_vocab"
     return wanted
 
 
-SOURCE_LIKE = (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE, Stage.CROSS_SOURCE, Stage.CROSS_TRANSFER)
-NO_TARGET = (Stage.SOURCE, Stage.RETRIEVAL_MIXTURE, Stage.CROSS_SOURCE, Stage.PROJECTOR, Stage.NEURONS)
-CROSS_MODEL = (Stage.CROSS_SOURCE, Stage.CROSS_ZERO_SHOT, Stage.CROSS_TRANSFER)
-
-
-def _trainer(study: StudyConfig, stage: Stage) -> TrainerConfig:
-    if stage in CROSS_MODEL and study.cross_model and study.cross_model.trainer:
-        return study.cross_model.trainer
-    return study.source_trainer if stage in SOURCE_LIKE else study.target_trainer
-
-
-def _cell(
+def make_cell(
     study: StudyConfig,
     stage: Stage,
     task: str,
     seed: int,
+    *,
+    trainer: TrainerConfig,
+    trained: bool = True,
+    init: str = "",
+    target: str = "",
     source: Cell | None = None,
     blend: tuple[tuple[Cell, float], ...] = (),
     k: int = 0,
     model: str = "",
     projector: Cell | None = None,
+    retrieval: Retrieval | None = None,
 ) -> Cell:
+    """A cell that trains (or, with `trainer=None`, only scores) a prompt of the study's length.
+
+    Args:
+        trainer: the stage's trainer settings (the cell's seed replaces theirs).
+        trained: False for a cell that scores its initial prompt without training: the trainer's settings do
+            not change its result, so they are not in its key.
+        init: the initialiser when the prompt starts from no other cell's (see `initial`).
+        target: the target task the run is scored as, "" for a source-like run.
+    """
     if blend:
         init = "weighted_average"
     elif source:
         init = "file"
-    else:
-        init = _init(task, study.source_init if stage in SOURCE_LIKE else study.target_init)
-    trainer = _trainer(study, stage)
     identity = {
         "stage": stage.value,
         "model": model or study.model,
@@ -235,56 +208,35 @@ def _cell(
         "seed": seed,
         "init": {
             "kind": init,
-            "length": study.prompt_length,
+            "length": study.prompt.length,
             "source": source.key if source else None,
             "blend": [[c.key, round(w, 6)] for c, w in blend],
         },
-        "trainer": {**asdict(replace(trainer, seed=seed)), "optimizer": str(trainer.optimizer)},
-        "data": [study.max_input_len, study.max_target_len, study.max_train_examples, study.max_eval_examples],
+        "data": data_limits(study),
     }
+    trainer = replace(trainer, seed=seed)
+    if trained:
+        identity["trainer"] = {**asdict(trainer), "optimizer": str(trainer.optimizer)}
     if stage in (Stage.RETRIEVAL, Stage.RETRIEVAL_MIXTURE):
         identity["retrieval"] = {"k": k, "similarity": study.retrieval_similarity}
         if study.task_embedding != TaskEmbedding.PROMPT:  # keys of prompt-embedding studies stay as they were
             identity["retrieval"]["embedding"] = study.task_embedding
     if projector:
         identity["init"]["projector"] = projector.key
-    if JOBS.get(stage) is Job.EVALUATE:  # nothing is trained: the trainer's settings do not change the score
-        del identity["trainer"]
-    cell = Cell(stage, task, seed, init, json.dumps(identity, sort_keys=True), source, blend, k, model, projector)
-    return cell
+    text = json.dumps(identity, sort_keys=True)
+    return Cell(stage, task, seed, init, text, source, blend, k, model, projector, (), target, retrieval, trainer)
 
 
-def plan(study: StudyConfig) -> list[Cell]:
-    """Every cell of the source, target and transfer stages, in stage order."""
-    sources = [_cell(study, Stage.SOURCE, t, s) for t in study.sources for s in study.source_seeds]
-    targets = [_cell(study, Stage.TARGET, t, s) for t in study.targets for s in study.seeds]
-    transfers = [_cell(study, Stage.TRANSFER, t, s, src) for src in sources for t in study.targets for s in study.seeds]
-    return sources + targets + transfers
-
-
-def plan_retrieval(study: StudyConfig, rankings: Mapping[str, Sequence[tuple[Cell, float]]]) -> list[Cell]:
-    """The retrieval cells, from each target's source runs ranked most similar first (with their similarity).
-    Mixture prompts (stage retrieval_mixture) come first in the list; k larger than the candidates is skipped."""
-    mixtures, targets = [], []
-    for target, ranked in rankings.items():
-        for k in (k for k in study.retrieval_ks if k <= len(ranked)):
-            top = list(ranked[:k])
-            if Retrieval.WEIGHTED_AVERAGE in study.retrieval and sum(s for _, s in top) > 0:
-                blend = tuple(zip((c for c, _ in top), similarity_weights([s for _, s in top]), strict=True))
-                targets += [_cell(study, Stage.RETRIEVAL, target, seed, blend=blend, k=k) for seed in study.seeds]
-            if Retrieval.MIXTURE in study.retrieval:
-                tasks = dict.fromkeys([t.name for c, _ in top for t in members(c.task)] + [target])
-                mix = _cell(study, Stage.RETRIEVAL_MIXTURE, "+".join(tasks), study.source_seeds[0], k=k)
-                mixtures.append(mix)
-                targets += [_cell(study, Stage.RETRIEVAL, target, seed, source=mix, k=k) for seed in study.seeds]
-    return mixtures + targets
+def data_limits(study: StudyConfig) -> list[int | None]:
+    """The data settings every cell's key includes."""
+    return [study.max_input_tokens, study.max_target_tokens, study.max_train_examples, study.max_eval_examples]
 
 
 def prompt_files(cell: Cell, root: str | Path) -> list[str]:
     """The prompt files a cell starts from: its sources' prompts, or (cross-model) its projected prompt,
     which the cell writes into its own folder from the projector before it starts."""
     if cell.projector:
-        return [str(cell.out_dir(root) / PROJECTED)]
+        return [str(cell.run_dir(root).projected_prompt)]
     return [str(c.out_dir(root) / c.prompt_file) for c in [c for c, _ in cell.blend] or [cell.source] if c]
 
 
@@ -294,12 +246,12 @@ def run_spec(study: StudyConfig, cell: Cell, root: str | Path) -> RunSpec:
         model=cell.model or study.model,
         task=cell.task,
         prompt=PromptConfig(
-            length=study.prompt_length,
+            length=study.prompt.length,
             init=cell.init,
             files=prompt_files(cell, root),
             weights=[w for _, w in cell.blend],
         ),
-        trainer=replace(_trainer(study, cell.stage), seed=cell.seed),
+        trainer=cell.trainer,
         **data_fields(study, cell.model),
     )
 
@@ -309,23 +261,24 @@ def data_fields(study: StudyConfig, model: str = "") -> dict[str, Any]:
 
     `model`: another model than the study's (cross-model cells). The study model's prompt-once switch carries
     over to it when it is off; on, prompt-once applies there wherever it can (not to an encoder-decoder B)."""
-    names = ("data_dir", "cache_dir", "max_input_len", "max_target_len", "max_train_examples", "max_eval_examples")
-    fields = {name: getattr(study, name) for name in (*names, "device", "dtype")}
+    names = ("max_input_tokens", "max_target_tokens", "max_train_examples", "max_eval_examples")
+    fields = {name: getattr(study, name) for name in (*names, "data_dir", "cache_dir", "device", "dtype")}
     other = model and model != study.model
     return {**fields, "prompt_once": None if other and study.prompt_once else study.prompt_once}
 
 
-def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, Any]:
-    """What a tracker records to find the cell again: the ledger's key and the matrix coordinates."""
+def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, str]:
+    """What a tracker records to find the cell again: the ledger's key and the matrix coordinates (TAGS)."""
     return {
         "study": study.name,
-        "stage": cell.stage.value,
+        "model": cell.model or study.model,
         "cell_key": cell.key,
+        "stage": cell.stage.value,
         "task": cell.task,
         "source": cell.origin,
-        "k": str(cell.k),
-        "target": "" if cell.stage in NO_TARGET else cell.task,
-        "model": cell.model or study.model,
+        "source_key": cell.source.key if cell.source else "",
+        "target": cell.target,
         "seed": str(cell.seed),
-        "source_key": cell.source.key if cell.source else "",  # the source run a transfer starts from
+        "k": str(cell.k),
+        "retrieval": cell.retrieval.value if cell.retrieval else "",
     }

@@ -1,34 +1,36 @@
 """Prompt-tuning loop with evaluation, checkpoints and exact resume.
 
-Everything is written inside `out_dir`:
+The Trainer trains the model's prompt module (`spot_core.prompts.PromptModule`): it optimises the module's
+`parameters()`, checkpoints its `state_dict()` and saves the [L, H] prompt its `forward()` returns.
 
-    resume.pt                      last checkpoint: prompt, optimizer, RNG, step, history (atomic)
-    checkpoints/step_XXXXXXX.safetensors   prompt at each evaluation (if keep_checkpoints)
-    initial_prompt.safetensors     prompt before training (for task embeddings taken as the displacement from it)
-    task_embedding.safetensors     prompt after `embedding_step` steps (SPoT's task embedding)
-    best_prompt.safetensors        prompt with the best validation score (SPoT's source prompt)
-    final_prompt.safetensors       prompt after the last step
-    metrics.json                   every evaluation
-    result.json                    final metrics; its presence marks the run finished
+Everything is written inside `out_dir`, a `RunDir` (`spot_core.run_dir` names the files):
+    resume            last checkpoint: prompt module, optimizer, RNG, step, history (atomic)
+    checkpoint(step)  prompt at each evaluation (if keep_checkpoints)
+    initial_prompt    prompt before training (for task embeddings taken as the displacement from it)
+    task_embedding    prompt after `embedding_step` steps (SPoT's task embedding)
+    best_prompt       prompt with the best validation score (SPoT's source prompt)
+    final_prompt      prompt after the last step
+    metrics           every evaluation
+    result            final metrics, written last; its presence marks the run finished
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from spot_core.config import parse_choice, plain_values
 from spot_core.data import Codec, Encoded, batch_indices, collate
 from spot_core.evaluation import evaluate
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM
+from spot_core.run_dir import RunDir, write_atomic
 from spot_core.tasks.base import Mixture, Task
 from spot_core.tracking import NullTracker, Tracker
 
@@ -84,15 +86,7 @@ class TrainerConfig:
             )
 
 
-def parse_choice(enum: type[Enum], value: Any, field_name: str) -> Any:
-    try:
-        return enum(value.value if isinstance(value, Enum) else value)
-    except ValueError:
-        allowed = ", ".join(e.value for e in enum)
-        raise ValueError(f"{field_name} must be one of: {allowed}; got {value!r}") from None
-
-
-def make_optimizer(config: TrainerConfig, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer is OptimizerName.ADAMW:
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     from transformers.optimization import Adafactor
@@ -132,15 +126,16 @@ class TaskData:
 @dataclass
 class MixtureData:
     """Tasks trained together. Training draws uniformly from the concatenation of each task's first
-    min(n, cap) examples, i.e. each task at its examples-proportional rate with SPoT's cap. Validation scores
-    every task; the mixture's score is the mean of their scores."""
+    `Mixture.counts` examples (min(n, cap)), i.e. each task at its `Mixture.rates` (examples-proportional with
+    SPoT's cap). Validation scores every task; the mixture's score is the mean of their scores."""
 
     mixture: Mixture
     parts: list[TaskData]
 
     def __post_init__(self):
         self.codec = self.parts[0].codec
-        self.train = [ex for part in self.parts for ex in part.train[: self.mixture.cap]]
+        counts = self.mixture.counts({part.name: len(part.train) for part in self.parts})
+        self.train = [ex for part in self.parts for ex in part.train[: counts[part.name]]]
         self.validation = [ex for part in self.parts for ex in part.validation]
 
     @property
@@ -177,6 +172,8 @@ class _State:
 
 
 class Trainer:
+    """Trains `model.prompt` (any prompt module) on `data`, writing into the run folder `out_dir`."""
+
     def __init__(
         self,
         config: TrainerConfig,
@@ -192,41 +189,37 @@ class Trainer:
         if not data.validation:
             raise ValueError(f"task {data.name!r} has no validation examples")
         self.config, self.model, self.data = config, model, data
-        self.out_dir = Path(out_dir)
+        self.run = RunDir(out_dir)
         self.tracker = tracker or NullTracker()
         self.callbacks = list(callbacks)
         self.metadata = {"model": model.backbone.name, "task": data.name, "seed": config.seed, **(metadata or {})}
-        self.optimizer = make_optimizer(config, [model.prompt.weight])
-        self.device = model.prompt.weight.device
+        self.optimizer = make_optimizer(config, model.prompt.parameters())
 
     # --- files -------------------------------------------------------------------------------
-    def _path(self, name: str) -> Path:
-        return self.out_dir / name
-
-    def _save(self, name: str, step: int, **extra: Any) -> Path:
-        return save_prompt(self._path(name), self.model.prompt.weight, step=step, **self.metadata, **extra)
+    def _save(self, path: Path, step: int, **extra: Any) -> Path:
+        with torch.no_grad():
+            prompt = self.model.prompt()
+        return save_prompt(path, prompt, step=step, **self.metadata, **extra)
 
     def _checkpoint(self, state: _State) -> None:
         blob = {
             "step": state.step,
-            "prompt": self.model.prompt.weight.detach().cpu().clone(),
+            "prompt_state": {k: v.detach().cpu().clone() for k, v in self.model.prompt.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "state": {k: v for k, v in asdict(state).items() if k != "step"},
         }
-        tmp = self._path(".resume.pt.tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, self._path("resume.pt"))  # atomic: a kill mid-write leaves the previous checkpoint
+        write_atomic(self.run.resume, lambda tmp: torch.save(blob, tmp))  # a kill mid-write keeps the last one
 
     def _restore(self) -> _State:
-        path = self._path("resume.pt")
-        if not path.exists():
+        if not self.run.resume.exists():
             torch.manual_seed(self.config.seed)
             return _State()
-        blob = torch.load(path, weights_only=False)
-        with torch.no_grad():
-            self.model.prompt.weight.copy_(blob["prompt"])
+        blob = torch.load(self.run.resume, weights_only=False)
+        # resume.pt files written before the Trainer took prompt modules hold a SoftPrompt's weight, as "prompt".
+        prompt_state = blob["prompt_state"] if "prompt_state" in blob else {"weight": blob["prompt"]}
+        self.model.prompt.load_state_dict(prompt_state)
         self.optimizer.load_state_dict(blob["optimizer"])
         torch.set_rng_state(blob["rng"])
         if blob["cuda_rng"] is not None and torch.cuda.is_available():
@@ -236,21 +229,20 @@ class Trainer:
     # --- loop --------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Trains (or resumes, or returns the saved result of a finished run) and returns final metrics."""
-        done = self._path("result.json")
-        if done.exists():
-            return json.loads(done.read_text())
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.run.finished():
+            return self.run.result()
         state = self._restore()
         if state.step == 0:
-            self.tracker.log_params({**self.metadata, **_flat(asdict(self.config))})
-            self._save("initial_prompt.safetensors", 0)
+            settings = {f"trainer.{k}": v for k, v in plain_values(asdict(self.config)).items()}  # its config names
+            self.tracker.log_params({**self.metadata, **settings})
+            self._save(self.run.initial_prompt, 0)
             if self.config.eval_at_start:
                 self._evaluate(state)
         self.model.train()
         while state.step < self.config.steps:
             self._train_step(state)
             if state.step == self.config.embedding_step:
-                self.tracker.log_artifact(self._save("task_embedding.safetensors", state.step))
+                self.tracker.log_artifact(self._save(self.run.task_embedding, state.step))
             if state.step % self.config.eval_every == 0 or state.step == self.config.steps:
                 self._evaluate(state)
                 self._checkpoint(state)
@@ -267,7 +259,7 @@ class Trainer:
                 f"lr {cfg.lr}); lower the learning rate or enable grad_clip"
             )
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([self.model.prompt.weight], cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.prompt.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -282,20 +274,20 @@ class Trainer:
             state.loss_sum, state.loss_count = 0.0, 0
         state.history.append({"step": state.step, **record})
         self.tracker.log_metrics(record, state.step)
-        self._path("metrics.json").write_text(json.dumps(state.history, indent=1) + "\n")
+        self.run.write_metrics(state.history)
         score = metrics["score"]
         if (state.step > 0 or self.config.best_includes_init) and score > state.best_score:
             state.best_score, state.best_step = score, state.step
-            self._save("best_prompt.safetensors", state.step, score=score)
+            self._save(self.run.best_prompt, state.step, score=score)
         if state.step > 0 and self.config.keep_checkpoints:
-            path = self._save(f"checkpoints/step_{state.step:07d}.safetensors", state.step, score=score)
+            path = self._save(self.run.checkpoint(state.step), state.step, score=score)
             for cb in self.callbacks:
                 cb.on_checkpoint(state.step, path)
         for cb in self.callbacks:
             cb.on_eval(state.step, record)
 
     def _finish(self, state: _State) -> dict[str, float]:
-        final = self._save("final_prompt.safetensors", state.step)
+        final = self._save(self.run.final_prompt, state.step)
         last = state.history[-1]
         result = {
             "best/val_score": state.best_score,
@@ -303,12 +295,12 @@ class Trainer:
             "final/val_score": last["val/score"],
             "final/step": state.step,
         }
-        for name in ("initial_prompt.safetensors", "best_prompt.safetensors", "task_embedding.safetensors"):
-            if self._path(name).exists():
-                self.tracker.log_artifact(self._path(name))
+        for path in (self.run.initial_prompt, self.run.best_prompt, self.run.task_embedding):
+            if path.exists():
+                self.tracker.log_artifact(path)
         self.tracker.log_artifact(final)
         self.tracker.log_metrics({k: float(v) for k, v in result.items()}, state.step)
-        self._path("result.json").write_text(json.dumps(result, indent=1) + "\n")
+        self.run.finish(result)
         return result
 
 
@@ -323,7 +315,7 @@ def accumulate_gradients(
     their gradients go back through it once at the end. Stops at the first non-finite chunk.
     Returns the batch's mean loss (detached).
     """
-    device = model.prompt.weight.device
+    device = model.device
     n_targets = sum(len(e.target_ids) for e in examples)
     prompt = model.prompt_states(leaves=True) if model.shares_prompt else None
     total = torch.zeros((), device=device)
@@ -337,7 +329,3 @@ def accumulate_gradients(
     if prompt is not None:
         prompt.backward()
     return total / n_targets
-
-
-def _flat(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.value if isinstance(v, Enum) else v) for k, v in d.items()}

@@ -7,7 +7,6 @@ any training starts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +16,16 @@ import torch
 
 from spot_core import prompts
 from spot_core.backbones import Backbone, default_cache_dir, load_backbone
+from spot_core.config import parse_choice
 from spot_core.data import Codec
-from spot_core.prompt_files import PromptFileError, import_peft, load_numpy_prompt, load_prompt
+from spot_core.prompt_files import read_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
+from spot_core.run_dir import RunDir
 from spot_core.tasks import Mixture, check_data, get, members, resolve_splits
 from spot_core.tasks.cache import encoded_split
 from spot_core.tracking import NullTracker, Tracker
-from spot_core.trainer import Callback, MixtureData, TaskData, Trainer, TrainerConfig, parse_choice
+from spot_core.trainer import Callback, MixtureData, TaskData, Trainer, TrainerConfig
 
 
 @dataclass
@@ -54,18 +55,6 @@ class PromptConfig:
                 "prompt.init=weighted_average needs prompt.files and as many prompt.weights "
                 f"({n} vs {len(self.weights)})"
             )
-
-
-def read_prompt(path: str | Path, hidden_size: int | None = None) -> torch.Tensor:
-    """Any supported prompt file -> [L, H]: spot safetensors, PEFT adapter dir, SPoT numpy."""
-    p = Path(path)
-    if p.is_dir():
-        return import_peft(p)[0]
-    if not p.exists():
-        raise PromptFileError(f"prompt file {p} does not exist")
-    if p.suffix == ".safetensors":
-        return load_prompt(p)[0]
-    return load_numpy_prompt(p, hidden_size)
 
 
 def initial_prompt(
@@ -103,8 +92,8 @@ class RunSpec:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data_dir: str | None = None  # offline mirror; None = Hugging Face hub
     cache_dir: str | None = None
-    max_input_len: int = 256
-    max_target_len: int = 16
+    max_input_tokens: int = 256
+    max_target_tokens: int = 16
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     device: str = "cpu"
@@ -133,7 +122,7 @@ def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
 
 
 def codec_for(spec: RunSpec, backbone: Backbone) -> Codec:
-    return Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_len, spec.max_target_len)
+    return Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_tokens, spec.max_target_tokens)
 
 
 def load_data(spec: RunSpec, codec: Codec) -> TaskData | MixtureData:
@@ -168,12 +157,17 @@ def data_record(spec: RunSpec) -> dict[str, str]:
     return record
 
 
+def prompt_record(spec: RunSpec) -> dict[str, Any]:
+    """How the run's prompt started, under its config names (MLflow params, prompt file metadata)."""
+    return {"prompt.init": spec.prompt.init.value, "prompt.length": spec.prompt.length}
+
+
 def tune_prompt(
     spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None, callbacks: Sequence[Callback] = ()
 ) -> dict[str, Any]:
     """Runs (or resumes) one prompt-tuning run; returns its final metrics."""
     model, data = prepare(spec)
-    meta = {"init": spec.prompt.init.value, "prompt_length": spec.prompt.length, **data_record(spec)}
+    meta = {**prompt_record(spec), **data_record(spec)}
     return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta).fit()
 
 
@@ -181,14 +175,13 @@ def evaluate_prompt(spec: RunSpec, out_dir: str | Path, tracker: Tracker | None 
     """Scores the initial prompt of `spec` (a prompt file, usually) on the task's validation split with no
     training: zero-shot transfer. Writes metrics.json and result.json (`best/val_score` is that score) like a
     training run; a finished evaluation is not repeated."""
-    out = Path(out_dir)
-    done = out / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    run = RunDir(out_dir)
+    if run.finished():
+        return run.result()
     tracker = tracker or NullTracker()
     model, data = prepare(spec)
     model.eval()
-    tracker.log_params({"init": spec.prompt.init.value, "prompt_length": spec.prompt.length, **data_record(spec)})
+    tracker.log_params({**prompt_record(spec), **data_record(spec)})
     record = {f"val/{k}": v for k, v in data.evaluate(model, spec.trainer.eval_batch_size).items()}
     result = {
         "best/val_score": record["val/score"],
@@ -197,7 +190,6 @@ def evaluate_prompt(spec: RunSpec, out_dir: str | Path, tracker: Tracker | None 
         "final/step": 0,
     }
     tracker.log_metrics({**record, **result}, 0)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps([{"step": 0, **record}], indent=1) + "\n")
-    done.write_text(json.dumps(result, indent=1) + "\n")
+    run.write_metrics([{"step": 0, **record}])
+    run.finish(result)
     return result

@@ -2,12 +2,14 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from spot_core.analysis.frames import RUN_COLUMNS  # noqa: E402
 from spot_core.backbones import load_backbone  # noqa: E402
 from spot_core.data import Codec  # noqa: E402
 from spot_core.prompted import PromptedLM  # noqa: E402
@@ -46,3 +48,47 @@ def concatenated(model: PromptedLM) -> PromptedLM:
 @pytest.fixture(params=["tiny-llama", "tiny-t5"])
 def tiny_name(request) -> str:
     return request.param
+
+
+RUN_TUPLE = ("key", "stage", "task", "source", "source_key", "target", "seed", "score")
+RUN_DEFAULTS = {"source": "", "source_key": "", "target": "", "k": 0, "retrieval": ""}
+
+
+def runs_frame(*rows) -> pd.DataFrame:
+    """A hand-made runs table with every column of spot_core.analysis.frames.RUN_COLUMNS, in that order.
+
+    Rows are dicts (missing source, source_key, target: ""; k: 0; retrieval: ""; score: NaN) or tuples
+    (key, stage, task, source, source_key, target, seed, score).
+    """
+    records = [row if isinstance(row, dict) else dict(zip(RUN_TUPLE, row, strict=True)) for row in rows]
+    return pd.DataFrame([RUN_DEFAULTS | record for record in records], columns=list(RUN_COLUMNS))
+
+
+# --- no silent skips in CI -------------------------------------------------------------------------------
+# With CI=true a skipped test fails the session, unless it was skipped for want of a CUDA device (CI has none):
+# a missing data mirror or model package must not pass as green. (xfail is not a skip.)
+ALLOWED_SKIPS = ("needs a CUDA device",)  # the skip reasons CI may show (tests/test_gpu.py)
+SKIPPED: list[str] = []  # "node id: reason" of the other skips of this session
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(ok in reason for ok in ALLOWED_SKIPS):
+            SKIPPED.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if in_ci() and SKIPPED and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if in_ci() and SKIPPED:
+        terminalreporter.section("skipped tests fail the session when CI=true", red=True)
+        for line in SKIPPED:
+            terminalreporter.line(f"SKIPPED IN CI: {line}", red=True)

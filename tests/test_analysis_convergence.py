@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+from conftest import runs_frame
 
 from spot_core.analysis import baseline_convergence, convergence, transfer_convergence
 from spot_core.analysis.convergence import first_step_reaching
@@ -17,18 +18,15 @@ CURVES = {
     "never": [50, 60, 70, 75, 79, 79],
     "warm": [85, 86, 86, 86, 86, 86],  # at step 0: floored at the 100-step eval interval
 }
-RUNS = pd.DataFrame(
-    [
-        ("base0", "target", "t", "", "", "t", 0, 80.0),
-        ("base1", "target", "t", "", "", "t", 1, 80.0),
-        ("fast", "transfer", "t", "a", "a0", "t", 0, 82.0),
-        ("slow", "transfer", "t", "a", "a0", "t", 1, 80.0),
-        ("never", "transfer", "t", "b", "b0", "t", 0, 79.0),
-        ("warm", "transfer", "t", "c", "c0", "t", 0, 86.0),
-        ("no_curve", "transfer", "t", "d", "d0", "t", 0, 86.0),
-    ],
-    columns=["key", "stage", "task", "source", "source_key", "target", "seed", "score"],
-).assign(k=0)
+RUNS = runs_frame(
+    ("base0", "target", "t", "", "", "t", 0, 80.0),
+    ("base1", "target", "t", "", "", "t", 1, 80.0),
+    ("fast", "transfer", "t", "a", "a0", "t", 0, 82.0),
+    ("slow", "transfer", "t", "a", "a0", "t", 1, 80.0),
+    ("never", "transfer", "t", "b", "b0", "t", 0, 79.0),
+    ("warm", "transfer", "t", "c", "c0", "t", 0, 86.0),
+    ("no_curve", "transfer", "t", "d", "d0", "t", 0, 86.0),
+)
 CURVE_TABLE = pd.DataFrame(
     [(key, step, score) for key, scores in CURVES.items() for step, score in zip(STEPS, scores, strict=True)],
     columns=["key", "step", "score"],

@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+from conftest import runs_frame
 
 from spot_core.analysis.findings import check_expectations, describe
 
@@ -19,8 +20,7 @@ def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
         ("z0", "zero_shot", "cr_v1", "sst2_v1", "s0", "cr_v1", 0, 72.0),  # 100 % of the baseline
         ("z1", "zero_shot", "cr_v1", "sst2_v1", "s1", "cr_v1", 1, 36.0),  # 50 %
     ]
-    runs = pd.DataFrame(rows, columns=["key", "stage", "task", "source", "source_key", "target", "seed", "score"])
-    runs["k"] = 0
+    runs = runs_frame(*rows)
     curves = pd.DataFrame(
         [("b0", 0, 60.0), ("b0", 10, 66.0), ("b0", 20, 65.0), ("b1", 0, 70.0), ("b1", 20, 69.0)],
         columns=["key", "step", "score"],

@@ -2,27 +2,28 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
-import torch
+from conftest import runs_frame
 
 from spot_core.analysis import embedding_keys, rank_candidates, score_candidates, task_similarity_matrix
 
 
 def runs(*rows) -> pd.DataFrame:
     """Runs from (key, stage, task, source_key, seed, score); target = task except for source runs."""
-    return pd.DataFrame(
-        [
-            {"key": key, "stage": stage, "task": task, "source": "", "source_key": src_key}
-            | {"target": "" if stage == "source" else task, "seed": seed, "k": 0, "score": score}
+    return runs_frame(
+        *(
+            {"key": key, "stage": stage, "task": task, "source_key": src_key}
+            | {"target": "" if stage == "source" else task, "seed": seed, "score": score}
             for key, stage, task, src_key, seed, score in rows
-        ]
+        )
     )
 
 
 # a's tokens point two ways, b's both along their mean: the two measures disagree.
-A = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-B = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+A = np.array([[1.0, 0.0], [0.0, 1.0]])
+B = np.array([[1.0, 1.0], [1.0, 1.0]])
 
 
 def test_similarity_matrix_average_tokens_vs_per_token():
@@ -39,7 +40,7 @@ def test_similarity_matrix_average_tokens_vs_per_token():
 
 
 def test_tasks_with_several_runs_average_over_all_pairs():
-    x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    x, y = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
     matrix = task_similarity_matrix({"p": ["x", "y"], "q": ["x"]}, {"x": x, "y": y})
     assert matrix.loc["p", "q"] == pytest.approx(0.5) and matrix.loc["p", "p"] == pytest.approx(0.5)
 
@@ -51,9 +52,9 @@ def test_embedding_keys_group_runs_by_task():
 
 
 def test_identical_task_embeddings_rank_first_and_ties_keep_run_order():
-    g = torch.Generator().manual_seed(0)
-    target = torch.randn(4, 8, generator=g)
-    other = torch.randn(4, 8, generator=g)
+    g = np.random.default_rng(0)
+    target = g.standard_normal((4, 8)).astype(np.float32)
+    other = g.standard_normal((4, 8)).astype(np.float32)
     table = runs(
         ("far", "source", "x", "", 0, 50.0),
         ("twin_a", "source", "y", "", 0, 50.0),
@@ -61,7 +62,7 @@ def test_identical_task_embeddings_rank_first_and_ties_keep_run_order():
         ("no_emb", "source", "z", "", 0, 50.0),
         ("t0", "target", "t", "", 0, 60.0),
     )
-    embeddings = {"far": other, "twin_a": target.clone(), "twin_b": target.clone(), "t0": target}
+    embeddings = {"far": other, "twin_a": target.copy(), "twin_b": target.copy(), "t0": target}
     ranking = rank_candidates(table, embeddings)
     for method in ("avg_tokens", "per_token"):
         ranked = ranking[ranking["method"] == method]
@@ -72,7 +73,7 @@ def test_identical_task_embeddings_rank_first_and_ties_keep_run_order():
 
 def test_similarity_averages_over_the_targets_runs():
     table = runs(("s", "source", "a", "", 0, 1.0), ("t0", "target", "t", "", 0, 1.0), ("t1", "target", "t", "", 1, 1))
-    embeddings = {"s": torch.tensor([[1.0, 0.0]]), "t0": torch.tensor([[1.0, 0.0]]), "t1": torch.tensor([[0.0, 1.0]])}
+    embeddings = {"s": np.array([[1.0, 0.0]]), "t0": np.array([[1.0, 0.0]]), "t1": np.array([[0.0, 1.0]])}
     ranking = rank_candidates(table, embeddings, methods=["avg_tokens"])
     assert list(ranking.columns) == ["method", "target", "rank", "source_key", "source", "similarity"]
     assert ranking["similarity"].tolist() == [pytest.approx(0.5)]

@@ -8,9 +8,10 @@ avg_tokens ranks t1: a, b, c and t2: c, b, a; per_token ranks t1: b, a, c and t2
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
-import torch
+from conftest import runs_frame
 
 from spot_core.analysis import (
     best_of_top_k,
@@ -35,22 +36,24 @@ RANKS = {
     "avg_tokens": {"t1": "abc", "t2": "cba"},
     "per_token": {"t1": "bac", "t2": "acb"},
 }
-STRATEGIES = {  # (source, target) -> per-seed scores; wavg-top3 misses t2
-    ("wavg-top2", "t1"): (68, 70),
-    ("wavg-top2", "t2"): (85, 85),
-    ("wavg-top3", "t1"): (90, 90),
-    ("mix-top2", "t1"): (66, 66),
-    ("mix-top2", "t2"): (82, 82),
+STRATEGIES = {  # (retrieval, k, target) -> per-seed scores; the weighted average of the top 3 misses t2
+    ("weighted_average", 2, "t1"): (68, 70),
+    ("weighted_average", 2, "t2"): (85, 85),
+    ("weighted_average", 3, "t1"): (90, 90),
+    ("mixture", 2, "t1"): (66, 66),
+    ("mixture", 2, "t2"): (82, 82),
 }
+DISPLAY = {"weighted_average": "wavg", "mixture": "mix"}  # the runs' source reads "wavg-top2", "mix-top2", ...
 
 
-def run(stage, target, seed, score, source="", source_key="", k=0, task=None, key=None) -> dict:
+def run(stage, target, seed, score, source="", source_key="", k=0, task=None, key=None, retrieval="") -> dict:
     key = key or f"{stage}:{source_key or source}:{task or target}:{seed}"
     return {"key": key, "stage": stage, "task": task or target, "source": source, "source_key": source_key} | {
         "target": target,
         "seed": seed,
         "k": k,
         "score": float(score),
+        "retrieval": retrieval,
     }
 
 
@@ -64,13 +67,13 @@ def study(drop: tuple = ()) -> pd.DataFrame:
         for s, v in enumerate(vals)
         if (src, t, s) not in drop
     ]
-    rows += [run("retrieval_mixture", "", 0, 40, k=2, task="a+b+t1")]
+    rows += [run("retrieval_mixture", "", 0, 40, k=2, task="a+b+t1", retrieval="mixture")]
     rows += [
-        run("retrieval", t, s, v, source=src, k=int(src[-1]))
-        for (src, t), vals in STRATEGIES.items()
+        run("retrieval", t, s, v, source=f"{DISPLAY[strategy]}-top{k}", k=k, retrieval=strategy)
+        for (strategy, k, t), vals in STRATEGIES.items()
         for s, v in enumerate(vals)
     ]
-    return pd.DataFrame(rows)
+    return runs_frame(*rows)
 
 
 def ranking() -> pd.DataFrame:
@@ -137,6 +140,17 @@ def test_weighted_average_and_mixture_rows_read_the_retrieval_runs():
     assert summary[summary["strategy"] == "mixture"]["method"].tolist() == ["per_token"]
 
 
+def test_strategy_and_k_come_from_the_retrieval_and_k_columns_not_the_display_name():
+    runs = study()
+    retrieval = runs["stage"] == "retrieval"
+    renamed = strategy_runs(runs.assign(source=runs["source"].where(~retrieval, "renamed")))
+    expected = {("weighted_average", 2), ("weighted_average", 3), ("mixture", 2)}
+    assert set(zip(renamed["strategy"], renamed["k"], strict=True)) == expected
+    assert len(strategy_runs(runs.assign(retrieval=""))) == 0  # a retrieval run of no strategy is not one
+    with pytest.raises(ValueError, match=r"runs.retrieval has unknown values \['wavg'\]"):
+        strategy_runs(runs.assign(retrieval=runs["retrieval"].replace("weighted_average", "wavg")))
+
+
 def test_a_missing_cell_leaves_its_target_out_and_says_so():
     summary = retrieval_summary(ranking(), study(drop=(("c", "t1", 1),)))
     oracle = row(summary, "oracle")  # t1's oracle needs c's seed 1
@@ -190,10 +204,11 @@ def test_the_papers_headline_numbers():
 
 
 def test_end_to_end_from_embeddings():
-    g = torch.Generator().manual_seed(0)
+    g = np.random.default_rng(0)
     runs = study()
     embeddings = {
-        key: torch.randn(3, 4, generator=g) for key in runs.loc[runs["stage"].isin(["source", "target"]), "key"]
+        key: g.standard_normal((3, 4)).astype(np.float32)
+        for key in runs.loc[runs["stage"].isin(["source", "target"]), "key"]
     }
     ranked = rank_candidates(runs, embeddings)
     scored = score_candidates(ranked, runs)

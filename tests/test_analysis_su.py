@@ -3,19 +3,19 @@ speed-up from a hand-made metric series) and the indicator comparison."""
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
-import torch
+from conftest import runs_frame as frame
 
-from spot_core.analysis import best_zero_shot_sources, cross_model_table, indicator_summary, projector_tasks, zero_shot
-from spot_core.report.su import neuron_window_scores
-
-COLUMNS = ["key", "stage", "task", "source", "source_key", "target", "seed", "score"]
-
-
-def frame(*rows) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=COLUMNS).assign(k=0)
-
+from spot_core.analysis import (
+    best_zero_shot_sources,
+    cross_model_table,
+    indicator_summary,
+    neuron_window_scores,
+    projector_tasks,
+    zero_shot,
+)
 
 ZERO_SHOT = frame(
     ("t0", "target", "rte", "", "", "rte", 0, 70.0),
@@ -113,7 +113,7 @@ def test_neuron_overlap_per_layer_window_tells_which_layers_predict_transfer():
     first, second = [1, 1, 1, 0], [1, 0, 0, 0]
 
     def mask(layer1, layer2):  # [layers=2, L=1, I=4]
-        return torch.tensor([[layer1], [layer2]], dtype=torch.bool)
+        return np.array([[layer1], [layer2]], dtype=bool)
 
     neurons = {
         "t0": mask([1, 1, 1, 1], [1, 1, 1, 1]),

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import runs_frame
 
 from spot_core.analysis import (
     baseline_scores,
@@ -19,10 +20,10 @@ def frame(*rows) -> pd.DataFrame:
     """Runs from (stage, source, source_key, target, seed, score) tuples; task and key are derived."""
     records = [
         {"key": f"{stage}:{src_key or src}:{target}:{seed}", "stage": stage, "task": target, "source": src}
-        | {"source_key": src_key, "target": target, "seed": seed, "k": 0, "score": score}
+        | {"source_key": src_key, "target": target, "seed": seed, "score": score}
         for stage, src, src_key, target, seed, score in rows
     ]
-    return pd.DataFrame(records)
+    return runs_frame(*records)
 
 
 BASELINE = [("target", "", "", "t1", 0, 60.0), ("target", "", "", "t1", 1, 64.0)]

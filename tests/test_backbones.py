@@ -63,7 +63,7 @@ def test_gemma3_prompt_tunes_end_to_end_from_embedded_vocabulary(data_dir, tmp_p
         data_dir=str(data_dir),
         max_train_examples=16,
         max_eval_examples=8,
-        max_input_len=48,
+        max_input_tokens=48,
     )
     result = tune_prompt(spec, tmp_path)
     assert result["final/step"] == 4
@@ -101,7 +101,7 @@ def test_decoder_only_inputs_start_with_the_tokenizers_bos_and_have_no_end_token
             ids = [10 + len(w) for w in text.split()]
             return type("Out", (), {"input_ids": [2, *ids, 1] if add_special_tokens else ids})()
 
-    codec = Codec(Tokenizer(), is_encoder_decoder=False, max_input_len=3)
+    codec = Codec(Tokenizer(), is_encoder_decoder=False, max_input_tokens=3)
     assert codec.encode_input("a bb ccc dddd") == [2, 11, 12]  # <bos> kept, truncated at the end, no <eos>
     byte = Codec(load_backbone("tiny-llama").tokenizer, is_encoder_decoder=False)
     assert byte.encode_input("ab") == [byte.tokenizer.convert_tokens_to_ids(c) for c in "ab"]  # adds nothing

@@ -1,6 +1,5 @@
-"""Activated-neuron overlap: exact masks on a hand-built model, the cosine, hooks and modes, storage."""
-
-import math
+"""Activated neurons: exact masks on a hand-built model, hooks and modes, storage (the overlap of two masks:
+test_similarity.py)."""
 
 import pytest
 import torch
@@ -9,14 +8,13 @@ from safetensors import safe_open
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from spot_core.analysis.similarity import neuron_overlap
 from spot_core.backbones import Backbone, byte_tokenizer, freeze
 from spot_core.neurons import (
     activated_neurons,
     default_input_ids,
     ffn_output_projections,
     load_neurons,
-    neuron_overlap,
-    overlap_by_layer_window,
     save_neurons,
 )
 from spot_core.prompt_files import save_prompt
@@ -104,32 +102,6 @@ def test_causal_prompt_positions_ignore_later_tokens_but_t5_encoder_prompt_sees_
     assert not torch.equal(activated_neurons(t5, input_ids=[5, 6, 7]), activated_neurons(t5, input_ids=[40]))
 
 
-def test_overlap_of_known_masks():
-    a = as_bool([[[1, 1, 0, 0]], [[1, 1, 1, 1]], [[0, 0, 0, 0]]])
-    b = as_bool([[[1, 0, 1, 0]], [[1, 1, 1, 1]], [[1, 1, 0, 0]]])
-    assert neuron_overlap(a, a) == pytest.approx(1.0)
-    assert neuron_overlap(a, b) == pytest.approx(5 / math.sqrt(6 * 8))
-    assert neuron_overlap(a, b, layers=[0]) == pytest.approx(0.5)
-    assert neuron_overlap(a, b, layers=slice(1, 2)) == pytest.approx(1.0)
-    assert neuron_overlap(a, b, layers=[0, 2]) == pytest.approx(1 / math.sqrt(2 * 4))
-    assert neuron_overlap(a, b, layers=[2]) == 0.0  # a activates nothing there: defined as 0
-    assert neuron_overlap(torch.zeros(2, 1, 3, dtype=torch.bool), torch.zeros(2, 1, 3, dtype=torch.bool)) == 0.0
-    disjoint = as_bool([[[1, 0, 1, 0]]]), as_bool([[[0, 1, 0, 1]]])
-    assert neuron_overlap(*disjoint) == 0.0
-    assert overlap_by_layer_window(a, b, 1) == pytest.approx([0.5, 1.0, 0.0])
-    assert overlap_by_layer_window(a, b, 2) == pytest.approx([5 / 6, 0.0])  # last window: layer 2 alone
-    assert overlap_by_layer_window(a, b, 3) == pytest.approx([neuron_overlap(a, b)])
-
-
-def test_overlap_rejects_bad_shapes_and_windows():
-    with pytest.raises(ValueError, match="same shape"):
-        neuron_overlap(torch.ones(2, 3, 4, dtype=torch.bool), torch.ones(2, 2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="same shape"):
-        overlap_by_layer_window(torch.ones(2, 1, 4, dtype=torch.bool), torch.ones(3, 1, 4, dtype=torch.bool), 1)
-    with pytest.raises(ValueError, match="window"):
-        overlap_by_layer_window(torch.ones(2, 1, 4, dtype=torch.bool), torch.ones(2, 1, 4, dtype=torch.bool), 0)
-
-
 def pre_hooks(model: nn.Module) -> list[int]:
     return [len(m._forward_pre_hooks) for m in model.modules()]
 
@@ -179,11 +151,11 @@ def test_layer_counts_and_shapes_on_tiny_models(tiny_name):
     assert got.shape == (layers, 4, width) and got.dtype == torch.bool
     assert 0 < got.float().mean() < 1
     assert activated_neurons(model, readout="input").shape == (layers, 1, width)
-    assert neuron_overlap(got, activated_neurons(model)) == pytest.approx(1.0)  # deterministic
+    assert neuron_overlap(got.numpy(), activated_neurons(model).numpy()) == pytest.approx(1.0)  # deterministic
     other = activated_neurons(
         model, torch.randn(4, model.backbone.hidden_size, generator=torch.Generator().manual_seed(1))
     )
-    assert 0 < neuron_overlap(got, other) < 1
+    assert 0 < neuron_overlap(got.numpy(), other.numpy()) < 1
 
 
 def test_gpt2_style_mlp_is_found():

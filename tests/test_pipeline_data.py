@@ -47,5 +47,12 @@ def test_make_data_from_an_unreachable_hub_reports_each_task(tmp_path):
 
 def test_make_docs_writes_the_coverage_table(tmp_path, data_dir):
     out = tmp_path / "tasks.md"
-    tasks_doc.run(compose_conf("tasks_doc", f"data_dir={data_dir}", f"out={out}"))
+    tasks_doc.run(compose_conf("tasks_doc", f"data_dir={data_dir}", f"out_dir={tmp_path}"))
     assert out.read_text() == (REPO / "docs" / "tasks.md").read_text(), "docs/tasks.md is stale: run `make docs`"
+
+
+def test_the_old_out_key_still_works_for_one_release_with_a_warning(tmp_path, data_dir, caplog):
+    out = tmp_path / "elsewhere.md"
+    tasks_doc.run(compose_conf("tasks_doc", f"data_dir={data_dir}", f"out={out}"))
+    assert out.read_text() == (REPO / "docs" / "tasks.md").read_text()
+    assert "out is deprecated and will be removed in the next release: use out_dir" in caplog.text

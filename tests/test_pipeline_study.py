@@ -66,7 +66,7 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
     stages = Counter(r.data.tags["stage"] for r in runs)
     assert stages == {"source": 2, "target": 2, "transfer": 4, "retrieval_mixture": 2, "retrieval": 4}
     wavg = next(r for r in runs if r.data.tags["source"] == "wavg-top2")
-    assert wavg.data.params["init"] == "weighted_average" and wavg.data.tags["k"] == "2"
+    assert wavg.data.params["prompt.init"] == "weighted_average" and wavg.data.tags["k"] == "2"
     mixture = next(r for r in runs if r.data.tags["stage"] == "retrieval_mixture")
     assert mixture.data.tags["task"] in (
         "sst2_v1+mnli_v1+rte_v1",
@@ -78,7 +78,7 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
         r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == first["parent_run_id"] for r in runs
     )
     transfer = next(r for r in runs if r.data.tags["stage"] == "transfer")
-    assert transfer.data.tags["source"] in ("sst2_v1", "mnli_v1") and transfer.data.params["init"] == "file"
+    assert transfer.data.tags["source"] in ("sst2_v1", "mnli_v1") and transfer.data.params["prompt.init"] == "file"
     assert "val/score" in transfer.data.metrics
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(transfer.info.run_id)}
     assert {"best_prompt.safetensors", "task_embedding.safetensors", "result.json"} <= artifacts
@@ -146,7 +146,7 @@ def test_su_stages_zero_shot_neurons_and_a_projector_into_a_wider_model(tmp_path
         data_dir=str(data_dir),
         max_train_examples=32,
         max_eval_examples=16,
-        max_input_len=128,
+        max_input_tokens=128,
     )
     assert evaluate_prompt(spec, tmp_path / "check")["best/val_score"] == shot.data.metrics["best/val_score"]
     # A cross-model cell starts from its source prompt projected by the study's projector, in the wider model.
@@ -266,7 +266,7 @@ def test_a_hydra_multirun_makes_one_study_per_swept_value(tmp_path, data_dir):
     args = [
         "-m",
         "study=smoke",
-        "study.prompt_length=4,6",
+        "study.prompt.length=4,6",
         "stages=[source]",
         f"data_dir={data_dir}",
         f"out_dir={tmp_path}/out/${{study.name}}",
@@ -277,5 +277,5 @@ def test_a_hydra_multirun_makes_one_study_per_swept_value(tmp_path, data_dir):
     done = subprocess.run([sys.executable, "-m", "pipelines.study", *args], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     studies = Counter(r.data.tags["study"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")
-    assert studies == {"smoke-study.prompt_length=4": 2, "smoke-study.prompt_length=6": 2}
+    assert studies == {"smoke-study.prompt.length=4": 2, "smoke-study.prompt.length=6": 2}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(studies)

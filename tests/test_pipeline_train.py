@@ -36,7 +36,7 @@ def test_train_pipeline_logs_params_metrics_and_prompts(tmp_path, data_dir):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     logged = client.get_run(result["run_id"])
     assert logged.info.status == "FINISHED"
-    assert logged.data.params["task"] == "sst2_v1" and logged.data.params["optimizer"] == "adafactor"
+    assert logged.data.params["task"] == "sst2_v1" and logged.data.params["trainer.optimizer"] == "adafactor"
     assert [m.step for m in client.get_metric_history(result["run_id"], "val/score")] == [0, 2, 4]
     artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
     assert {"best_prompt.safetensors", "task_embedding.safetensors", "final_prompt.safetensors"} <= artifacts
@@ -50,17 +50,45 @@ def test_unknown_task_and_unreachable_server_fail_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# What each preset sets (compose_train overrides steps, batch size, evaluation interval, prompt length, data limits).
+TRAINERS = {
+    "spot": {
+        "lr": 0.3,
+        "optimizer": "adafactor",
+        "micro_batch_size": None,
+        "eval_batch_size": 64,
+        "eval_at_start": False,
+    },
+    "cpu": {"lr": 0.03, "optimizer": "adafactor", "micro_batch_size": 4, "eval_batch_size": 32, "eval_at_start": True},
+}
+MODELS = {  # name, max input length, device, prompt once
+    "smollm2-135m": ("smollm2-135m", 128, "cpu", True),
+    "t5-base-lm-adapt": ("google/t5-base-lm-adapt", 512, "cuda", False),
+    "tiny-t5": ("tiny-t5", 128, "cpu", False),
+}
+
+
 @pytest.mark.parametrize("preset", ["trainer=spot", "trainer=cpu", "prompt=class_labels", "prompt=random_uniform"])
 @pytest.mark.parametrize("model", ["smollm2-135m", "t5-base-lm-adapt", "tiny-t5"])
 def test_every_preset_composes_into_a_valid_run_spec(tmp_path, preset, model):
     from pipelines.train import build_spec
 
     spec = build_spec(compose_train(tmp_path, f"model={model}", preset))
-    assert spec.trainer.lr > 0 and spec.prompt.length >= 1
-    if preset == "trainer=spot":
-        # (steps, batch, eval interval are overridden small by compose_train)
-        assert (spec.trainer.lr, spec.trainer.optimizer.value, spec.trainer.micro_batch_size) == (
-            0.3,
-            "adafactor",
-            None,
-        )
+    trainer = TRAINERS["spot" if preset == "trainer=spot" else "cpu"]
+    assert {k: getattr(spec.trainer, k) for k in trainer} == trainer
+    # compose_train's overrides win over the preset's values
+    assert (spec.trainer.steps, spec.trainer.batch_size, spec.trainer.eval_every, spec.trainer.embedding_step) == (
+        4,
+        4,
+        2,
+        2,
+    )
+    init = preset.split("=")[1] if preset.startswith("prompt=") else "sampled_vocab"
+    assert (spec.prompt.init.value, spec.prompt.length, spec.prompt.scale, list(spec.prompt.files)) == (
+        init,
+        4,
+        0.5,
+        [],
+    )
+    assert (spec.model, spec.max_input_len, spec.device, spec.prompt_once) == MODELS[model]
+    assert (spec.task, spec.max_train_examples, spec.max_eval_examples, spec.max_target_len) == ("sst2_v1", 16, 8, 16)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import prompted
 
-from spot_core.cross_model import ProjectorSpec, fit_projector
+from spot_core.cross_model import ProjectorSpec, fit_projector, project_file
 from spot_core.data import collate, encode_examples
 from spot_core.projector import (
     ProjectedPrompt,
@@ -117,7 +117,7 @@ def test_task_tuning_refuses_models_without_the_projected_prompt():
 
 
 @pytest.mark.parametrize("method", ["task_tuning", "distance"])
-def test_projector_run_writes_projected_prompts_for_the_other_model(data_dir, tmp_path, method):
+def test_projector_run_and_project_file_write_prompts_for_the_other_model(data_dir, tmp_path, method):
     for name, h, seed in (("a_sst2", 32, 0), ("a_rte", 32, 1), ("b_sst2", 48, 2)):
         save_prompt(tmp_path / f"{name}.safetensors", rand(4, h, seed=seed) * 0.1)
     target = RunSpec(
@@ -126,7 +126,7 @@ def test_projector_run_writes_projected_prompts_for_the_other_model(data_dir, tm
         data_dir=str(data_dir),
         max_train_examples=16,
         max_eval_examples=8,
-        max_input_len=48,
+        max_input_tokens=48,
     )
     spec = ProjectorSpec(
         source_model="tiny-llama",
@@ -134,14 +134,24 @@ def test_projector_run_writes_projected_prompts_for_the_other_model(data_dir, tm
         train_tasks=["sst2_v1"],
         train_prompts=[str(tmp_path / "a_sst2.safetensors")],
         target_prompts=[str(tmp_path / "b_sst2.safetensors")],
-        project={"rte": str(tmp_path / "a_rte.safetensors")},
         projector={"method": method, "hidden": 16, "steps": 4, "batch_size": 4},
     )
     result = fit_projector(spec, tmp_path / "run")
-    projected, meta = load_prompt(tmp_path / "run/projected/rte.safetensors")
+    project_file(tmp_path / "run/projector.safetensors", tmp_path / "a_rte.safetensors", tmp_path / "rte.safetensors")
+    projected, meta = load_prompt(tmp_path / "rte.safetensors")
     assert projected.shape == (4, 48) and meta["method"] == method
-    assert 0 <= result["best/val_score"] <= 100 and "train_task/sst2_v1/val_score" in result
-    assert len(json.loads((tmp_path / "run/metrics.json").read_text())) == 4
+    save_prompt(tmp_path / "odd.safetensors", rand(6, 32))
+    with pytest.raises(PromptShapeError, match=r"odd.safetensors has shape \(6, 32\).*\[4, 32\]"):
+        project_file(tmp_path / "run/projector.safetensors", tmp_path / "odd.safetensors", tmp_path / "out.safetensors")
+    # deterministic values of this 4-step run (8 SST-2 validation sentences; the distance loss is an MSE)
+    score, loss = {"task_tuning": (50.0, 5.618837833404541), "distance": (62.5, 0.03204371780157089)}[method]
+    assert result == pytest.approx(
+        {"best/val_score": score, "best/step": 4, "final/loss": loss, "train_task/sst2_v1/val_score": score},
+        rel=1e-5,
+        abs=1e-6,
+    )
+    history = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3, 4] and history[-1]["train/loss"] == result["final/loss"]
     assert fit_projector(spec, tmp_path / "run") == result  # finished: not trained again
 
 
@@ -152,12 +162,12 @@ def test_projector_run_checks_prompt_shapes_before_training(data_dir, tmp_path):
     spec = ProjectorSpec(
         "tiny-llama",
         target,
-        ["sst2_v1"],
-        [str(tmp_path / "a.safetensors")],
-        project={"odd": str(tmp_path / "odd.safetensors")},
+        ["sst2_v1", "rte_v1"],
+        [str(tmp_path / "a.safetensors"), str(tmp_path / "odd.safetensors")],
     )
     with pytest.raises(PromptShapeError, match=r"odd.safetensors has shape \(6, 32\).*\[4, 32\]"):
         fit_projector(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was trained or written
     with pytest.raises(ValueError, match="distance needs the target model's own prompt"):
         ProjectorSpec(
             "tiny-llama", target, ["sst2_v1"], [str(tmp_path / "a.safetensors")], projector={"method": "distance"}

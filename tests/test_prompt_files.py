@@ -11,10 +11,10 @@ from spot_core.prompt_files import (
     import_peft,
     load_numpy_prompt,
     load_prompt,
+    read_prompt,
     save_prompt,
 )
 from spot_core.prompts import PromptShapeError
-from spot_core.tuning import read_prompt
 
 
 def test_save_load_is_bit_exact_with_metadata(tmp_path):

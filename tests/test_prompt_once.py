@@ -77,7 +77,7 @@ def test_a_training_run_ends_with_the_prompt_of_the_concatenated_path(name, data
             data_dir=str(data_dir),
             max_train_examples=24,
             max_eval_examples=12,
-            max_input_len=48,
+            max_input_tokens=48,
             prompt_once=prompt_once,
         )
         out = tmp_path / str(prompt_once)

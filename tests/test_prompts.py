@@ -63,9 +63,15 @@ def test_weighted_average_values_and_errors():
         weighted_average([a, b], [1.0])
 
 
-def test_similarity_weights_sum_to_one():
-    w = similarity_weights([0.2, 0.6, 0.2])
-    assert w == pytest.approx([0.2, 0.6, 0.2]) and sum(w) == pytest.approx(1.0)
+def test_similarity_weights_are_the_similarities_over_their_sum():
+    # SPoT: a_r = sim_r / sum_l sim_l; inputs that do not already sum to 1
+    assert similarity_weights([0.5, 1.5, 2.0]) == pytest.approx([0.125, 0.375, 0.5], abs=1e-12)
+    assert similarity_weights([3.0]) == [1.0]
+    w = similarity_weights([0.9, 0.3])
+    assert w == pytest.approx([0.75, 0.25], abs=1e-12) and sum(w) == pytest.approx(1.0, abs=1e-12)
+    assert similarity_weights([-0.2, 0.6]) == pytest.approx([-0.5, 1.5], abs=1e-12)  # a negative similarity stays
+    with pytest.raises(ValueError, match=r"positive sum, got \[0.3, -0.3\]"):
+        similarity_weights([0.3, -0.3])
 
 
 def test_shape_error_names_both_shapes_and_the_model():

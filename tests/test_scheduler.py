@@ -3,17 +3,20 @@
 from ray.tune.search import Searcher
 
 from pipelines.scheduler import CellScheduler
-from spot_core.study import Stage, StudyConfig, plan
+from spot_core.stages.catalogue import plan_stages
+from spot_core.stages.kinds import Stage
+from spot_core.study import StudyConfig
 
 
 def design() -> list:
     config = StudyConfig(name="t", model="tiny-llama", sources=["mnli", "sst2"], targets=["rte"], seeds=[0])
-    return plan(config)  # 2 sources, 1 target, 2 transfers
+    return plan_stages(config, ["source", "target", "transfer"])  # 2 sources, 1 target, 2 transfers
 
 
 def scheduler(cells, finished=(), plan_more=None, lines=None) -> CellScheduler:
     show = lines.append if lines is not None else lambda line: None
-    return CellScheduler(cells, set(finished), lambda c: {"label": c.label}, plan_more, concurrency=2, show=show)
+    waits_for = (Stage.SOURCE, Stage.TARGET)
+    return CellScheduler(cells, set(finished), lambda c: {"label": c.label}, plan_more, waits_for, 2, show)
 
 
 def labels(configs) -> list[str]:

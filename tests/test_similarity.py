@@ -1,45 +1,64 @@
-"""Task similarity and source ranking on hand-made embeddings with known answers."""
+"""Task similarity, the other indicators and source ranking on hand-made arrays with known answers; the numbers
+against the torch implementation they replaced, to the last bit."""
 
 import math
+import platform
+from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from spot_core.similarity import (
+from spot_core.analysis.reductions import fma, gram, norm, row_norms, sum_all, sum_rows
+from spot_core.analysis.similarity import (
     cosine_of_means,
+    layer_windows,
     mean_token_cosine,
+    neuron_overlap,
     rank_sources,
     similarity,
     task_embedding,
     task_similarity,
 )
 
+# Bit-for-bit equality holds where torch runs its x86 kernels with MKL (see spot_core/analysis/reductions.py).
+TORCH_ORDER = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkl.is_available()
+
+
+def same(got, want, exact: bool = True):
+    """Bit for bit (where torch's order is known), else to rounding."""
+    if exact and TORCH_ORDER:
+        assert np.array_equal(got, want), (got, want)
+    else:
+        assert np.allclose(got, want, rtol=1e-12, atol=1e-15), (got, want)
+
 
 def test_cosine_of_average_tokens():
-    a = torch.tensor([[1.0, 0.0], [1.0, 2.0]])  # mean (1, 1)
-    b = torch.tensor([[2.0, 0.0], [0.0, 0.0]])  # mean (1, 0)
+    a = np.array([[1.0, 0.0], [1.0, 2.0]])  # mean (1, 1)
+    b = np.array([[2.0, 0.0], [0.0, 0.0]])  # mean (1, 0)
     assert cosine_of_means(a, b) == pytest.approx(1 / math.sqrt(2))
 
 
 def test_per_token_average_cosine():
-    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    b = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    a = np.array([[1.0, 0.0], [0.0, 1.0]])
+    b = np.array([[1.0, 0.0], [1.0, 1.0]])
     # cos pairs: (a0,b0)=1, (a0,b1)=1/sqrt2, (a1,b0)=0, (a1,b1)=1/sqrt2 -> mean (1 + sqrt2) / 4
     assert mean_token_cosine(a, b) == pytest.approx((1 + math.sqrt(2)) / 4)
     assert similarity(a, b, "per_token") == mean_token_cosine(a, b)
 
 
 def test_several_runs_average_over_all_pairs():
-    x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    x, y = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
     assert task_similarity([x, y], [x]) == pytest.approx(0.5)  # (1 + 0) / 2
     assert task_similarity([x, y], [x, y]) == pytest.approx(0.5)  # (1 + 0 + 0 + 1) / 4
 
 
 def test_identical_task_embeddings_rank_first():
-    g = torch.Generator().manual_seed(0)
-    target = torch.randn(5, 8, generator=g)
-    candidates = {f"s{i}": torch.randn(5, 8, generator=g) for i in range(6)}
-    candidates["same"] = target.clone()
+    g = np.random.default_rng(0)
+    target = g.standard_normal((5, 8)).astype(np.float32)
+    candidates = {f"s{i}": g.standard_normal((5, 8)).astype(np.float32) for i in range(6)}
+    candidates["same"] = target.copy()
     for method in ("avg_tokens", "per_token"):
         ranked = rank_sources([target], candidates, method)
         assert ranked[0][0] == "same" and len(ranked) == 7
@@ -47,21 +66,133 @@ def test_identical_task_embeddings_rank_first():
     assert rank_sources([target], candidates)[0][1] == pytest.approx(1.0)
 
 
+def test_ties_keep_the_candidates_order():
+    x = np.array([[1.0, 0.0]])
+    ranked = rank_sources([x], {"b": x.copy(), "far": np.array([[0.0, 1.0]]), "a": x.copy()})
+    assert [name for name, _ in ranked] == ["b", "a", "far"]
+
+
 def test_embeddings_of_different_hidden_sizes_are_refused():
     with pytest.raises(ValueError, match=r"same H, got \(2, 4\) and \(2, 3\)"):
-        similarity(torch.zeros(2, 4), torch.zeros(2, 3))
+        similarity(np.zeros((2, 4)), np.zeros((2, 3)))
 
 
 def test_displacement_embeddings_separate_tasks_that_share_an_initial_prompt():
-    init = torch.tensor([[5.0, 5.0, 0.0], [5.0, -5.0, 0.0]])
-    sentiment = init + torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    also_sentiment = init + torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 1.0]])
-    nli = init + torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    init = np.array([[5.0, 5.0, 0.0], [5.0, -5.0, 0.0]])
+    sentiment = init + np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    also_sentiment = init + np.array([[0.0, 0.0, 2.0], [0.0, 0.0, 1.0]])
+    nli = init + np.array([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
     # As prompts, all three are mostly the shared init and look alike; as displacements they do not.
     assert similarity(sentiment, nli) > 0.9
     moved = {name: task_embedding(p, init, "displacement") for name, p in [("s", also_sentiment), ("n", nli)]}
     assert rank_sources([task_embedding(sentiment, init, "displacement")], moved)[0] == ("s", pytest.approx(1.0))
     assert similarity(task_embedding(sentiment, init, "displacement"), moved["n"]) == pytest.approx(-1.0)
-    assert torch.equal(task_embedding(sentiment, None, "prompt"), sentiment)
+    assert np.array_equal(task_embedding(sentiment, None, "prompt"), sentiment)
     with pytest.raises(ValueError, match="needs the run's initial prompt"):
         task_embedding(sentiment, None, "displacement")
+
+
+def test_a_displacement_keeps_the_prompts_dtype():
+    checkpoint, initial = np.full((2, 3), 0.3, np.float32), np.full((2, 3), 0.1, np.float32)
+    moved = task_embedding(checkpoint, initial, "displacement")
+    assert moved.dtype == np.float32 and np.array_equal(moved, checkpoint - initial)
+
+
+def test_the_other_indicators():
+    a, b = np.ones((2, 3)), np.zeros((2, 3))
+    assert similarity(a, b, "euclidean") == pytest.approx(-(6**0.5))
+    masks = {"x": np.array([[[True, False]]]), "y": np.array([[[False, True]]])}
+    ranked = rank_sources([np.array([[[True, True]]])], masks, "neuron_overlap")
+    assert [k for k, _ in ranked] == ["x", "y"] and ranked[0][1] == pytest.approx(2**-0.5)
+    with pytest.raises(ValueError, match="one shape"):
+        similarity(np.ones((2, 3)), np.ones((3, 3)), "euclidean")
+
+
+def as_bool(rows) -> np.ndarray:
+    return np.array(rows, dtype=bool)
+
+
+def test_overlap_of_known_masks():
+    a = as_bool([[[1, 1, 0, 0]], [[1, 1, 1, 1]], [[0, 0, 0, 0]]])
+    b = as_bool([[[1, 0, 1, 0]], [[1, 1, 1, 1]], [[1, 1, 0, 0]]])
+    assert neuron_overlap(a, a) == pytest.approx(1.0)
+    assert neuron_overlap(a, b) == pytest.approx(5 / math.sqrt(6 * 8))
+    assert neuron_overlap(a, b, layers=[0]) == pytest.approx(0.5)
+    assert neuron_overlap(a, b, layers=slice(1, 2)) == pytest.approx(1.0)
+    assert neuron_overlap(a, b, layers=[0, 2]) == pytest.approx(1 / math.sqrt(2 * 4))
+    assert neuron_overlap(a, b, layers=[2]) == 0.0  # a activates nothing there: defined as 0
+    assert neuron_overlap(np.zeros((2, 1, 3), dtype=bool), np.zeros((2, 1, 3), dtype=bool)) == 0.0
+    disjoint = as_bool([[[1, 0, 1, 0]]]), as_bool([[[0, 1, 0, 1]]])
+    assert neuron_overlap(*disjoint) == 0.0
+    by_window = lambda count: [neuron_overlap(a, b, w) for w in layer_windows(3, count)]  # noqa: E731
+    assert by_window(3) == pytest.approx([0.5, 1.0, 0.0])
+    assert by_window(2) == pytest.approx([5 / 6, 0.0])  # last window: layer 2 alone
+    assert by_window(1) == pytest.approx([neuron_overlap(a, b)])
+
+
+def test_layer_windows_split_like_array_split():
+    assert layer_windows(3, 3) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert layer_windows(4, 3) == [slice(0, 2), slice(2, 3), slice(3, 4)]  # the first window takes the extra layer
+    assert layer_windows(30, 3) == [slice(0, 10), slice(10, 20), slice(20, 30)]
+    assert layer_windows(2, 3) == [slice(0, 1), slice(1, 2)]  # more windows than layers: no empty window
+    assert layer_windows(0, 3) == []
+
+
+def test_overlap_rejects_bad_shapes_and_windows():
+    with pytest.raises(ValueError, match="same shape"):
+        neuron_overlap(np.ones((2, 3, 4), dtype=bool), np.ones((2, 2, 4), dtype=bool))
+    with pytest.raises(ValueError, match="same shape"):
+        neuron_overlap(np.ones((2, 1, 4), dtype=bool), np.ones((3, 1, 4), dtype=bool), slice(0, 1))
+    with pytest.raises(ValueError, match="window"):
+        layer_windows(2, 0)
+
+
+# The torch implementation the numpy one replaced (spot_core/similarity.py before the analysis went pure).
+def torch_similarity(a: np.ndarray, b: np.ndarray, method: str) -> float:
+    x, y = torch.from_numpy(a).double(), torch.from_numpy(b).double()
+    if method == "avg_tokens":
+        return float(F.cosine_similarity(x.mean(0), y.mean(0), dim=0))
+    if method == "per_token":
+        return float((F.normalize(x, dim=1) @ F.normalize(y, dim=1).T).mean())
+    return -float(torch.linalg.vector_norm(x - y))
+
+
+@pytest.mark.parametrize("shape", [(4, 32), (4, 48), (5, 8), (7, 33), (20, 64), (3, 4), (2, 3), (100, 576)])
+def test_the_same_numbers_as_the_torch_implementation(shape):
+    g = np.random.default_rng(sum(shape))
+    for _ in range(5 if shape[0] < 100 else 1):
+        a = g.standard_normal(shape).astype(np.float32) * np.float32(g.uniform(0.01, 10))
+        b, init = g.standard_normal(shape).astype(np.float32), g.standard_normal(shape).astype(np.float32)
+        for x, y in [(a, b), (a - init, b - init), (a.astype(np.float64) / 3, b.astype(np.float64) * 1.1)]:
+            same(similarity(x, y, "avg_tokens"), torch_similarity(x, y, "avg_tokens"))
+            same(similarity(x, y, "euclidean"), torch_similarity(x, y, "euclidean"))
+            # MKL accumulates a dot product in order for small products only, e.g. prompts of 4 to 20 tokens
+            exact = 4 <= shape[0] <= 20
+            same(similarity(x, y, "per_token"), torch_similarity(x, y, "per_token"), exact)
+        masks = g.random((3, *shape)) > 0.5, g.random((3, *shape)) > 0.5
+        x, y = (torch.from_numpy(m).flatten().double() for m in masks)
+        assert neuron_overlap(*masks) == float(x @ y / (x.norm() * y.norm()))  # sums of 0/1: exact either way
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 16, 33, 64, 100, 576, 5000])
+def test_reductions_follow_torchs_order(n):
+    g = np.random.default_rng(n)
+    x = g.standard_normal(n)
+    same(sum_all(x), float(torch.from_numpy(x).sum()))
+    same(norm(x), float(torch.linalg.vector_norm(torch.from_numpy(x))))
+    rows = g.standard_normal((3, n))
+    same(sum_rows(rows.T), torch.from_numpy(rows.T.copy()).sum(0).numpy())
+    same(sum_rows(rows), torch.from_numpy(rows).sum(0).numpy())
+    same(row_norms(rows), torch.from_numpy(rows).norm(dim=1).numpy())
+
+
+def test_fma_rounds_once():
+    g = np.random.default_rng(0)
+    a, b = g.standard_normal(2000), g.standard_normal(2000)
+    c = np.where(np.arange(2000) % 2 == 0, g.standard_normal(2000) * 1e3, -a * b * (1 + 1e-12))  # and cancellation
+    want = [float(Fraction(x) * Fraction(y) + Fraction(z)) for x, y, z in zip(a, b, c, strict=True)]
+    assert fma(a, b, c).tolist() == want
+    assert fma(0.1, 10.0, -1.0) == float(Fraction(0.1) * 10 - 1)  # 5.55e-17, where a * b + c gives 0
+    assert fma(0.1, 10.0, -1.0) != 0.1 * 10.0 - 1.0
+    p, q = g.standard_normal((4, 9)), g.standard_normal((3, 9))
+    assert np.allclose(gram(p, q), p @ q.T, rtol=1e-12, atol=1e-14)

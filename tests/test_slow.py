@@ -23,7 +23,7 @@ def test_smollm2_prompt_tuning_on_sst2_learns(data_dir, tmp_path):
         data_dir=str(data_dir),
         max_train_examples=2000,
         max_eval_examples=200,
-        max_input_len=64,
+        max_input_tokens=64,
     )
     tracker = MemoryTracker()
     result = tune_prompt(spec, tmp_path, tracker)
@@ -134,7 +134,7 @@ def test_a_short_run_trains_the_same_prompt_with_prompt_once(name, lr, data_dir,
             data_dir=str(data_dir),
             max_train_examples=200,
             max_eval_examples=32,
-            max_input_len=64,
+            max_input_tokens=64,
             prompt_once=prompt_once,
         )
         result = tune_prompt(spec, tmp_path / str(prompt_once))

@@ -4,9 +4,14 @@ import dataclasses
 
 import pytest
 
-from spot_core.study import Stage, StudyConfig, cell_tags, plan, plan_retrieval, run_spec
+from spot_core.stages.catalogue import plan_stages
+from spot_core.stages.kinds import Stage
+from spot_core.stages.retrieval import plan_retrieval
+from spot_core.study import StudyConfig, cell_tags, run_spec
 from spot_core.tasks import UnknownNameError
 from spot_core.trainer import TrainerConfig
+
+SPOT = ["source", "target", "transfer"]  # SPoT's grid
 
 
 def study(**kw) -> StudyConfig:
@@ -17,14 +22,14 @@ def study(**kw) -> StudyConfig:
             "sources": ["mnli", "sst2"],
             "targets": ["rte", "wsc", "cb"],
             "seeds": [0, 1],
-            "prompt_length": 4,
+            "prompt": {"length": 4},
             **kw,
         }
     )
 
 
 def test_the_plan_has_every_source_target_and_transfer_cell():
-    cells = plan(study())
+    cells = plan_stages(study(), SPOT)
     by_stage = {s: [c for c in cells if c.stage is s] for s in Stage}
     assert len(by_stage[Stage.SOURCE]) == 2 and len(by_stage[Stage.TARGET]) == 3 * 2
     assert len(by_stage[Stage.TRANSFER]) == 2 * 3 * 2
@@ -42,21 +47,21 @@ def test_the_plan_has_every_source_target_and_transfer_cell():
 
 
 def test_keys_are_stable_and_change_only_with_what_determines_a_result():
-    first, again = plan(study()), plan(study(name="renamed", data_dir="/elsewhere"))
+    first, again = plan_stages(study(), SPOT), plan_stages(study(name="renamed", data_dir="/elsewhere"), SPOT)
     assert [c.key for c in first] == [c.key for c in again]  # names and paths are not part of a result
-    more = {c.key for c in plan(study(seeds=[0, 1, 2]))}
+    more = {c.key for c in plan_stages(study(seeds=[0, 1, 2]), SPOT)}
     assert {c.key for c in first} < more and len(more) == 2 + 3 * 3 + 2 * 3 * 3
-    faster = plan(study(target_trainer=TrainerConfig(lr=0.1)))
+    faster = plan_stages(study(target_trainer=TrainerConfig(lr=0.1)), SPOT)
     changed = [a.stage for a, b in zip(first, faster, strict=True) if a.key != b.key]
     assert Stage.SOURCE not in changed and changed.count(Stage.TARGET) == 6
-    longer_sources = plan(study(source_trainer=TrainerConfig(steps=7)))
+    longer_sources = plan_stages(study(source_trainer=TrainerConfig(steps=7)), SPOT)
     transfers = [(a.key, b.key) for a, b in zip(first, longer_sources, strict=True) if a.stage is Stage.TRANSFER]
     assert all(a != b for a, b in transfers)  # a transfer's key follows its source cell's
 
 
 def test_a_transfer_reads_its_source_cells_best_prompt(tmp_path):
     cfg = study()
-    cell = next(c for c in plan(cfg) if c.stage is Stage.TRANSFER)
+    cell = next(c for c in plan_stages(cfg, SPOT) if c.stage is Stage.TRANSFER)
     spec = run_spec(cfg, cell, tmp_path)
     assert spec.prompt.init == "file" and spec.trainer.seed == cell.seed
     assert spec.prompt.files == [str(tmp_path / "source" / f"mnli_v1-s0-{cell.source.key}" / "best_prompt.safetensors")]
@@ -72,6 +77,7 @@ def test_a_transfer_reads_its_source_cells_best_prompt(tmp_path):
         "k": "0",
         "source_key": cell.source.key,
         "model": "tiny-llama",
+        "retrieval": "",
     }
 
 
@@ -80,14 +86,18 @@ def test_bad_designs_fail_with_the_field_and_the_fix():
         study(targets=["boolqq"])
     with pytest.raises(ValueError, match=r"study.seeds must be a non-empty list without repeats, got \[1, 1\]"):
         study(seeds=[1, 1])
-    with pytest.raises(ValueError, match="prompt.init"):
-        study(source_init="zeros")
+    with pytest.raises(ValueError, match="study.prompt.source_init must be one of: random_uniform, sampled_vocab"):
+        study(prompt={"source_init": "zeros"})
+    with pytest.raises(ValueError, match=r"study.prompt.target_init must be one of: .* \(the study chains prompts itself\)"):
+        study(prompt={"target_init": "file"})
+    with pytest.raises(ValueError, match="study.retrieval_similarity must be one of: avg_tokens, per_token"):
+        study(retrieval_similarity="cosine")
     assert dataclasses.replace(study(), sources=["glue"]).sources == ["glue_v1"]  # mixtures are sources too
 
 
 def test_retrieval_cells_blend_or_mix_the_top_k_source_runs(tmp_path):
     cfg = study(sources=["mnli", "sst2", "glue"], seeds=[0], retrieval_ks=[2, 4])
-    sources = {c.task: c for c in plan(cfg) if c.stage is Stage.SOURCE}
+    sources = {c.task: c for c in plan_stages(cfg, SPOT) if c.stage is Stage.SOURCE}
     ranked = [(sources["sst2_v1"], 0.6), (sources["glue_v1"], 0.2), (sources["mnli_v1"], 0.1)]
     cells = plan_retrieval(cfg, {"rte_v1": ranked})
     assert [c.label for c in cells] == [  # k=4 > 3 candidates: skipped; mixture prompts first
@@ -96,6 +106,8 @@ def test_retrieval_cells_blend_or_mix_the_top_k_source_runs(tmp_path):
         "retrieval:mix-top2->rte_v1:s0",
     ]
     mix, wavg, from_mix = cells
+    assert [(c.retrieval, c.k) for c in cells] == [("mixture", 2), ("weighted_average", 2), ("mixture", 2)]
+    assert cell_tags(wavg, cfg)["retrieval"] == "weighted_average" and cell_tags(wavg, cfg)["k"] == "2"
     assert [w for _, w in wavg.blend] == pytest.approx([0.75, 0.25])  # sim / sum of sims
     spec = run_spec(cfg, wavg, tmp_path)
     assert spec.prompt.init == "weighted_average" and spec.prompt.weights == pytest.approx([0.75, 0.25])

@@ -60,7 +60,7 @@ def tiny_spec(data_dir, tmp_path, task: str, init: str = "sampled_vocab", **limi
         trainer=TrainerConfig(steps=2, batch_size=4, eval_every=2, eval_batch_size=16, embedding_step=1),
         data_dir=str(data_dir),
         cache_dir=str(tmp_path / "cache"),
-        max_input_len=32,
+        max_input_tokens=32,
         **{"max_train_examples": 8, "max_eval_examples": 8, **limits},
     )
 
@@ -258,6 +258,13 @@ def test_a_mixture_trains_on_capped_examples_of_each_task_and_scores_their_mean(
     assert len(data.train) == 8 * 6 and len(data.validation) == 8 * 4
     capped = MixtureData(dataclasses.replace(data.mixture, cap=2), data.parts)
     assert len(capped.train) == 16 and capped.train[2] is data.parts[1].train[0]
+    # training draws each task at its Mixture.rates: a task under the cap and one over it
+    pair = [data.parts[0], dataclasses.replace(data.parts[1], train=data.parts[1].train[:3])]
+    mixed = MixtureData(Mixture("pair_v1", tuple(p.name for p in pair), cap=5), pair)
+    owner = {id(ex): p.name for p in pair for ex in p.train}
+    drawn = {p.name: sum(owner[id(ex)] == p.name for ex in mixed.train) / len(mixed.train) for p in pair}
+    rates = mixed.mixture.rates({p.name: len(p.train) for p in pair})
+    assert drawn == rates == {pair[0].name: 5 / 8, pair[1].name: 3 / 8}
     tracker = MemoryTracker()
     result = tune_prompt(spec, tmp_path / "run", tracker)
     step, last = [(s, m) for s, m in tracker.metrics if "val/score" in m][-1]

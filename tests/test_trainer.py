@@ -5,9 +5,12 @@ import json
 import pytest
 import torch
 from conftest import prompted
+from torch import nn
 
 from spot_core.data import encode_examples
 from spot_core.prompt_files import load_prompt
+from spot_core.prompted import PromptedLM
+from spot_core.prompts import PromptModule
 from spot_core.tasks import get_task
 from spot_core.tracking import MemoryTracker
 from spot_core.trainer import NonFiniteLossError, TaskData, Trainer, TrainerConfig
@@ -19,14 +22,51 @@ TRAIN = [
 ]
 
 
-def make(name="tiny-t5", out=None, **cfg):
+class FactorPrompt(PromptModule):
+    """A test-only prompt module: the prompt is the product of two trained factors, [L, r] @ [r, H]."""
+
+    def __init__(self, length: int, rank: int, hidden_size: int, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.left = nn.Parameter(torch.randn(length, rank, generator=gen))
+        self.right = nn.Parameter(torch.randn(rank, hidden_size, generator=gen) * 0.5)
+
+    def forward(self) -> torch.Tensor:
+        return self.left @ self.right
+
+
+def make(name="tiny-t5", out=None, factors=False, **cfg):
     model, codec = prompted(name, length=4, seed=1)
+    if factors:
+        model = PromptedLM(model.backbone, FactorPrompt(4, 2, model.backbone.hidden_size))
     task = get_task("sst2_v1")
     data = TaskData(task, codec, encode_examples(codec, TRAIN), encode_examples(codec, TRAIN[:8]))
     config = TrainerConfig(
         **{"steps": 12, "batch_size": 4, "eval_every": 4, "eval_batch_size": 4, "embedding_step": 2, **cfg}
     )
     return Trainer(config, model, data, out, tracker=MemoryTracker()), model
+
+
+def kill(trainer: Trainer, after: int, monkeypatch) -> None:
+    """Runs `trainer` until step `after` and kills it there, as a crash would."""
+    real_step = Trainer._train_step
+
+    def step_then_die(self, state):
+        real_step(self, state)
+        if state.step == after:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+
+
+def assert_same_prompts(ours, theirs) -> None:
+    """The two runs wrote bit-identical prompt files, with the same metadata."""
+    for f in ("final_prompt", "best_prompt", "task_embedding"):
+        a, b = load_prompt(ours / f"{f}.safetensors"), load_prompt(theirs / f"{f}.safetensors")
+        assert torch.equal(a[0], b[0]) and a[1] == b[1]
 
 
 def test_fit_writes_every_artifact_and_only_the_prompt_changes(tmp_path):
@@ -55,7 +95,7 @@ def test_fit_writes_every_artifact_and_only_the_prompt_changes(tmp_path):
     assert [h["step"] for h in history] == [0, 4, 8, 12]
     assert "train/loss" in history[1] and "val/accuracy" in history[1]
     logged = trainer.tracker
-    assert logged.params["optimizer"] == "adafactor" and logged.params["lr"] == 0.3
+    assert logged.params["trainer.optimizer"] == "adafactor" and logged.params["trainer.lr"] == 0.3
     assert [s for s, m in logged.metrics if "val/score" in m] == [0, 4, 8, 12]
 
 
@@ -75,23 +115,10 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, name, ki
     reference = full.fit()
 
     crashing, _ = make(name, out=tmp_path / "crash", optimizer="adamw", lr=0.05)
-    real_step = Trainer._train_step
-
-    def step_then_die(self, state):
-        real_step(self, state)
-        if state.step == kill_after:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(Trainer, "_train_step", step_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        crashing.fit()
-    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    kill(crashing, kill_after, monkeypatch)
     resumed, _ = make(name, out=tmp_path / "crash", optimizer="adamw", lr=0.05)
     assert resumed.fit() == reference
-    for f in ("final_prompt", "best_prompt", "task_embedding"):
-        ours = load_prompt(tmp_path / "crash" / f"{f}.safetensors")
-        theirs = load_prompt(tmp_path / "full" / f"{f}.safetensors")
-        assert torch.equal(ours[0], theirs[0]) and ours[1] == theirs[1]
+    assert_same_prompts(tmp_path / "crash", tmp_path / "full")
     assert json.loads((tmp_path / "crash/metrics.json").read_text()) == json.loads(
         (tmp_path / "full/metrics.json").read_text()
     )
@@ -167,3 +194,38 @@ def test_micro_batches_give_the_same_gradient_as_one_pass(tiny_name):
     parts = accumulate_gradients(model, examples, codec, micro_batch_size=4)
     torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model.prompt.weight.grad, grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["tiny-t5", "tiny-llama"])
+def test_the_trainer_trains_any_prompt_module(tmp_path, monkeypatch, name):
+    trainer, model = make(name, out=tmp_path / "full", factors=True, optimizer="adamw", lr=0.05)
+    start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    backbone = {k: v.clone() for k, v in model.model.state_dict().items()}
+    reference = trainer.fit()
+    assert all(not torch.equal(v, model.prompt.state_dict()[k]) for k, v in start.items())  # both factors learn
+    assert all(torch.equal(v, model.model.state_dict()[k]) for k, v in backbone.items())
+    with torch.no_grad():  # the prompt files hold what the module produces, [L, H]
+        assert torch.equal(load_prompt(tmp_path / "full/final_prompt.safetensors")[0], model.prompt())
+        assert torch.equal(load_prompt(tmp_path / "full/initial_prompt.safetensors")[0], start["left"] @ start["right"])
+    saved = torch.load(tmp_path / "full/resume.pt", weights_only=False)["prompt_state"]
+    assert set(saved) == {"left", "right"}
+    # an interrupted run of the module resumes bit-identically from its state_dict
+    crashing, _ = make(name, out=tmp_path / "crash", factors=True, optimizer="adamw", lr=0.05)
+    kill(crashing, 6, monkeypatch)
+    resumed, _ = make(name, out=tmp_path / "crash", factors=True, optimizer="adamw", lr=0.05)
+    assert resumed.fit() == reference
+    assert_same_prompts(tmp_path / "crash", tmp_path / "full")
+
+
+def test_a_checkpoint_written_before_prompt_modules_still_resumes_bit_identically(tmp_path, monkeypatch):
+    full, _ = make(out=tmp_path / "full")
+    reference = full.fit()
+    crashing, _ = make(out=tmp_path / "old")
+    kill(crashing, 5, monkeypatch)
+    # the layout of resume.pt before prompt modules: the SoftPrompt's weight under "prompt"
+    blob = torch.load(tmp_path / "old/resume.pt", weights_only=False)
+    blob["prompt"] = blob.pop("prompt_state")["weight"]
+    torch.save(blob, tmp_path / "old/resume.pt")
+    resumed, _ = make(out=tmp_path / "old")
+    assert resumed.fit() == reference
+    assert_same_prompts(tmp_path / "old", tmp_path / "full")

@@ -1,11 +1,18 @@
 """Planning Su et al.'s stages: zero-shot, neurons and cross-model cells, their inputs and keys."""
 
-import pytest
-import torch
+import json
 
-from spot_core.similarity import rank_sources, similarity
-from spot_core.study import Job, Stage, StudyConfig, cell_tags, plan, run_spec
-from spot_core.transferability import neurons_spec, plan_cross_model, plan_neurons, plan_zero_shot, projector_spec
+import pytest
+
+from spot_core.stages import cross_model, neurons, zero_shot
+from spot_core.stages.catalogue import parse_stages, plan_stages, stage_named
+from spot_core.stages.cross_model import projector_spec
+from spot_core.stages.kinds import Stage
+from spot_core.study import StudyConfig, cell_tags, run_spec
+
+plan_zero_shot, plan_neurons, plan_cross_model = zero_shot.plan, neurons.plan, cross_model.plan
+
+SPOT = ["source", "target", "transfer"]  # SPoT's grid
 
 CROSS = {"model": "tiny-llama-wide", "train_tasks": ["sst2"], "projector": {"hidden": 8, "steps": 2}}
 
@@ -17,7 +24,7 @@ def study(**kw) -> StudyConfig:
         "sources": ["mnli", "sst2", "qqp"],
         "targets": ["rte", "cb"],
         "seeds": [0, 1],
-        "prompt_length": 4,
+        "prompt": {"length": 4},
         "cross_model": CROSS,
     }
     return StudyConfig(**{**base, **kw})
@@ -26,14 +33,15 @@ def study(**kw) -> StudyConfig:
 def test_zero_shot_and_neurons_cells_point_at_their_runs(tmp_path):
     cfg = study()
     shots = plan_zero_shot(cfg)
-    assert len(shots) == 3 * 2 and all(c.job is Job.EVALUATE and c.source.stage is Stage.SOURCE for c in shots)
+    assert len(shots) == 3 * 2 and all(c.source.stage is Stage.SOURCE for c in shots)
+    assert all("trainer" not in json.loads(c.identity) for c in shots)  # scored only: the trainer is not in the key
     spec = run_spec(cfg, shots[0], tmp_path)
     assert spec.task == "rte_v1" and spec.prompt.init == "file"
     assert spec.prompt.files == [str(shots[0].source.out_dir(tmp_path) / "best_prompt.safetensors")]
-    neurons = plan_neurons(cfg)
-    assert len(neurons) == 3 + 2 * 2 and {c.source.stage for c in neurons} == {Stage.SOURCE, Stage.TARGET}
-    assert neurons_spec(cfg, neurons[0], tmp_path)["prompt_file"].endswith("task_embedding.safetensors")
-    assert cell_tags(neurons[0], cfg)["source_key"] == neurons[0].source.key
+    cells = plan_neurons(cfg)
+    assert len(cells) == 3 + 2 * 2 and {c.source.stage for c in cells} == {Stage.SOURCE, Stage.TARGET}
+    assert neurons.spec(cfg, cells[0], tmp_path)["prompt_file"].endswith("task_embedding.safetensors")
+    assert cell_tags(cells[0], cfg)["source_key"] == cells[0].source.key
 
 
 def test_cross_model_cells_run_on_the_other_model_after_their_projector(tmp_path):
@@ -71,7 +79,7 @@ def test_keys_change_with_what_changes_the_result_only():
     changed = {c.stage for c, d in zip(a, other, strict=True) if c.key != d.key}
     assert changed == {Stage.PROJECTOR, Stage.CROSS_ZERO_SHOT, Stage.CROSS_TRANSFER}  # B's own prompts stay
     # the SPoT grid's keys do not depend on the cross-model stage at all
-    assert [c.key for c in plan(study())] == [c.key for c in plan(study(cross_model=None))]
+    assert [c.key for c in plan_stages(study(), SPOT)] == [c.key for c in plan_stages(study(cross_model=None), SPOT)]
 
 
 @pytest.mark.parametrize(
@@ -89,11 +97,8 @@ def test_cross_model_config_errors_say_what_to_fix(cross, message):
         study(cross_model=cross)
 
 
-def test_the_other_indicators():
-    a, b = torch.ones(2, 3), torch.zeros(2, 3)
-    assert similarity(a, b, "euclidean") == pytest.approx(-(6**0.5))
-    masks = {"x": torch.tensor([[[True, False]]]), "y": torch.tensor([[[False, True]]])}
-    ranked = rank_sources([torch.tensor([[[True, True]]])], masks, "neuron_overlap")
-    assert [k for k, _ in ranked] == ["x", "y"] and ranked[0][1] == pytest.approx(2**-0.5)
-    with pytest.raises(ValueError, match="one shape"):
-        similarity(torch.ones(2, 3), torch.ones(3, 3), "euclidean")
+def test_a_stage_that_needs_more_of_the_design_says_what():
+    with pytest.raises(ValueError, match=r"stage cross_model needs study.cross_model"):
+        plan_stages(study(cross_model=None), [stage_named("cross_model")])
+    with pytest.raises(ValueError, match=r"stages: unknown \['retreival'\]; choose from \['source', .*'report'\]"):
+        parse_stages(["source", "retreival"], also=["report"])

@@ -3,14 +3,17 @@
 Inputs are plain tables (see `frames`): the finished runs, their per-evaluation curves, and task embeddings by
 run key. Outputs are DataFrames and small dataclasses with documented columns; rendering is someone else's job.
 
+    similarity   the measures: task embeddings' similarities, distance, activated-neuron overlap; rank_sources
     transfer     transferability matrices, gain, relative error reduction, relative performance
-    ranking      task similarity matrix, candidates ranked per target, candidates' true scores
+    ranking      task similarity matrix, candidates ranked per target (also per window of layers), true scores
     retrieval    best of top-k, oracle, weighted average / mixture rows, Table 3, search-space reduction
     correlation  Pearson / Spearman, NDCG@k, regret@k
     convergence  steps to reach the baseline's best score, speed-up
     zero_shot    source prompts on targets without training: scores and relative performance
     cross_model  prompts projected into another model: zero-shot, as the init, speed-up
     correlation.indicator_summary  which indicator (embedding similarities, distance, neuron overlap) predicts best
+
+numpy, pandas and scipy only: task embeddings and neuron masks come in as numpy arrays, run key -> array.
 """
 
 from spot_core.analysis.convergence import Convergence, baseline_convergence, convergence, transfer_convergence
@@ -21,6 +24,7 @@ from spot_core.analysis.correlation import (
     graded_relevance,
     indicator_summary,
     ndcg,
+    neuron_window_scores,
     ranking_quality,
     regret_at_k,
 )
@@ -28,6 +32,7 @@ from spot_core.analysis.cross_model import cross_model_table, projector_tasks
 from spot_core.analysis.frames import check_curves, check_runs, study_seeds
 from spot_core.analysis.ranking import (
     embedding_keys,
+    neuron_window_rankings,
     rank_candidates,
     score_candidates,
     task_similarity_matrix,
@@ -43,6 +48,16 @@ from spot_core.analysis.retrieval import (
     summarise_row,
     table3,
 )
+from spot_core.analysis.similarity import (
+    Indicator,
+    Similarity,
+    TaskEmbedding,
+    layer_windows,
+    neuron_overlap,
+    rank_sources,
+    task_embedding,
+    task_similarity,
+)
 from spot_core.analysis.transfer import (
     TransferMatrices,
     baseline_scores,
@@ -56,6 +71,9 @@ from spot_core.analysis.zero_shot import ZeroShot, best_zero_shot_sources, zero_
 __all__ = [
     "PAPER_KS",
     "Convergence",
+    "Indicator",
+    "Similarity",
+    "TaskEmbedding",
     "TransferMatrices",
     "baseline_convergence",
     "baseline_scores",
@@ -91,6 +109,13 @@ __all__ = [
     "best_zero_shot_sources",
     "cross_model_table",
     "indicator_summary",
+    "layer_windows",
+    "neuron_overlap",
+    "neuron_window_rankings",
+    "neuron_window_scores",
     "projector_tasks",
+    "rank_sources",
+    "task_embedding",
+    "task_similarity",
     "zero_shot",
 ]

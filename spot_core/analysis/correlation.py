@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from spot_core.analysis.ranking import neuron_window_rankings, score_candidates
 
 MIN_POINTS = 3  # a line through two points always fits; below three, r says nothing
 
@@ -124,3 +126,15 @@ def indicator_summary(stats_table: pd.DataFrame, quality: pd.DataFrame, k: int =
     table = table.reindex(list(dict.fromkeys([*corr.index, *at_k.index])))
     order = table["pearson_r"].fillna(-np.inf).sort_values(ascending=False, kind="stable").index
     return table.loc[order].reset_index().rename(columns={"index": "method"})
+
+
+def neuron_window_scores(
+    runs: pd.DataFrame, neurons: Mapping[str, np.ndarray], targets: Sequence[str], windows: int = 3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`correlations` and `ranking_quality` of the neuron overlap within each of `windows` consecutive windows of
+    layers (`ranking.neuron_window_rankings`; Su et al. 2022 find the later layers' overlap tells tasks apart
+    best), to set beside the whole-model indicators in `indicator_summary`. Empty tables without masks."""
+    if not neurons:
+        return pd.DataFrame(columns=["method"]), pd.DataFrame(columns=["method", "k"])
+    scored = score_candidates(neuron_window_rankings(runs, neurons, targets, windows), runs)
+    return correlations(correlation_points(scored)), ranking_quality(scored)

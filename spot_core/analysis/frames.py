@@ -3,14 +3,17 @@
 `runs`: one row per finished training run (cell) of a study:
     key         the cell's unique key
     stage       source | target | transfer | retrieval_mixture | retrieval, and Su et al.'s stages: zero_shot |
-                neurons | cross_source | projector | cross_zero_shot | cross_transfer (see spot_core.transferability)
+                neurons | cross_source | projector | cross_zero_shot | cross_transfer (spot_core.stages)
     task        the task the run trained on ("rte_v1"; a mixture "mnli_v1+rte_v1")
-    source      transfer: the source task; retrieval: "wavg-top{k}" or "mix-top{k}"; "" otherwise
+    source      transfer: the source task; retrieval: a display name, "wavg-top{k}" or "mix-top{k}"; "" otherwise
     source_key  transfer, zero_shot and cross-model runs: the key of the source run the prompt came from;
                 neurons: the run whose prompt it probed; "" otherwise
     target      the target task of target / transfer / retrieval runs; "" otherwise
     seed, k     the run's seed; retrieval's k (0 otherwise)
     score       the run's best validation score, 0-100
+    retrieval   retrieval and retrieval_mixture runs: how the retrieval built the init, weighted_average (the
+                similarity-weighted average of the top-k source prompts) | mixture (a prompt trained on the top-k
+                sources' tasks plus the target); "" otherwise (see RETRIEVALS)
 
 `curves`: key, step, score: the validation score at each evaluation of each run.
 
@@ -24,34 +27,25 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-RUN_COLUMNS = ("key", "stage", "task", "source", "source_key", "target", "seed", "k", "score")
+from spot_core.stages.kinds import Retrieval, Stage
+
+RUN_COLUMNS = ("key", "stage", "task", "source", "source_key", "target", "seed", "k", "score", "retrieval")
 CURVE_COLUMNS = ("key", "step", "score")
-STAGES = (
-    "source",
-    "target",
-    "transfer",
-    "retrieval_mixture",
-    "retrieval",
-    "zero_shot",  # Su et al.: a source prompt scored on a target, no training
-    "neurons",  # a run's activated neurons (score: NaN)
-    "cross_source",  # cross-model: the other model's own prompt on a task
-    "projector",
-    "cross_zero_shot",
-    "cross_transfer",
-)
+STAGES = tuple(s.value for s in Stage)  # the stage catalogue's cell stages, in the report's order
+RETRIEVALS = tuple(r.value for r in Retrieval)
 
 
 def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs table with its columns checked and typed (a copy; row order kept).
 
     Raises:
-        ValueError: a column is missing or a stage is unknown.
+        ValueError: a column is missing, or a stage or retrieval is unknown.
     """
     missing = [c for c in RUN_COLUMNS if c not in runs.columns]
     if missing:
         raise ValueError(f"runs lacks columns {missing}; expected {list(RUN_COLUMNS)}")
     out = runs.loc[:, list(RUN_COLUMNS)].copy()
-    for column in ("key", "stage", "task", "source", "source_key", "target"):
+    for column in ("key", "stage", "task", "source", "source_key", "target", "retrieval"):
         out[column] = out[column].fillna("").astype(str)
     out["seed"] = out["seed"].astype(int)
     out["k"] = out["k"].fillna(0).astype(int)
@@ -59,6 +53,9 @@ def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     unknown = sorted(set(out["stage"]) - set(STAGES))
     if unknown:
         raise ValueError(f"runs.stage has unknown values {unknown}; allowed {list(STAGES)}")
+    unknown = sorted(set(out["retrieval"]) - {"", *RETRIEVALS})
+    if unknown:
+        raise ValueError(f"runs.retrieval has unknown values {unknown}; allowed {list(RETRIEVALS)} or ''")
     return out.reset_index(drop=True)
 
 

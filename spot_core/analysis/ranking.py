@@ -1,6 +1,6 @@
 """Task similarity between tasks of a study and the ranking of source runs for each target (SPoT section 3.2).
 
-The measures themselves live in `spot_core.similarity`; this module applies them to a study's runs. A candidate
+The measures themselves live in `similarity`; this module applies them to a study's runs. A candidate
 is one source run (several per source task when there are source seeds), named by its key; a target is
 represented by all its baseline runs' task embeddings, and a candidate's similarity is the mean over them.
 """
@@ -11,17 +11,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from spot_core.analysis.frames import check_runs, complete_baseline, lookup, nan_mean, seed_table, stage, study_seeds
+from spot_core.analysis.similarity import Indicator, Similarity, layer_windows, rank_sources, task_similarity
 from spot_core.analysis.transfer import relative_error_reduction
-from spot_core.similarity import Indicator, Similarity, rank_sources, task_similarity
 
 METHODS = tuple(Indicator)
+RANKING_COLUMNS = ["method", "target", "rank", "source_key", "source", "similarity"]
 
 
 def embedding_keys(
-    runs: pd.DataFrame, embeddings: Mapping[str, torch.Tensor], stages: Sequence[str] = ("source", "target")
+    runs: pd.DataFrame, embeddings: Mapping[str, np.ndarray], stages: Sequence[str] = ("source", "target")
 ) -> dict[str, list[str]]:
     """Task -> keys of its runs (of the given stages) that have a task embedding, tasks sorted, keys in run order.
 
@@ -34,7 +34,7 @@ def embedding_keys(
 
 def task_similarity_matrix(
     tasks: Mapping[str, Sequence[str]],
-    embeddings: Mapping[str, torch.Tensor],
+    embeddings: Mapping[str, np.ndarray],
     method: Indicator | str = Similarity.AVG_TOKENS,
 ) -> pd.DataFrame:
     """Similarity between every two tasks, each the mean over all pairs of their runs.
@@ -42,7 +42,7 @@ def task_similarity_matrix(
     Args:
         tasks: task -> keys of its runs; rows and columns follow this order.
         embeddings: run key -> task embedding [L, H] (neuron_overlap: run key -> neuron mask).
-        method: an indicator (see `spot_core.similarity`).
+        method: an indicator (see `similarity`).
 
     Returns:
         A tasks x tasks DataFrame; NaN where a task has no run with an embedding.
@@ -60,10 +60,10 @@ def task_similarity_matrix(
 
 def rank_candidates(
     runs: pd.DataFrame,
-    embeddings: Mapping[str, torch.Tensor],
+    embeddings: Mapping[str, np.ndarray],
     methods: Sequence[Indicator | str] = METHODS,
     targets: Sequence[str] | None = None,
-    neurons: Mapping[str, torch.Tensor] | None = None,
+    neurons: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Every source run ranked by similarity to each target, per indicator.
 
@@ -94,8 +94,32 @@ def rank_candidates(
                 continue
             for rank, (key, sim) in enumerate(rank_sources(target_runs, candidates, method), start=1):
                 rows.append((method.value, target, rank, key, source_task[key], sim))
-    columns = ["method", "target", "rank", "source_key", "source", "similarity"]
-    return pd.DataFrame(rows, columns=columns).astype({"rank": int, "similarity": float})
+    return pd.DataFrame(rows, columns=RANKING_COLUMNS).astype({"rank": int, "similarity": float})
+
+
+def neuron_window_rankings(
+    runs: pd.DataFrame, neurons: Mapping[str, np.ndarray], targets: Sequence[str], windows: int = 3
+) -> pd.DataFrame:
+    """`rank_candidates` by the neuron overlap within each of `windows` consecutive windows of layers
+    (`similarity.layer_windows`), the method named `neuron_overlap[a-b]` (layers a..b, counted from 1).
+
+    Args:
+        runs: the runs table.
+        neurons: run key -> activated-neuron mask [layers, L, I]; all with the same number of layers.
+        targets: the targets to rank for.
+        windows: how many windows to split the layers into.
+
+    Returns:
+        `rank_candidates`' columns, window after window; empty without masks.
+    """
+    if not neurons:
+        return pd.DataFrame(columns=RANKING_COLUMNS)
+    rankings = []
+    for window in layer_windows(next(iter(neurons.values())).shape[0], windows):
+        masks = {key: mask[window] for key, mask in neurons.items()}
+        ranked = rank_candidates(runs, {}, [Indicator.NEURON_OVERLAP], targets, neurons=masks)
+        rankings.append(ranked.assign(method=f"{Indicator.NEURON_OVERLAP.value}[{window.start + 1}-{window.stop}]"))
+    return pd.concat(rankings, ignore_index=True)
 
 
 def transfer_seed_scores(runs: pd.DataFrame, seeds: Sequence[int] | None = None) -> pd.DataFrame:

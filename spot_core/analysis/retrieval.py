@@ -12,7 +12,6 @@ Rules every row follows, so that rows compare like with like:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,14 +19,12 @@ import pandas as pd
 
 from spot_core.analysis.frames import check_runs, complete_baseline, seed_table, stage, study_seeds
 from spot_core.analysis.ranking import METHODS, score_candidates, transfer_seed_scores
+from spot_core.analysis.similarity import Similarity
 from spot_core.analysis.transfer import relative_error_reduction
-from spot_core.similarity import Similarity
 
 PAPER_KS = (1, 3, 6, 9, 12, 15)
 SUMMARY_COLUMNS = ["strategy", "method", "k", "score", "score_std", "abs", "abs_std", "rel", "rel_std"]
 COUNT_COLUMNS = ["n_targets", "n_cells", "n_left_out"]
-_STRATEGY_RUN = re.compile(r"^(wavg|mix)-top(\d+)$")
-_STRATEGIES = {"wavg": "weighted_average", "mix": "mixture"}
 _NO_PICK = pd.Series({"source": "", "rank": 0, "similarity": np.nan, "score": np.nan, "gain": np.nan, "rel": np.nan})
 LABELS = {
     "baseline": "Baseline",
@@ -112,11 +109,11 @@ def summarise_row(values: pd.DataFrame, base: pd.Series, targets: Sequence[str])
 
 
 def strategy_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The retrieval runs with their strategy (weighted_average | mixture) and k read from `source`."""
+    """The retrieval runs of a strategy, with the runs table's columns plus `strategy` (weighted_average |
+    mixture: their `retrieval`); their `k` says how many source runs they drew on."""
     rows = stage(check_runs(runs), "retrieval")
-    parsed = rows["source"].str.extract(_STRATEGY_RUN)
-    rows = rows.assign(strategy=parsed[0].map(_STRATEGIES), k=pd.to_numeric(parsed[1]))
-    return rows[rows["strategy"].notna()].astype({"k": int})
+    rows = rows[rows["retrieval"] != ""]
+    return rows.assign(strategy=rows["retrieval"])
 
 
 def retrieval_summary(

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from spot_core import analysis as A
+from spot_core.analysis.similarity import Indicator, Similarity
 from spot_core.report.curves import k_curve
 from spot_core.report.document import Section, config_section, figure, write_document
 from spot_core.report.heatmap import heatmap
@@ -30,11 +30,9 @@ from spot_core.report.su import (
     convergence_sections,
     cross_model_sections,
     indicator_section,
-    neuron_window_scores,
     zero_shot_sections,
 )
 from spot_core.report.tables import write_table
-from spot_core.similarity import Indicator, Similarity
 
 METHOD_NAMES = INDICATOR_NAMES
 VALUE_LABELS = {"euclidean": "-distance", "neuron_overlap": "cosine of neuron masks"}
@@ -52,8 +50,9 @@ class StudyResults:
         name: the study's name.
         runs: one row per finished run.
         curves: validation score per evaluation (key, step, score).
-        embeddings: run key -> task embedding [L, H] (source and target runs).
-        neurons: run key -> activated-neuron mask [layers, L, I] of its task-embedding prompt (the neurons stage).
+        embeddings: run key -> task embedding [L, H] (source and target runs), numpy.
+        neurons: run key -> activated-neuron mask [layers, L, I] of its task-embedding prompt (the neurons stage),
+            numpy bool.
         cross_model: the other model of the cross-model stage ("" when the study has none).
         sources, targets: the design's order (versioned names); rows and columns follow it.
         planned: how many cells the study planned (None when unknown), to say how complete it is.
@@ -67,7 +66,7 @@ class StudyResults:
     name: str
     runs: pd.DataFrame
     curves: pd.DataFrame
-    embeddings: Mapping[str, torch.Tensor]
+    embeddings: Mapping[str, np.ndarray]
     sources: Sequence[str]
     targets: Sequence[str]
     planned: int | None = None
@@ -75,7 +74,7 @@ class StudyResults:
     task_embedding: str = "prompt"
     config: str = ""
     notes: str = ""
-    neurons: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    neurons: Mapping[str, np.ndarray] = field(default_factory=dict)
     cross_model: str = ""
     extra_sections: list[Section] = field(default_factory=list)
 
@@ -280,7 +279,7 @@ def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.D
     )
     write_table(ranking, out / "tables/rankings", caption="Source runs ranked per target", float_fmt="{:.4f}")
     text = _retrieval_text(space, n)
-    windows = neuron_window_scores(runs, results.neurons, list(dict.fromkeys(ranking["target"])))
+    windows = A.neuron_window_scores(runs, results.neurons, list(dict.fromkeys(ranking["target"])))
     return [
         Section("Retrieval against the oracle", text, figs, [t3, t_space, t_corr, t_quality]),
         indicator_section(

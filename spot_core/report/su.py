@@ -28,23 +28,6 @@ def indicator_name(method: str) -> str:
     return INDICATOR_NAMES.get(method, method)
 
 
-def neuron_window_scores(
-    runs: pd.DataFrame, neurons, targets, windows: int = 3
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Correlations and ranking quality of the neuron overlap over each of `windows` consecutive layer windows
-    (Su et al. 2022 find the later layers' overlap tells tasks apart best). Empty tables without masks."""
-    if not neurons:
-        return pd.DataFrame(columns=["method"]), pd.DataFrame(columns=["method", "k"])
-    rankings = []
-    for idx in np.array_split(np.arange(next(iter(neurons.values())).shape[0]), windows):
-        if len(idx):
-            window = {k: m[idx[0] : idx[-1] + 1] for k, m in neurons.items()}
-            ranked = A.rank_candidates(runs, {}, ["neuron_overlap"], targets, neurons=window)
-            rankings.append(ranked.assign(method=f"neuron_overlap[{idx[0] + 1}-{idx[-1] + 1}]"))
-    scored = A.score_candidates(pd.concat(rankings, ignore_index=True), runs)
-    return A.correlations(A.correlation_points(scored)), A.ranking_quality(scored)
-
-
 def zero_shot_sections(runs: pd.DataFrame, sources, targets, out: Path) -> list[Section]:
     """Relative performance of every source prompt used on every target as it is."""
     if not (runs["stage"] == "zero_shot").any():

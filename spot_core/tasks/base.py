@@ -125,12 +125,17 @@ class Mixture:
         if self.cap < 1:
             raise ValueError(f"mixture {self.name!r}: cap must be >= 1, got {self.cap}")
 
-    def rates(self, sizes: Mapping[str, int]) -> dict[str, float]:
-        """Sampling rate of each task: min(size, cap) / the sum over the mixture's tasks."""
+    def counts(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """How many examples of each task the mixture trains on: its first min(size, cap)."""
         missing = [t for t in self.tasks if t not in sizes]
         if missing:
             raise ValueError(f"mixture {self.name!r}: no size for {missing}")
-        capped = {t: min(sizes[t], self.cap) for t in self.tasks}
+        return {t: min(sizes[t], self.cap) for t in self.tasks}
+
+    def rates(self, sizes: Mapping[str, int]) -> dict[str, float]:
+        """Sampling rate of each task: min(size, cap) / the sum over the mixture's tasks (training draws uniformly
+        from the `counts` examples of every task)."""
+        capped = self.counts(sizes)
         total = sum(capped.values())
         if total == 0:
             raise ValueError(f"mixture {self.name!r}: every task is empty")

@@ -67,7 +67,7 @@ def cache_key(task: Task, role: str, data_dir: str | Path | None, codec: Codec, 
         "source": source,
         "limit": limit,
         "tokenizer": Hasher.hash(codec.tokenizer),
-        "codec": [codec.is_encoder_decoder, codec.max_input_len, codec.max_target_len],
+        "codec": [codec.is_encoder_decoder, codec.max_input_tokens, codec.max_target_tokens],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -1,0 +1,211 @@
+"""The study's ledger in MLflow: one parent run per study, one child run per cell tagged with its key and
+coordinates (spot_core.stages.kinds.TAGS); what has finished, what a crashed driver left running, and the runs
+table the analysis reads. The study driver writes it, the report reads it; the queries live only here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from pipelines.tracking import TrackingError, open_store
+from spot_core.analysis.frames import CURVE_COLUMNS, RUN_COLUMNS, STAGES
+from spot_core.analysis.similarity import task_embedding
+from spot_core.neurons import load_neurons
+from spot_core.prompt_files import load_prompt
+from spot_core.report.study import StudyResults
+from spot_core.run_dir import RunDir
+from spot_core.stages.kinds import TAGS, Retrieval, Stage
+
+STUDY_KIND = "study"  # the parent run's `kind` tag
+LEGACY_RETRIEVAL = {"wavg": Retrieval.WEIGHTED_AVERAGE, "mix": Retrieval.MIXTURE}  # source "wavg-top{k}" / "mix-top{k}"
+EMBEDDED = (Stage.SOURCE, Stage.TARGET)  # the runs whose task embeddings retrieval and the report compare
+
+
+def study_query(study: str, status: str | None = None) -> str:
+    """The filter of a study's cell runs (optionally of one status)."""
+    query = f"tags.study = '{study}' and tags.cell_key != ''"
+    return query + (f" and attributes.status = '{status}'" if status else "")
+
+
+def cell_runs(client: MlflowClient, experiment_id: str, study: str, status: str | None = None) -> list:
+    return client.search_runs([experiment_id], study_query(study, status), max_results=50000)
+
+
+def finished_keys(client: MlflowClient, experiment_id: str, study: str) -> set[str]:
+    return {r.data.tags["cell_key"] for r in cell_runs(client, experiment_id, study, "FINISHED")}
+
+
+def finished_runs(client: MlflowClient, experiment_id: str, study: str) -> list:
+    """One run per finished cell: the latest finished, if a cell finished more than once."""
+    query = study_query(study, "FINISHED")
+    runs = client.search_runs([experiment_id], query, max_results=50000, order_by=["attributes.end_time ASC"])
+    return list({r.data.tags["cell_key"]: r for r in runs}.values())
+
+
+def abandon_stale(client: MlflowClient, experiment_id: str, study: str) -> int:
+    """Child runs left RUNNING by a driver that died: marked KILLED (their cells run again, resuming from
+    their own last checkpoint)."""
+    stale = cell_runs(client, experiment_id, study, "RUNNING")
+    for r in stale:
+        client.set_terminated(r.info.run_id, "KILLED")
+    return len(stale)
+
+
+def find_parent(client: MlflowClient, experiment_id: str, study: str):
+    """The study's parent run, or None."""
+    query = f"tags.study = '{study}' and tags.kind = '{STUDY_KIND}'"
+    found = client.search_runs([experiment_id], query, max_results=1)
+    return found[0] if found else None
+
+
+def study_parent(client: MlflowClient, experiment_id: str, study: str):
+    """The study's parent run.
+
+    Raises:
+        TrackingError: no study of that name in the experiment.
+    """
+    parent = find_parent(client, experiment_id, study)
+    if parent is None:
+        raise TrackingError(
+            f"no study named {study!r} in experiment {experiment_id} of this tracking store: run it first "
+            f'(`make study ARGS="study={study}"`), or pass the study\'s name and its tracking.uri'
+        )
+    return parent
+
+
+def open_parent(client: MlflowClient, experiment_id: str, study: str, config: str, design: dict[str, str]) -> str:
+    """The study's parent run (one per study name, reused and set RUNNING again on restarts), with the composed
+    configuration (`config.yaml`) and the design's facts the report needs (tags: the order of sources and
+    targets, the similarity and task embedding retrieval used)."""
+    parent = find_parent(client, experiment_id, study)
+    if parent is None:
+        tags = {"study": study, "kind": STUDY_KIND, "cell_key": ""}
+        run_id = client.create_run(experiment_id, run_name=f"study-{study}", tags=tags).info.run_id
+    else:
+        run_id = parent.info.run_id
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "config", config[:5000])
+    client.log_text(run_id, config, "config.yaml")
+    for name, value in design.items():
+        client.set_tag(run_id, name, value)
+    return run_id
+
+
+def parent_config(client: MlflowClient, parent: Any) -> str:
+    """The composed configuration the study last ran with."""
+    if "config.yaml" not in {a.path for a in client.list_artifacts(parent.info.run_id)}:
+        return parent.data.tags.get("config", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(parent.info.run_id, "config.yaml", tmp)).read_text()
+
+
+def retrieval_strategy(tags: dict[str, str]) -> str:
+    """How a retrieval run built its init: its `retrieval` tag; runs logged before the study wrote that tag
+    carry it only in their display name (source "wavg-top{k}" or "mix-top{k}"; retrieval_mixture runs: none)."""
+    if "retrieval" in tags:
+        return tags["retrieval"]
+    if tags["stage"] == Stage.RETRIEVAL_MIXTURE:
+        return Retrieval.MIXTURE.value
+    prefix, _, k = tags.get("source", "").partition("-top")
+    legacy = LEGACY_RETRIEVAL.get(prefix) if tags["stage"] == Stage.RETRIEVAL and k.isdigit() else None
+    return legacy.value if legacy else ""
+
+
+def runs_table(runs: list, sources: list[str], targets: list[str]) -> pd.DataFrame:
+    """The analysis' runs table (one row per run, columns from the cells' tags), in the planner's order (stage,
+    source, target, seed): ties rank alike."""
+    rows = []
+    for r in runs:
+        row = {column: r.data.tags.get(tag, "") for tag, column in TAGS.items()}
+        row.update(
+            seed=int(row["seed"]),
+            k=int(row["k"] or 0),
+            score=r.data.metrics.get("best/val_score", float("nan")),
+            retrieval=retrieval_strategy(r.data.tags),
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    rank = lambda column, names: column.map({n: i for i, n in enumerate(names)}).fillna(len(names))  # noqa: E731
+    source = table["source"].where(table["stage"] != Stage.SOURCE, table["task"])
+    table = table.assign(_s=rank(table["stage"], STAGES), _a=rank(source, sources), _b=rank(table["target"], targets))
+    table = table.sort_values(["_s", "_a", "source", "_b", "target", "k", "seed", "key"], kind="stable")
+    return table.drop(columns=["_s", "_a", "_b"]).reset_index(drop=True)
+
+
+def curves_table(client: MlflowClient, runs: list) -> pd.DataFrame:
+    """Every evaluation's validation score of every run."""
+    rows = [
+        (r.data.tags["cell_key"], m.step, m.value)
+        for r in runs
+        for m in client.get_metric_history(r.info.run_id, "val/score")
+    ]
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).drop_duplicates(["key", "step"], keep="last")
+
+
+def fetch_prompt(client: MlflowClient, run_id: str, name: str, tmp: str) -> np.ndarray:
+    """A prompt file artifact of a run as a numpy array [L, H], in its dtype (the analysis takes no tensors)."""
+    return load_prompt(client.download_artifacts(run_id, name, tmp))[0].numpy()
+
+
+def task_embeddings(client: MlflowClient, runs: list, kind: str) -> dict[str, np.ndarray]:
+    """Run key -> task embedding [L, H] as a numpy array in the prompt file's dtype, from the source and target
+    runs' artifacts (`kind`: see TaskEmbedding; a displacement is taken in that dtype, as the study takes it)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in runs:
+            if r.data.tags["stage"] not in EMBEDDED:
+                continue
+            names = {a.path for a in client.list_artifacts(r.info.run_id)}
+            if RunDir.TASK_EMBEDDING not in names:
+                continue
+            checkpoint = fetch_prompt(client, r.info.run_id, RunDir.TASK_EMBEDDING, tmp)
+            has_initial = RunDir.INITIAL_PROMPT in names
+            initial = fetch_prompt(client, r.info.run_id, RunDir.INITIAL_PROMPT, tmp) if has_initial else None
+            out[r.data.tags["cell_key"]] = task_embedding(checkpoint, initial, kind)
+    return out
+
+
+def neuron_masks(client: MlflowClient, runs: list) -> dict[str, np.ndarray]:
+    """Run key -> its activated-neuron mask (numpy bool [layers, L, I]), from the neurons runs' artifacts (keyed
+    by the run they probed)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in runs:
+            if r.data.tags["stage"] == Stage.NEURONS:
+                path = client.download_artifacts(r.info.run_id, RunDir.NEURONS, tmp)
+                out[r.data.tags["source_key"]] = load_neurons(path).numpy()
+    return out
+
+
+def load_results(uri: str, experiment: str, study: str) -> StudyResults:
+    """Everything the report of a study needs, from its runs in the tracking store.
+
+    Raises:
+        TrackingError: the store cannot be reached, or it holds no study of that name.
+    """
+    client, experiment_id = open_store(uri, experiment)
+    parent = study_parent(client, experiment_id, study)
+    tags = parent.data.tags
+    sources, targets = tags.get("sources", "").split(","), tags.get("targets", "").split(",")
+    runs = finished_runs(client, experiment_id, study)
+    cross = (r.data.tags.get("model", "") for r in runs if r.data.tags["stage"] == Stage.CROSS_SOURCE)
+    return StudyResults(
+        name=study,
+        runs=runs_table(runs, sources, targets),
+        curves=curves_table(client, runs),
+        embeddings=task_embeddings(client, runs, tags.get("task_embedding", "prompt")),
+        sources=[s for s in sources if s],
+        targets=[t for t in targets if t],
+        planned=int(tags["cells"]) if tags.get("cells") else None,
+        retrieval_similarity=tags.get("retrieval_similarity", "avg_tokens"),
+        task_embedding=tags.get("task_embedding", "prompt"),
+        config=parent_config(client, parent),
+        neurons=neuron_masks(client, runs),
+        cross_model=next(cross, ""),
+    )

@@ -1,0 +1,69 @@
+"""The stages of a study, in planning order, and what the study driver asks of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from spot_core.stages import cross_model, neurons, retrieval, source, target, transfer, zero_shot
+from spot_core.stages.base import StageDef
+from spot_core.stages.kinds import Stage
+from spot_core.study import Cell, StudyConfig
+
+# Planning order: upstream first; the cross-model chain (the longest) before the short scoring cells.
+CATALOGUE: tuple[StageDef, ...] = tuple(
+    m.STAGE for m in (source, target, transfer, cross_model, zero_shot, neurons, retrieval)
+)
+NAMES = tuple(s.name for s in CATALOGUE)
+
+
+def stage_named(name: str) -> StageDef:
+    for stage in CATALOGUE:
+        if stage.name == name:
+            return stage
+    raise ValueError(f"stages: unknown {name!r}; choose from {list(NAMES)}")
+
+
+def stage_of(kind: Stage | str) -> StageDef:
+    """The stage that plans cells of this kind."""
+    return next(s for s in CATALOGUE if Stage(kind) in s.kinds)
+
+
+def parse_stages(names: Sequence[str], also: Sequence[str] = ()) -> list[StageDef]:
+    """The stages asked for, in planning order; `also`: other names the caller accepts (the report).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ValueError(f"stages: unknown {unknown}; choose from {[*NAMES, *also]}")
+    return [s for s in CATALOGUE if s.name in names]
+
+
+def plan_stages(study: StudyConfig, stages: Sequence[StageDef | str]) -> list[Cell]:
+    """The cells the stages (or stage names) plan from the design, upstream first (retrieval plans its own later).
+
+    Raises:
+        ValueError: a stage needs something the design does not say (e.g. cross_model without study.cross_model).
+    """
+    cells = []
+    for stage in (stage_named(s) if isinstance(s, str) else s for s in stages):
+        problem = stage.needs(study)
+        if problem:
+            raise ValueError(problem)
+        cells += stage.plan(study)
+    return cells
+
+
+def runnable(cells: Sequence[Cell], finished: set[str]) -> tuple[list[Cell], dict[str, str]]:
+    """The cells whose inputs are finished or will run now; the rest, with why (a stage left out)."""
+    keys, out, why = {c.key for c in cells} | finished, [], {}
+    for cell in cells:  # upstream first, so a cell whose input was dropped is dropped too
+        lost = [c for c in cell.inputs if c.key not in keys]
+        if lost:
+            keys.discard(cell.key)
+            name = stage_of(lost[0].stage).name
+            why[cell.label] = f"needs {lost[0].label}, which has not finished: add stage {name!r} to stages"
+        else:
+            out.append(cell)
+    return out, why

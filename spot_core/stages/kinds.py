@@ -1,0 +1,46 @@
+"""The names a study's results carry, free of the model stack so that the analysis can read them.
+
+`Stage` is the `stage` tag of a cell's MLflow run and the `stage` column of the analysis' runs table, in the order
+the report lists them. `TAGS` is the cell's tags in that table: the MLflow tag and the column it becomes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    """What a cell is (SPoT section 3; Su et al. 2022)."""
+
+    SOURCE = "source"  # prompt tuning on a source task or mixture
+    TARGET = "target"  # prompt tuning on a target from scratch: the baseline
+    TRANSFER = "transfer"  # a target prompt started from a source prompt
+    RETRIEVAL_MIXTURE = "retrieval_mixture"  # a prompt trained on the top-k source tasks plus the target
+    RETRIEVAL = "retrieval"  # a target prompt started from a retrieved init
+    ZERO_SHOT = "zero_shot"  # a source prompt scored on a target, no training
+    NEURONS = "neurons"  # the FFN neurons a run's task-embedding prompt activates
+    CROSS_SOURCE = "cross_source"  # the other model's own prompt on a task (from scratch)
+    PROJECTOR = "projector"  # the MLP from the study model's prompts into the other model
+    CROSS_ZERO_SHOT = "cross_zero_shot"  # a projected prompt scored on the other model, no training
+    CROSS_TRANSFER = "cross_transfer"  # the other model trained from a projected prompt
+
+
+class Retrieval(StrEnum):
+    """SPoT's retrieval strategies that need runs of their own (best-of-top-k reads the transfer grid)."""
+
+    WEIGHTED_AVERAGE = "weighted_average"  # the similarity-weighted average of the top-k source prompts
+    MIXTURE = "mixture"  # a prompt trained on the mixture of the top-k source tasks plus the target
+
+
+# MLflow tag -> runs-table column, for the tags a cell's run carries besides study and model.
+TAGS = {
+    "cell_key": "key",
+    "stage": "stage",
+    "task": "task",
+    "source": "source",  # transfer: the source task; retrieval: "wavg-top{k}" / "mix-top{k}" (display)
+    "source_key": "source_key",  # the source run a transfer, zero-shot or cross-model run starts from
+    "target": "target",
+    "seed": "seed",
+    "k": "k",  # retrieval: how many top-ranked source runs
+    "retrieval": "retrieval",  # retrieval: a Retrieval value
+}
