@@ -1,5 +1,5 @@
 """The study's ledger in MLflow: one parent run per study, one child run per cell tagged with its key and
-coordinates (spot_core.stages.kinds.TAGS); what has finished, what a crashed driver left running, and the runs
+coordinates (spot_core.tags.TAGS); what has finished, what a crashed driver left running, and the runs
 table the analysis reads. The study driver writes it, the report reads it; the queries live only here.
 """
 
@@ -20,7 +20,7 @@ from spot_core.neurons import load_neurons
 from spot_core.prompt_files import load_prompt
 from spot_core.report.study import StudyResults
 from spot_core.run_dir import RunDir
-from spot_core.stages.kinds import TAGS, Retrieval, Stage
+from spot_core.tags import TAGS, Retrieval, Stage
 
 STUDY_KIND = "study"  # the parent run's `kind` tag
 LEGACY_RETRIEVAL = {"wavg": Retrieval.WEIGHTED_AVERAGE, "mix": Retrieval.MIXTURE}  # source "wavg-top{k}" / "mix-top{k}"

@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from spot_core.stages.kinds import Stage
+from spot_core.tags import Stage
 from spot_core.study import Cell
 
 PENDING, RUNNING, DONE, FAILED, BLOCKED = "pending", "running", "done", "failed", "blocked"

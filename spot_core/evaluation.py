@@ -1,15 +1,17 @@
-"""Scoring a prompted model on a task's examples."""
+"""Scoring a prompted model on a task's examples, and the encoded data of a run (a task, or a mixture of tasks),
+which the Trainer trains on and scores with."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from spot_core.data import Codec, Encoded
 from spot_core.prompted import PromptedLM
 from spot_core.scoring import generate, label_scores
-from spot_core.tasks.base import Task
+from spot_core.tasks.base import Mixture, Task
 
 
 def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Encoded], batch_size: int) -> list[str]:
@@ -42,3 +44,49 @@ def evaluate(
     """Task metrics (0-100) and `score`, their mean."""
     preds = predict(model, codec, task, examples, batch_size)
     return task.score([e.reference for e in examples], preds)
+
+
+@dataclass
+class TaskData:
+    """A task's encoded training and validation examples."""
+
+    task: Task
+    codec: Codec
+    train: list[Encoded]
+    validation: list[Encoded]
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def evaluate(self, model: PromptedLM, batch_size: int) -> dict[str, float]:
+        """The task's validation metrics and `score`."""
+        return evaluate(model, self.codec, self.task, self.validation, batch_size)
+
+
+@dataclass
+class MixtureData:
+    """Tasks trained together. Training draws uniformly from the concatenation of each task's first
+    `Mixture.counts` examples (min(n, cap)), i.e. each task at its `Mixture.rates` (examples-proportional with
+    SPoT's cap). Validation scores every task; the mixture's score is the mean of their scores."""
+
+    mixture: Mixture
+    parts: list[TaskData]
+
+    def __post_init__(self):
+        self.codec = self.parts[0].codec
+        counts = self.mixture.counts({part.name: len(part.train) for part in self.parts})
+        self.train = [ex for part in self.parts for ex in part.train[: counts[part.name]]]
+        self.validation = [ex for part in self.parts for ex in part.validation]
+
+    @property
+    def name(self) -> str:
+        return self.mixture.name
+
+    def evaluate(self, model: PromptedLM, batch_size: int) -> dict[str, float]:
+        metrics, scores = {}, []
+        for part in self.parts:
+            values = part.evaluate(model, batch_size)
+            metrics.update({f"{part.name}/{k}": v for k, v in values.items()})
+            scores.append(values["score"])
+        return {**metrics, "score": sum(scores) / len(scores)}

@@ -26,9 +26,10 @@ from torch import nn
 
 from spot_core.config import parse_choice
 from spot_core.data import batch_indices
+from spot_core.evaluation import MixtureData, TaskData
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptModule, PromptShapeError
-from spot_core.trainer import MixtureData, NonFiniteLossError, TaskData, accumulate_gradients
+from spot_core.trainer import NonFiniteLossError, accumulate_gradients
 
 
 class ProjectorMethod(StrEnum):

@@ -20,7 +20,7 @@ from spot_core.config import parse_choice
 from spot_core.cross_model import CrossModelConfig
 from spot_core.prompts import PromptInit
 from spot_core.run_dir import RunDir
-from spot_core.stages.kinds import Retrieval, Stage
+from spot_core.tags import Retrieval, Stage
 from spot_core.tasks import get, get_task
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec

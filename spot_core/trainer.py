@@ -21,17 +21,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from spot_core.config import parse_choice, plain_values
 from spot_core.data import Codec, Encoded, batch_indices, collate
-from spot_core.evaluation import evaluate
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.run_dir import RunDir, write_atomic
-from spot_core.tasks.base import Mixture, Task
 from spot_core.tracking import NullTracker, Tracker
 
 
@@ -105,50 +103,16 @@ def make_optimizer(config: TrainerConfig, params: Iterable[torch.nn.Parameter]) 
     )
 
 
-@dataclass
-class TaskData:
-    """A task's encoded training and validation examples."""
+class RunData(Protocol):
+    """What the Trainer trains on (spot_core.evaluation.TaskData, MixtureData): encoded examples, their codec and
+    how to score the model on the validation examples."""
 
-    task: Task
+    name: str
     codec: Codec
     train: list[Encoded]
     validation: list[Encoded]
 
-    @property
-    def name(self) -> str:
-        return self.task.name
-
-    def evaluate(self, model: PromptedLM, batch_size: int) -> dict[str, float]:
-        """The task's validation metrics and `score`."""
-        return evaluate(model, self.codec, self.task, self.validation, batch_size)
-
-
-@dataclass
-class MixtureData:
-    """Tasks trained together. Training draws uniformly from the concatenation of each task's first
-    `Mixture.counts` examples (min(n, cap)), i.e. each task at its `Mixture.rates` (examples-proportional with
-    SPoT's cap). Validation scores every task; the mixture's score is the mean of their scores."""
-
-    mixture: Mixture
-    parts: list[TaskData]
-
-    def __post_init__(self):
-        self.codec = self.parts[0].codec
-        counts = self.mixture.counts({part.name: len(part.train) for part in self.parts})
-        self.train = [ex for part in self.parts for ex in part.train[: counts[part.name]]]
-        self.validation = [ex for part in self.parts for ex in part.validation]
-
-    @property
-    def name(self) -> str:
-        return self.mixture.name
-
-    def evaluate(self, model: PromptedLM, batch_size: int) -> dict[str, float]:
-        metrics, scores = {}, []
-        for part in self.parts:
-            values = part.evaluate(model, batch_size)
-            metrics.update({f"{part.name}/{k}": v for k, v in values.items()})
-            scores.append(values["score"])
-        return {**metrics, "score": sum(scores) / len(scores)}
+    def evaluate(self, model: PromptedLM, batch_size: int) -> dict[str, float]: ...
 
 
 class Callback:
@@ -178,7 +142,7 @@ class Trainer:
         self,
         config: TrainerConfig,
         model: PromptedLM,
-        data: TaskData | MixtureData,
+        data: RunData,
         out_dir: str | Path,
         tracker: Tracker | None = None,
         callbacks: Sequence[Callback] = (),

@@ -18,6 +18,7 @@ from spot_core import prompts
 from spot_core.backbones import Backbone, default_cache_dir, load_backbone
 from spot_core.config import parse_choice
 from spot_core.data import Codec
+from spot_core.evaluation import MixtureData, TaskData
 from spot_core.prompt_files import read_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
@@ -25,7 +26,7 @@ from spot_core.run_dir import RunDir
 from spot_core.tasks import Mixture, check_data, get, members, resolve_splits
 from spot_core.tasks.cache import encoded_split
 from spot_core.tracking import NullTracker, Tracker
-from spot_core.trainer import Callback, MixtureData, TaskData, Trainer, TrainerConfig
+from spot_core.trainer import Callback, Trainer, TrainerConfig
 
 
 @dataclass

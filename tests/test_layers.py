@@ -10,7 +10,7 @@ import sys
 from conftest import REPO
 
 PURE = ("spot_core.analysis", "spot_core.report")
-NAMES = "spot_core.stages.kinds"  # the stage catalogue's names, pure too
+NAMES = "spot_core.tags"  # the tags results carry (cell stages, retrieval strategies): pure too
 THIRD_PARTY = {"pandas", "numpy", "scipy", "matplotlib", "seaborn"}
 BLOCKED = ("torch", "transformers", "safetensors", "datasets", "peft", "hydra", "omegaconf", "mlflow", "ray")
 

@@ -8,6 +8,7 @@ from conftest import prompted
 
 from spot_core.cross_model import ProjectorSpec, fit_projector, project_file
 from spot_core.data import collate, encode_examples
+from spot_core.evaluation import TaskData
 from spot_core.projector import (
     ProjectedPrompt,
     ProjectorConfig,
@@ -20,7 +21,6 @@ from spot_core.prompt_files import load_prompt, save_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptShapeError, SoftPrompt, random_uniform
 from spot_core.tasks import get_task
-from spot_core.trainer import TaskData
 from spot_core.tuning import RunSpec
 
 WORDS = ["good", "great", "fine", "bad", "awful", "dull", "lovely", "poor"]

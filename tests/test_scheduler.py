@@ -4,7 +4,7 @@ from ray.tune.search import Searcher
 
 from pipelines.scheduler import CellScheduler
 from spot_core.stages.catalogue import plan_stages
-from spot_core.stages.kinds import Stage
+from spot_core.tags import Stage
 from spot_core.study import StudyConfig
 
 

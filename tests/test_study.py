@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from spot_core.stages.catalogue import plan_stages
-from spot_core.stages.kinds import Stage
+from spot_core.tags import Stage
 from spot_core.stages.retrieval import plan_retrieval
 from spot_core.study import StudyConfig, cell_tags, run_spec
 from spot_core.tasks import UnknownNameError

@@ -249,7 +249,7 @@ def test_the_coverage_table_lists_every_task_with_its_offline_status(data_dir):
 
 
 def test_a_mixture_trains_on_capped_examples_of_each_task_and_scores_their_mean(data_dir, tmp_path):
-    from spot_core.trainer import MixtureData, TaskData
+    from spot_core.evaluation import MixtureData, TaskData
     from spot_core.tuning import prepare
 
     spec = tiny_spec(data_dir, tmp_path, "glue", max_train_examples=6, max_eval_examples=4)

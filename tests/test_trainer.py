@@ -8,12 +8,13 @@ from conftest import prompted
 from torch import nn
 
 from spot_core.data import encode_examples
+from spot_core.evaluation import TaskData
 from spot_core.prompt_files import load_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptModule
 from spot_core.tasks import get_task
 from spot_core.tracking import MemoryTracker
-from spot_core.trainer import NonFiniteLossError, TaskData, Trainer, TrainerConfig
+from spot_core.trainer import NonFiniteLossError, Trainer, TrainerConfig
 
 WORDS = ["good", "great", "fine", "bad", "awful", "dull", "lovely", "poor"]
 TRAIN = [

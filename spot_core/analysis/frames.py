@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from spot_core.stages.kinds import Retrieval, Stage
+from spot_core.tags import Retrieval, Stage
 
 RUN_COLUMNS = ("key", "stage", "task", "source", "source_key", "target", "seed", "k", "score", "retrieval")
 CURVE_COLUMNS = ("key", "step", "score")

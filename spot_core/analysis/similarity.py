@@ -14,9 +14,10 @@ Two more transferability indicators (Su et al. 2022) are compared with them in t
     neuron_overlap:  the cosine of the two prompts' activated-neuron masks [layers, P, I] (spot_core.neurons
                      records them), over all layers or a window of layers
 
-Every measure computes in float64 whatever the input's dtype, with the formulas and the order of operations of the
-torch implementation these replaced (`reductions`), so that the numbers, which the report writes at full
-precision, stay the same to the last digit.
+Every measure computes in float64 whatever the input's dtype, with plain numpy (means, norms, matrix products) and
+the formulas of the torch implementation these replaced, zero-norm floors included. numpy sums in another order
+than torch's CPU kernels, so a value may differ from the old torch one in the last bit or so (about 1e-16
+relative); this float64 numpy code is the reference now.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from enum import StrEnum
 from itertools import product
 
 import numpy as np
-
-from spot_core.analysis.reductions import gram, norm, row_norms, sum_all, sum_rows
 
 COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity's floor on each norm
 NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's
@@ -70,14 +69,13 @@ def task_embedding(
 
 def cosine_of_means(a: np.ndarray, b: np.ndarray) -> float:
     """cos(mean of a's tokens, mean of b's tokens); a [L1, H], b [L2, H]."""
-    x, y = sum_rows(a) / len(a), sum_rows(b) / len(b)
-    return sum_all((x / max(norm(x), COSINE_EPS)) * (y / max(norm(y), COSINE_EPS)))
+    x, y = (np.mean(np.asarray(m, np.float64), axis=0) for m in (a, b))
+    return float(np.dot(x / max(np.linalg.norm(x), COSINE_EPS), y / max(np.linalg.norm(y), COSINE_EPS)))
 
 
 def mean_token_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """The mean over all token pairs (i, j) of cos(a_i, b_j); a [L1, H], b [L2, H]."""
-    products = gram(_unit_rows(a), _unit_rows(b))
-    return sum_all(products) / products.size
+    return float(np.mean(_unit_rows(a) @ _unit_rows(b).T))
 
 
 def negative_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,7 +84,7 @@ def negative_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(
             f"the euclidean indicator needs embeddings of one shape, got {tuple(a.shape)}, {tuple(b.shape)}"
         )
-    return -norm(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return -float(np.linalg.norm((np.asarray(a, np.float64) - np.asarray(b, np.float64)).ravel()))
 
 
 def neuron_overlap(a: np.ndarray, b: np.ndarray, layers: slice | Sequence[int] | None = None) -> float:
@@ -153,7 +151,7 @@ def rank_sources(
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     """[L, H] -> each row over its 2-norm (floored at NORMALIZE_EPS), in float64."""
     x = np.asarray(x, np.float64)
-    return x / np.maximum(row_norms(x), NORMALIZE_EPS)[:, None]
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), NORMALIZE_EPS)
 
 
 def _select(mask: np.ndarray, layers: slice | Sequence[int] | None) -> np.ndarray:

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from spot_core.stages.kinds import Stage
 from spot_core.study import Cell, StudyConfig, run_spec
+from spot_core.tags import Stage
 from spot_core.tracking import Tracker
 from spot_core.tuning import RunSpec, evaluate_prompt, tune_prompt
 

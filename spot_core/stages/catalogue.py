@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from spot_core.stages import cross_model, neurons, retrieval, source, target, transfer, zero_shot
 from spot_core.stages.base import StageDef
-from spot_core.stages.kinds import Stage
 from spot_core.study import Cell, StudyConfig
+from spot_core.tags import Stage
 
 # Planning order: upstream first; the cross-model chain (the longest) before the short scoring cells.
 CATALOGUE: tuple[StageDef, ...] = tuple(

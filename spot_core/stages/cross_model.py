@@ -17,8 +17,8 @@ from spot_core.cross_model import ProjectorSpec, fit_projector, project_file
 from spot_core.projector import ProjectorMethod
 from spot_core.stages import source
 from spot_core.stages.base import StageDef, run_evaluate, run_tune, tune_spec
-from spot_core.stages.kinds import Stage
 from spot_core.study import Cell, StudyConfig, data_fields, data_limits, initial, make_cell
+from spot_core.tags import Stage
 from spot_core.tracking import Tracker
 from spot_core.tuning import RunSpec
 

@@ -11,8 +11,8 @@ from spot_core.neurons import record_neurons
 from spot_core.run_dir import RunDir
 from spot_core.stages import source, target
 from spot_core.stages.base import StageDef
-from spot_core.stages.kinds import Stage
 from spot_core.study import Cell, StudyConfig
+from spot_core.tags import Stage
 from spot_core.tracking import Tracker
 
 PROBED = RunDir.TASK_EMBEDDING  # the prompt of the run whose neurons a neurons cell records

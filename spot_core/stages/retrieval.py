@@ -18,8 +18,8 @@ from spot_core.prompt_files import load_prompt
 from spot_core.prompts import similarity_weights
 from spot_core.stages import source, target
 from spot_core.stages.base import StageDef, run_tune, tune_spec
-from spot_core.stages.kinds import Retrieval, Stage
 from spot_core.study import Cell, StudyConfig, initial, make_cell
+from spot_core.tags import Retrieval, Stage
 from spot_core.tasks import members
 
 

@@ -7,8 +7,8 @@ source's task embedding.
 from __future__ import annotations
 
 from spot_core.stages.base import StageDef, run_tune, tune_spec
-from spot_core.stages.kinds import Stage
 from spot_core.study import Cell, StudyConfig, initial, make_cell
+from spot_core.tags import Stage
 
 
 def source_cell(study: StudyConfig, task: str, seed: int) -> Cell:

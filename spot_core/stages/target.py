@@ -4,8 +4,8 @@ task embedding (the prompt after `embedding_step` steps) that retrieval ranks so
 from __future__ import annotations
 
 from spot_core.stages.base import StageDef, run_tune, tune_spec
-from spot_core.stages.kinds import Stage
 from spot_core.study import Cell, StudyConfig, initial, make_cell
+from spot_core.tags import Stage
 
 
 def plan(study: StudyConfig) -> list[Cell]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from spot_core.stages import source
 from spot_core.stages.base import StageDef, run_evaluate, tune_spec
-from spot_core.stages.kinds import Stage
 from spot_core.study import Cell, StudyConfig, make_cell
+from spot_core.tags import Stage
 
 
 def plan(study: StudyConfig) -> list[Cell]:

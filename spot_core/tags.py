@@ -1,4 +1,4 @@
-"""The names a study's results carry, free of the model stack so that the analysis can read them.
+"""The tags a study's results carry, free of the model stack so that the analysis can read them.
 
 `Stage` is the `stage` tag of a cell's MLflow run and the `stage` column of the analysis' runs table, in the order
 the report lists them. `TAGS` is the cell's tags in that table: the MLflow tag and the column it becomes.
