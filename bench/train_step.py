@@ -85,7 +85,7 @@ def spot_model(
     """PromptedLM with a sampled-vocabulary prompt, in train mode, and its Adafactor."""
     init = sampled_vocab(backbone.embeddings, args.prompt_len, torch.Generator().manual_seed(args.seed))
     model = PromptedLM(backbone, SoftPrompt(init), prompt_once).train()
-    return model, make_optimizer(TrainerConfig(), [model.prompt.weight])
+    return model, make_optimizer(TrainerConfig(), model.prompt.parameters())
 
 
 def peft_model(backbone: Backbone, args: argparse.Namespace):

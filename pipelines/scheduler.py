@@ -15,8 +15,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from spot_core.tags import Stage
 from spot_core.study import Cell
+from spot_core.tags import Stage
 
 PENDING, RUNNING, DONE, FAILED, BLOCKED = "pending", "running", "done", "failed", "blocked"
 ProgressSink = Callable[[str], None]

@@ -54,7 +54,6 @@ FFN_OUTPUT_SUFFIXES = (
     "mlp.c_proj",  # GPT-2 style
 )
 KEY = "activated_neurons"
-NEURONS_FILE = RunDir.NEURONS  # kept for pipelines/report.py until it reads RunDir.NEURONS
 SENTINEL = "<extra_id_0>"
 
 

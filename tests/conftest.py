@@ -6,14 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
+# Set before any test module imports transformers or datasets (they read them once, on import); so spot_core is
+# imported inside the helpers below, not here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from spot_core.analysis.frames import RUN_COLUMNS  # noqa: E402
-from spot_core.backbones import load_backbone  # noqa: E402
-from spot_core.data import Codec  # noqa: E402
-from spot_core.prompted import PromptedLM  # noqa: E402
-from spot_core.prompts import SoftPrompt, random_uniform  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SPOT_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -31,17 +27,23 @@ def mirror_rows(task, data_dir, split="train") -> list[dict]:
     return [json.loads(line) for line in task.mirror_path(data_dir, split).read_text().splitlines()]
 
 
-def prompted(
-    name: str, length: int = 4, seed: int = 0, prompt_once: bool | None = None
-) -> tuple[PromptedLM, Codec]:
+def prompted(name: str, length: int = 4, seed: int = 0, prompt_once: bool | None = None):
+    """A tiny model with a random prompt [length, H] and its codec: (PromptedLM, Codec)."""
+    from spot_core.backbones import load_backbone
+    from spot_core.data import Codec
+    from spot_core.prompted import PromptedLM
+    from spot_core.prompts import SoftPrompt, random_uniform
+
     backbone = load_backbone(name)
     init = random_uniform(length, backbone.hidden_size, 0.5, torch.Generator().manual_seed(seed))
     model = PromptedLM(backbone, SoftPrompt(init), prompt_once)
     return model, Codec(backbone.tokenizer, backbone.is_encoder_decoder, 64, 8)
 
 
-def concatenated(model: PromptedLM) -> PromptedLM:
+def concatenated(model):
     """The same backbone and prompt (shared parameter) on the concatenated reference path."""
+    from spot_core.prompted import PromptedLM
+
     return PromptedLM(model.backbone, model.prompt, prompt_once=False)
 
 
@@ -60,6 +62,8 @@ def runs_frame(*rows) -> pd.DataFrame:
     Rows are dicts (missing source, source_key, target: ""; k: 0; retrieval: ""; score: NaN) or tuples
     (key, stage, task, source, source_key, target, seed, score).
     """
+    from spot_core.analysis.frames import RUN_COLUMNS
+
     records = [row if isinstance(row, dict) else dict(zip(RUN_TUPLE, row, strict=True)) for row in rows]
     return pd.DataFrame([RUN_DEFAULTS | record for record in records], columns=list(RUN_COLUMNS))
 
