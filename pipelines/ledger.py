@@ -23,6 +23,7 @@ from spot_core.run_dir import RunDir
 from spot_core.tags import TAGS, Retrieval, Stage
 
 STUDY_KIND = "study"  # the parent run's `kind` tag
+SUPERSEDED = "superseded"  # a tag: "true" on a finished run the study no longer plans (kept, not reported)
 LEGACY_RETRIEVAL = {"wavg": Retrieval.WEIGHTED_AVERAGE, "mix": Retrieval.MIXTURE}  # source "wavg-top{k}" / "mix-top{k}"
 EMBEDDED = (Stage.SOURCE, Stage.TARGET)  # the runs whose task embeddings retrieval and the report compare
 
@@ -42,10 +43,26 @@ def finished_keys(client: MlflowClient, experiment_id: str, study: str) -> set[s
 
 
 def finished_runs(client: MlflowClient, experiment_id: str, study: str) -> list:
-    """One run per finished cell: the latest finished, if a cell finished more than once."""
+    """One run per finished cell of the study (superseded ones left out): the latest, if a cell finished twice."""
     query = study_query(study, "FINISHED")
     runs = client.search_runs([experiment_id], query, max_results=50000, order_by=["attributes.end_time ASC"])
-    return list({r.data.tags["cell_key"]: r for r in runs}.values())
+    current = [r for r in runs if r.data.tags.get(SUPERSEDED) != "true"]
+    return list({r.data.tags["cell_key"]: r for r in current}.values())
+
+
+def supersede(client: MlflowClient, experiment_id: str, study: str, kinds: list[Stage], keep: set[str]) -> int:
+    """Marks the finished runs of these cell stages that are not among `keep` as superseded (retrieval cells of an
+    earlier ranking, after an extension changed it), and clears the mark of those that are again. The runs stay
+    in the store: a ranking that comes back finds them finished."""
+    changed = 0
+    for r in cell_runs(client, experiment_id, study, "FINISHED"):
+        if r.data.tags["stage"] not in kinds:
+            continue
+        mark = "false" if r.data.tags["cell_key"] in keep else "true"
+        if r.data.tags.get(SUPERSEDED, "false") != mark:
+            client.set_tag(r.info.run_id, SUPERSEDED, mark)
+            changed += 1
+    return changed
 
 
 def abandon_stale(client: MlflowClient, experiment_id: str, study: str) -> int:

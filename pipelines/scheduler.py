@@ -57,6 +57,7 @@ class CellScheduler(Searcher):
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
         self.planned: list[Cell] = []  # what plan_more returned, finished cells included
+        self.complete_plan = False  # plan_more ran and planned for everything it was asked to (no problems)
         self._add(cells)
         if not self._upstream_open():
             self._plan_more()
@@ -118,7 +119,7 @@ class CellScheduler(Searcher):
     def _plan_more(self) -> None:
         if self.plan_more:
             self.planned, problems = self.plan_more(set(self.done))
-            self.plan_more = None
+            self.plan_more, self.complete_plan = None, not problems
             self.why.update(problems)
             self._add(self.planned)
 

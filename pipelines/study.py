@@ -42,6 +42,7 @@ REPORT = "report"  # the last of `stages`: pipelines.report on this study's runs
 
 
 def build_study(cfg: DictConfig) -> StudyConfig:
+    upgrade(cfg)  # renamed keys: their values move to the new names
     s, m = OmegaConf.to_container(cfg.study, resolve=True), cfg.model
     return StudyConfig(
         **s,
@@ -83,9 +84,12 @@ def run_cells(
     root: Path,
     ctx: dict,
     finished: set[str],
+    store: dict,
 ) -> tuple[list[Cell], dict[str, str]]:
     """Runs the cells in one Tuner, each when its inputs are done (retries resume from the cell's own
-    checkpoint); returns the cells planned from finished ones (finished ones included) and the failures."""
+    checkpoint); returns the cells planned from finished ones (finished ones included) and the failures. Once
+    those are planned for every target, earlier ones that are not among them (a ranking an extension changed) are
+    marked superseded in the ledger (`store`: its client and experiment)."""
     r = cfg.ray
     plan_more, waits_for = late_planner(stages, study, root)
     scheduler = CellScheduler(
@@ -122,6 +126,10 @@ def run_cells(
     grid = tuner.fit() if scheduler.cells else []
     failed = dict(scheduler.why)
     failed.update({res.config["label"]: reason(res.error) for res in grid if res.error})
+    if scheduler.complete_plan:  # cells planned from an earlier ranking are no longer the study's
+        kinds = [kind for s in stages if s.plan_later for kind in s.kinds]
+        keep = {c.key for c in scheduler.planned}
+        ledger.supersede(store["client"], store["experiment_id"], study.name, kinds, keep)
     return scheduler.planned, failed
 
 
@@ -143,7 +151,7 @@ def start_ray(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Trains the stages asked for (only cells without a FINISHED run), then writes the report if asked."""
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    study = build_study(upgrade(cfg))  # unknown tasks, bad values: fail here
+    study = build_study(cfg)  # unknown tasks, bad values: fail here
     stages = parse_stages([n for n in cfg.stages if n != REPORT], also=[REPORT])
     cells = plan_stages(study, stages)  # a stage the design cannot plan: fail here
     for name in [*study.sources, *study.targets]:
@@ -182,12 +190,13 @@ def train(
     ledger.abandon_stale(client, experiment_id, study.name)
     before = ledger.finished_keys(client, experiment_id, study.name)
     ctx = {"uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
+    ledger_ctx = {"client": client, "experiment_id": experiment_id}
     later = [s.name for s in stages if s.plan_later]
     later = f" ({', '.join(later)} cells are planned once the cells they rank have finished)" if later else ""
     print(f"study {study.name}: {len(cells)} cells, {sum(c.key in before for c in cells)} already finished{later}")
     todo, unrunnable = runnable([c for c in cells if c.key not in before], before)
     try:
-        planned, failed = run_cells(todo, stages, study, cfg, root, ctx, before)
+        planned, failed = run_cells(todo, stages, study, cfg, root, ctx, before, ledger_ctx)
     finally:
         ray.shutdown()
     failed.update(unrunnable)

@@ -21,6 +21,7 @@ from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
 
 
 def build_spec(cfg: DictConfig) -> RunSpec:
+    upgrade(cfg)  # renamed keys: their values move to the new names
     m = cfg.model
     return RunSpec(
         model=m.name,
@@ -51,7 +52,7 @@ class PrintProgress(Callback):
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    spec = build_spec(upgrade(cfg))
+    spec = build_spec(cfg)
     spec.task = get(spec.task).name  # "boolq" -> "boolq_v1"; an unknown task or mixture fails here, before any work
     client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)
     out_dir = Path(cfg.out_dir).resolve()

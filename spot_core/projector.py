@@ -175,6 +175,7 @@ def fit_task(
         if not isinstance(model.prompt, ProjectedPrompt) or model.prompt.projector is not projector:
             raise ValueError("task tuning needs models whose prompt is a ProjectedPrompt of this projector")
     opt, losses = _optimizer(projector, config), []
+    torch.manual_seed(config.seed)  # B's dropout (T5): the same cell trains the same projector in any worker
     for step in range(1, config.steps + 1):
         model, data = models[(step - 1) % len(models)]
         model.train()

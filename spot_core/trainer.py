@@ -196,12 +196,16 @@ class Trainer:
         if self.run.finished():
             return self.run.result()
         state = self._restore()
+        settings = {f"trainer.{k}": v for k, v in plain_values(asdict(self.config)).items()}  # its config names
+        self.tracker.log_params({**self.metadata, **settings})
         if state.step == 0:
-            settings = {f"trainer.{k}": v for k, v in plain_values(asdict(self.config)).items()}  # its config names
-            self.tracker.log_params({**self.metadata, **settings})
             self._save(self.run.initial_prompt, 0)
             if self.config.eval_at_start:
                 self._evaluate(state)
+        else:  # resumed, maybe into another tracker run (a retried cell): its record is whole again
+            for record in state.history:
+                self.tracker.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
+            self.tracker.log_metrics({"train/resumed_at_step": float(state.step)}, state.step)
         self.model.train()
         while state.step < self.config.steps:
             self._train_step(state)

@@ -90,5 +90,5 @@ def test_every_preset_composes_into_a_valid_run_spec(tmp_path, preset, model):
         0.5,
         [],
     )
-    assert (spec.model, spec.max_input_len, spec.device, spec.prompt_once) == MODELS[model]
-    assert (spec.task, spec.max_train_examples, spec.max_eval_examples, spec.max_target_len) == ("sst2_v1", 16, 8, 16)
+    assert (spec.model, spec.max_input_tokens, spec.device, spec.prompt_once) == MODELS[model]
+    assert (spec.task, spec.max_train_examples, spec.max_eval_examples, spec.max_target_tokens) == ("sst2_v1", 16, 8, 16)

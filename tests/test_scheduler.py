@@ -4,8 +4,8 @@ from ray.tune.search import Searcher
 
 from pipelines.scheduler import CellScheduler
 from spot_core.stages.catalogue import plan_stages
-from spot_core.tags import Stage
 from spot_core.study import StudyConfig
+from spot_core.tags import Stage
 
 
 def design() -> list:

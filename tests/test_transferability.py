@@ -7,8 +7,8 @@ import pytest
 from spot_core.stages import cross_model, neurons, zero_shot
 from spot_core.stages.catalogue import parse_stages, plan_stages, stage_named
 from spot_core.stages.cross_model import projector_spec
-from spot_core.tags import Stage
 from spot_core.study import StudyConfig, cell_tags, run_spec
+from spot_core.tags import Stage
 
 plan_zero_shot, plan_neurons, plan_cross_model = zero_shot.plan, neurons.plan, cross_model.plan
 

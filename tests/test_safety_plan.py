@@ -1,0 +1,158 @@
+"""Safety net (issue 13): the study presets compose and plan the cells they promise, and the smoke study's cell keys
+and labels stay what they were (a golden list: keys are the MLflow ledger's, a refactor must not change them).
+
+Regenerate the golden list only when a change of keys is intended (every finished study then trains again):
+    SPOT_WRITE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_safety_plan.py
+"""
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+
+# The planning entry points (they may move in the refactor: fix the imports here, not the expectations).
+from pipelines.study import build_study
+from spot_core.stages.catalogue import parse_stages, plan_stages
+from spot_core.stages.retrieval import plan_retrieval
+
+GOLDEN = Path(__file__).parent / "data" / "smoke_cell_keys.json"
+PLANNABLE = ["source", "target", "transfer", "zero_shot", "neurons", "cross_model"]  # retrieval: from runs
+
+
+def compose_study(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("study", overrides=list(overrides))
+
+
+def planned(*overrides: str, stages=PLANNABLE) -> list:
+    cfg = compose_study(*overrides)
+    return plan_stages(build_study(cfg), parse_stages(stages))
+
+
+def by_stage(cells) -> Counter:
+    return Counter(c.stage.value for c in cells)
+
+
+def test_demo_preset_composes_and_plans_its_cells():
+    cfg = compose_study("study=demo")
+    assert cfg.model.name == "smollm2-135m" and cfg.study.name == "demo"
+    assert list(cfg.stages) == ["source", "target", "transfer", "retrieval", "zero_shot", "neurons", "report"]
+    cells = planned("study=demo", stages=[s for s in cfg.stages if s != "report"])
+    # sources [sst2, qnli] x source seeds [0, 1]; targets [cr, rte, mrpc] x seeds [0]
+    assert by_stage(cells) == {"source": 4, "target": 3, "transfer": 4 * 3, "zero_shot": 4 * 3, "neurons": 4 + 3}
+    assert len({c.key for c in cells}) == len(cells) == 38
+    # + the retrieval cells planned from the runs: weighted average only, k=2, per target and seed: the README's 41
+    study = build_study(cfg)
+    assert list(study.retrieval) == ["weighted_average"] and list(study.retrieval_ks) == [2]
+    assert len(cells) + len(study.targets) * len(study.retrieval_ks) * len(study.seeds) == 41
+    assert sorted(c.label for c in cells if c.stage.value == "source") == [
+        "source:qnli_v1:s0",
+        "source:qnli_v1:s1",
+        "source:sst2_v1:s0",
+        "source:sst2_v1:s1",
+    ]
+    assert {c.label for c in cells if c.stage.value == "target"} == {
+        "target:cr_v1:s0",
+        "target:rte_v1:s0",
+        "target:mrpc_v1:s0",
+    }
+    assert study.task_embedding == "displacement" and study.prompt.length == 100
+    assert (study.source_trainer.steps, study.target_trainer.steps, study.source_trainer.lr) == (100, 80, 0.01)
+    assert study.target_trainer.best_includes_init is True
+    with pytest.raises(ValueError, match="stage cross_model needs study.cross_model"):
+        planned("study=demo", stages=["cross_model"])
+
+
+def test_spot_preset_composes_the_papers_design_526_spot_cells():
+    cfg = compose_study("study=spot")
+    assert (cfg.model.name, cfg.ray.address, cfg.ray.gpus_per_trial, cfg.ray.max_failures) == (
+        "google/t5-base-lm-adapt",
+        "auto",
+        1,
+        3,
+    )
+    study = build_study(cfg)
+    assert (len(study.sources), len(study.targets), list(study.seeds), list(study.source_seeds)) == (
+        16,
+        10,
+        [0, 1, 2],
+        [0],
+    )
+    spot = planned("study=spot", stages=["source", "target", "transfer"])
+    assert by_stage(spot) == {"source": 16, "target": 10 * 3, "transfer": 16 * 10 * 3}
+    assert len({c.key for c in spot}) == len(spot) == 526  # README: "526 SPoT cells"
+    su = planned("study=spot", stages=["zero_shot", "neurons", "cross_model"])
+    # cross_model: T5 Large's own prompt per source task, one projector, a zero-shot and a transfer cell per source
+    assert by_stage(su) == {
+        "zero_shot": 16 * 10,
+        "neurons": 16 + 30,
+        "cross_source": 16,
+        "projector": 1,
+        "cross_zero_shot": 16,
+        "cross_transfer": 16,
+    }
+    projector = next(c for c in su if c.stage.value == "projector")
+    assert projector.task == "sst2_v1+mnli_v1" and projector.model == "google/t5-large-lm-adapt"
+    # retrieval (planned from the runs): per target and k in [3, 6, 9, 12], a mixture prompt and, per seed, a
+    # weighted-average and a mixture-init run
+    assert list(study.retrieval_ks) == [3, 6, 9, 12] and list(study.retrieval) == ["weighted_average", "mixture"]
+    assert (study.source_trainer.steps, study.source_trainer.lr, study.source_trainer.optimizer) == (
+        262144,
+        0.3,
+        "adafactor",
+    )
+
+
+def rows(cells) -> list[dict]:
+    return sorted(({"stage": c.stage.value, "label": c.label, "key": c.key} for c in cells), key=lambda r: r["label"])
+
+
+def retrieval(*overrides: str) -> list:
+    """The retrieval cells of the smoke study for a made-up ranking (the same for both targets: mnli first)."""
+    study = build_study(compose_study("study=smoke", *overrides))
+    sources = plan_stages(study, ["source"])
+    ranked = sorted(sources, key=lambda c: c.task != "mnli_v1")
+    return plan_retrieval(study, {t: list(zip(ranked, [0.75, 0.25], strict=True)) for t in study.targets})
+
+
+def smoke_golden() -> dict[str, list[dict]]:
+    return {
+        "cells": rows(planned("study=smoke")),
+        "retrieval": rows(retrieval()),
+        "retrieval_displacement_per_token": rows(
+            retrieval("++study.task_embedding=displacement", "++study.retrieval_similarity=per_token")
+        ),
+    }
+
+
+def test_smoke_cell_keys_and_labels_match_the_golden_list():
+    now = smoke_golden()
+    if os.environ.get("SPOT_WRITE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(now, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    for part in golden:
+        assert [r["label"] for r in now[part]] == [r["label"] for r in golden[part]], part
+        # a changed key: every finished study would train that cell (and the cells after it) again
+        assert now[part] == golden[part], part
+    cells = now["cells"]
+    assert len(cells) == len({r["key"] for r in cells}) == 2 + 4 + 8 + 4 + 6 + 7
+    # per target: a mixture prompt (sst2/mnli + target) and, per seed, a weighted-average and a mixture-init run
+    assert Counter(r["stage"] for r in now["retrieval"]) == {"retrieval_mixture": 2, "retrieval": 2 * 2 * 2}
+    assert "retrieval:wavg-top2->rte_v1:s1" in [r["label"] for r in now["retrieval"]]
+    # the same labels, other keys: the task embedding and similarity are part of a retrieval cell's result
+    other = now["retrieval_displacement_per_token"]
+    assert [r["label"] for r in other] == [r["label"] for r in now["retrieval"]]
+    assert not {r["key"] for r in other} & {r["key"] for r in now["retrieval"]}
+
+
+def test_smoke_plan_order_is_upstream_first():
+    cells = planned("study=smoke")
+    seen = set()
+    for cell in cells:
+        assert all(c.key in seen for c in cell.inputs), cell.label
+        seen.add(cell.key)
