@@ -34,46 +34,9 @@ from spot_core.prompt_files import read_prompt, save_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, check_shape
 from spot_core.run_dir import RunDir, write_atomic
-from spot_core.tasks import check_data, get_task
+from spot_core.tasks import check_data
 from spot_core.tracking import NullTracker, Tracker
-from spot_core.trainer import TrainerConfig
 from spot_core.tuning import RunSpec, codec_for, load_data
-
-
-@dataclass
-class CrossModelConfig:
-    """A study's cross-model stage: a projector from the study model's source prompts into `model`.
-
-    The projector learns from the source prompts of `train_tasks`; the source prompts of `tasks` (default: every
-    source) are then projected and scored on `model` zero-shot and as its initial prompt, beside `model`'s own
-    prompt for the same task trained from scratch with `trainer` (default: the study's source trainer).
-    """
-
-    model: str
-    train_tasks: Sequence[str]
-    tasks: Sequence[str] = ()
-    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
-    trainer: TrainerConfig | None = None
-
-    def __post_init__(self):
-        if isinstance(self.projector, dict):
-            self.projector = ProjectorConfig(**self.projector)
-        if isinstance(self.trainer, dict):
-            self.trainer = TrainerConfig(**self.trainer)
-        self.train_tasks = [get_task(t).name for t in self.train_tasks]
-        self.tasks = [get_task(t).name for t in self.tasks]
-
-    def check(self, sources: Sequence[str], study_model: str) -> None:
-        """Both task lists must name the study's source tasks (their prompts are what gets projected)."""
-        if self.model == study_model:
-            raise ValueError(f"study.cross_model.model must be another model than the study's ({study_model!r})")
-        if not self.train_tasks:
-            raise ValueError("study.cross_model.train_tasks must name at least one source task")
-        for name in ("train_tasks", "tasks"):
-            unknown = [t for t in getattr(self, name) if t not in sources]
-            if unknown:
-                raise ValueError(f"study.cross_model.{name} {unknown} are not sources of the study {list(sources)}")
-        self.tasks = list(self.tasks) or list(sources)
 
 
 @dataclass

@@ -91,4 +91,5 @@ def test_every_preset_composes_into_a_valid_run_spec(tmp_path, preset, model):
         [],
     )
     assert (spec.model, spec.max_input_tokens, spec.device, spec.prompt_once) == MODELS[model]
-    assert (spec.task, spec.max_train_examples, spec.max_eval_examples, spec.max_target_tokens) == ("sst2_v1", 16, 8, 16)
+    limits = (spec.max_train_examples, spec.max_eval_examples, spec.max_target_tokens)
+    assert spec.task == "sst2_v1" and limits == (16, 8, 16)
