@@ -10,22 +10,27 @@ import torch
 
 from spot_core.data import Codec, Encoded
 from spot_core.prompted import PromptedLM
-from spot_core.scoring import generate, label_scores
+from spot_core.scoring import generate, has_sliding_window, label_scores
 from spot_core.tasks.base import Mixture, Task
 
 
 def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Encoded], batch_size: int) -> list[str]:
     """Predicted target strings: rank classification over the task's label words when it has a closed
-    label set, greedy generation otherwise. Examples are batched by input length to limit padding."""
+    label set, greedy generation otherwise. Examples are batched by input length to limit padding.
+
+    Generation left-pads its batches, and a sliding-window layer (Gemma 3) counts the padding as positions of its
+    window: a short input batched with a long one would lose the prompt from the window and generate something
+    else than alone. With such a model, generation batches hold inputs of one length only."""
     was_training = model.training
     model.eval()
     label_ids = [codec.encode_target(w) for w in task.label_words] if task.label_words else None
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    lengths = [len(e.input_ids) for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: lengths[i])
+    one_length = label_ids is None and has_sliding_window(model)
     preds: list[str] = [""] * len(examples)
     with torch.no_grad():  # prompt once: its states serve every batch of the evaluation
         prompt = model.prompt_states() if model.shares_prompt else None
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in batches(order, lengths, batch_size, one_length):
         inputs = [examples[i].input_ids for i in idx]
         if label_ids is not None:
             best = label_scores(model, inputs, label_ids, prompt).argmax(-1).tolist()
@@ -36,6 +41,17 @@ def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Enco
             preds[i] = text
     model.train(was_training)
     return preds
+
+
+def batches(order: Sequence[int], lengths: Sequence[int], size: int, one_length: bool) -> list[list[int]]:
+    """`order` (sorted by length) cut into batches of at most `size`; with `one_length`, also wherever the length
+    changes."""
+    out: list[list[int]] = []
+    for i in order:
+        if not out or len(out[-1]) == size or (one_length and lengths[out[-1][-1]] != lengths[i]):
+            out.append([])
+        out[-1].append(i)
+    return out
 
 
 def evaluate(

@@ -113,6 +113,11 @@ def _tree_masks(model: PromptedLM, trie: LabelTrie, full_mask: torch.Tensor, q_p
     return {FULL: additive(allowed), SLIDING: additive(allowed & in_window)}
 
 
+def has_sliding_window(model: PromptedLM) -> bool:
+    """Whether some attention layer of the model sees only a window of recent positions (Gemma 3, Mistral)."""
+    return not model.is_encoder_decoder and getattr(model.model.config, "sliding_window", None) is not None
+
+
 def trie_applies(model: PromptedLM) -> bool:
     """Tree masks are prepared 4-D masks: eager and SDPA attention take them. Flash attention, layer types other
     than full and sliding-window attention, and a sliding window without per-layer types (Mistral, Qwen2: every

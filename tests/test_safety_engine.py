@@ -121,7 +121,7 @@ def generation_batch_vs_alone(name: str, prompt_once: bool | None, texts=TEXTS):
     examples = encode_examples(codec, [{"inputs": t, "targets": "a"} for t in texts])
     lengths = [len(e.input_ids) for e in examples]
     assert lengths != sorted(lengths) and len(set(lengths)) == len(lengths)  # predict must reorder them
-    batched = predict(model, codec, task, examples, batch_size=3)  # batches of 3 mixed lengths: left padding
+    batched = predict(model, codec, task, examples, batch_size=3)  # batches of mixed lengths: left padding
     alone = [predict(model, codec, task, [e], batch_size=1)[0] for e in examples]
     return batched, alone
 
@@ -133,14 +133,10 @@ def test_generated_predictions_come_back_in_input_order_and_equal_lone_generatio
     assert batched == alone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (issue 13 safety net): Gemma 3's sliding-window layers count left padding as positions of the "
-    "window, so a short example in a batch with a long one loses its prompt from the window and generates "
-    "something else than alone (the prompt-once and the concatenated path alike; tiny-gemma3's window is 8)",
-)
-def test_generation_with_a_sliding_window_model_equals_lone_generation():
-    batched, alone = generation_batch_vs_alone("tiny-gemma3", None, texts=TEXTS[:4])
+@pytest.mark.parametrize("prompt_once", [True, False])
+def test_generation_with_a_sliding_window_model_equals_lone_generation(prompt_once):
+    # Left padding would count as positions of Gemma 3's window (8 in tiny-gemma3): batches hold one length only.
+    batched, alone = generation_batch_vs_alone("tiny-gemma3", prompt_once, texts=TEXTS[:4])
     assert batched == alone
 
 
@@ -281,3 +277,12 @@ def test_a_projector_run_through_t5_is_reproducible(data_dir, tmp_path):
     first = fit_projector(spec, tmp_path / "first")
     torch.manual_seed(2)  # another cell ran before in this worker: fit_task seeds B's dropout itself
     assert fit_projector(spec, tmp_path / "second") == first
+
+
+def test_generation_batches_of_a_windowed_model_hold_one_length():
+    from spot_core.evaluation import batches
+
+    lengths = [5, 3, 3, 5, 4, 3]
+    order = sorted(range(6), key=lambda i: lengths[i])
+    assert batches(order, lengths, 2, one_length=False) == [[1, 2], [5, 4], [0, 3]]
+    assert batches(order, lengths, 2, one_length=True) == [[1, 2], [5], [4], [0, 3]]
