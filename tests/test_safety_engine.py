@@ -151,6 +151,22 @@ def test_classified_predictions_come_back_in_input_order(name):
 
 
 # --- 3. cross-model projectors across families -----------------------------------------------------------------
+def sst2_projector(other: str, data_dir, a_prompt, method: str, steps: int, b_prompt=None) -> ProjectorSpec:
+    """A projector from tiny-llama into `other`, learnt on SST-2 (16 train, 8 validation examples)."""
+    target = RunSpec(
+        model=other, task="sst2_v1", data_dir=str(data_dir), max_train_examples=16, max_eval_examples=8,
+        max_input_tokens=48,
+    )  # fmt: skip
+    return ProjectorSpec(
+        source_model="tiny-llama",
+        target=target,
+        train_tasks=["sst2_v1"],
+        train_prompts=[str(a_prompt)],
+        target_prompts=[str(b_prompt)] if b_prompt else [],
+        projector={"method": method, "hidden": 16, "steps": steps, "batch_size": 4, "lr": 3e-3},
+    )
+
+
 def rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -169,22 +185,7 @@ def test_a_projector_from_tiny_llama_into_another_family(data_dir, tmp_path, oth
     hidden, expected = OTHER_MODELS[other]
     for name, h, seed in (("a_sst2", 32, 0), ("a_rte", 32, 1), ("b_sst2", hidden, 2)):
         save_prompt(tmp_path / f"{name}.safetensors", rand(4, h, seed=seed) * 0.1)
-    target = RunSpec(
-        model=other,
-        task="sst2_v1",
-        data_dir=str(data_dir),
-        max_train_examples=16,
-        max_eval_examples=8,
-        max_input_tokens=48,
-    )
-    spec = ProjectorSpec(
-        source_model="tiny-llama",
-        target=target,
-        train_tasks=["sst2_v1"],
-        train_prompts=[str(tmp_path / "a_sst2.safetensors")],
-        target_prompts=[str(tmp_path / "b_sst2.safetensors")],
-        projector={"method": method, "hidden": 16, "steps": 12, "batch_size": 4, "lr": 3e-3},
-    )
+    spec = sst2_projector(other, data_dir, tmp_path / "a_sst2.safetensors", method, 12, tmp_path / "b_sst2.safetensors")
     result = fit_projector(spec, tmp_path / "run")
     assert set(result) == {"best/val_score", "best/step", "final/loss", "train_task/sst2_v1/val_score"}
     assert result["best/val_score"] == result["train_task/sst2_v1/val_score"] and result["best/step"] == 12
@@ -258,21 +259,7 @@ def test_task_tuning_through_another_family_lowers_its_loss(data_dir, other):
 
 def test_a_projector_run_through_t5_is_reproducible(data_dir, tmp_path):
     save_prompt(tmp_path / "a.safetensors", rand(4, 32, seed=0) * 0.1)
-    target = RunSpec(
-        model="tiny-t5",
-        task="sst2_v1",
-        data_dir=str(data_dir),
-        max_train_examples=16,
-        max_eval_examples=8,
-        max_input_tokens=48,
-    )
-    spec = ProjectorSpec(
-        source_model="tiny-llama",
-        target=target,
-        train_tasks=["sst2_v1"],
-        train_prompts=[str(tmp_path / "a.safetensors")],
-        projector={"method": "task_tuning", "hidden": 16, "steps": 4, "batch_size": 4, "lr": 3e-3},
-    )
+    spec = sst2_projector("tiny-t5", data_dir, tmp_path / "a.safetensors", "task_tuning", 4)
     torch.manual_seed(1)
     first = fit_projector(spec, tmp_path / "first")
     torch.manual_seed(2)  # another cell ran before in this worker: fit_task seeds B's dropout itself
