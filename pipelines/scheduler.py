@@ -9,12 +9,14 @@ has settled. Trial actors are reused from the first cell to the last, so the stu
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from statistics import fmean
 from typing import Any
 
 from ray.tune.search import Searcher
 
+from pipelines.progress import Display, Progress, StageProgress, display_for
 from spot_core.study import Cell
 from spot_core.tags import Stage
 
@@ -33,7 +35,10 @@ class CellScheduler(Searcher):
             keys done by then; returns further cells (the retrieval stage), or problems as (name, why).
         waits_for: the cell stages plan_more needs settled.
         concurrency: trials that run at once (for the ETA).
-        show: where progress lines go.
+        show: how progress is shown (`pipelines.progress.display_for`): None for a live table in a terminal and
+            short lines of the stages that changed otherwise; a callable of one line (`print`) for those lines
+            always; or a `Display`.
+        clock: monotonic seconds (tests pass their own).
     """
 
     def __init__(
@@ -44,18 +49,20 @@ class CellScheduler(Searcher):
         plan_more: Callable[[set[str]], tuple[list[Cell], dict[str, str]]] | None = None,
         waits_for: Iterable[Stage] = (),
         concurrency: int = 1,
-        show: ProgressSink = print,
+        show: Display | ProgressSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
         self.cells: dict[str, Cell] = {}
         self.state: dict[str, str] = {}
         self.why: dict[str, str] = {}  # label -> reason, for failed and blocked cells and unplannable targets
         self.done = set(finished)
-        self.config_of, self.plan_more, self.concurrency, self.show = config_of, plan_more, concurrency, show
+        self.config_of, self.plan_more, self.concurrency = config_of, plan_more, max(concurrency, 1)
+        self.display, self.clock, self.closed = display_for(show), clock, False
         self.waits_for = set(waits_for)
         self.trials: dict[str, str] = {}  # trial id -> cell key
         self.started: dict[str, float] = {}
-        self.durations: list[float] = []
+        self.durations: dict[Stage, list[float]] = defaultdict(list)  # seconds per finished cell
         self.planned: list[Cell] = []  # what plan_more returned, finished cells included
         self.complete_plan = False  # plan_more ran and planned for everything it was asked to (no problems)
         self._add(cells)
@@ -75,10 +82,13 @@ class CellScheduler(Searcher):
             self._plan_more()
             cell = self._next_ready()
         if cell is None:
-            return None if RUNNING in self.state.values() else Searcher.FINISHED
+            if RUNNING in self.state.values():
+                return None
+            self._show()  # cells blocked just now, and the end of a live display
+            return Searcher.FINISHED
         self.state[cell.key] = RUNNING
         self.trials[trial_id] = cell.key
-        self.started[cell.key] = time.monotonic()
+        self.started[cell.key] = self.clock()
         self._show()
         return {"cell": cell.key, **self.config_of(cell)}
 
@@ -86,11 +96,12 @@ class CellScheduler(Searcher):
         key = self.trials.pop(trial_id, None)
         if key is None:
             return
-        self.durations.append(time.monotonic() - self.started.pop(key))
+        ran = self.clock() - self.started.pop(key)
         if error:
             self.state[key] = FAILED
             self.why.setdefault(self.cells[key].label, "the trial failed (its MLflow run has the error tag)")
-        else:
+        else:  # only finished cells time the ETA: a failure may end at once or after its retries
+            self.durations[self.cells[key].stage].append(ran)
             self.state[key] = DONE
             self.done.add(key)
         if not self._upstream_open():  # plan now, so the progress line and ETA count the planned cells
@@ -129,17 +140,31 @@ class CellScheduler(Searcher):
             for k, s in self.state.items()
         )
 
+    def progress(self) -> Progress:
+        """Each stage's counts and ETA. A stage's ETA is the time to work off its own cells and those of every
+        stage planned before it (handed out first), at `concurrency` cells at a time; a cell takes its stage's mean
+        so far (else the mean of all cells), a running one that less the time it has run."""
+        now, rows, ahead = self.clock(), [], 0.0
+        everything = [d for ds in self.durations.values() for d in ds]
+        counts = Counter((self.cells[k].stage, s) for k, s in self.state.items())
+        for stage in dict.fromkeys(self.cells[k].stage for k in self.state):
+            mean = fmean(self.durations[stage] or everything) if everything else None
+            if mean is not None:
+                running = [now - self.started[k] for k, s in self.state.items()
+                           if s == RUNNING and self.cells[k].stage is stage]
+                ahead += counts[stage, PENDING] * mean + sum(max(mean - ran, 0.0) for ran in running)
+            rows.append(StageProgress(
+                stage.value, sum(n for (st, _), n in counts.items() if st is stage), counts[stage, DONE],
+                counts[stage, RUNNING], counts[stage, FAILED], counts[stage, BLOCKED],
+                None if mean is None else ahead / self.concurrency,
+            ))
+        eta = ahead / self.concurrency if everything else None
+        return Progress(tuple(rows), eta, now)
+
     def _show(self) -> None:
-        counts = Counter((self.cells[k].stage.value, s) for k, s in self.state.items())
-        stages = dict.fromkeys(self.cells[k].stage.value for k in self.state)
-        parts = []
-        for stage in stages:
-            total = sum(n for (st, _), n in counts.items() if st == stage)
-            line = f"{stage} {counts[stage, DONE]}/{total} done, {counts[stage, RUNNING]} running"
-            bad = counts[stage, FAILED] + counts[stage, BLOCKED]
-            parts.append(line + (f", {bad} failed" if bad else ""))
-        eta = ""
-        if self.durations:  # the mean cell so far, for the cells left (retrieval ones count once planned)
-            left = sum(s in (PENDING, RUNNING) for s in self.state.values())
-            eta = f"  ETA {left * sum(self.durations) / len(self.durations) / self.concurrency / 60:.1f} min"
-        self.show("  " + " | ".join(parts) + eta)
+        if self.closed:
+            return
+        self.display.update(self.progress())
+        if not any(s in (PENDING, RUNNING) for s in self.state.values()) and self.plan_more is None:
+            self.display.close()  # every cell has settled: end a live display, so what follows prints below it
+            self.closed = True

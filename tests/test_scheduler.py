@@ -1,10 +1,16 @@
-"""The study's searcher: cells are handed out when their inputs are done, retrieval is planned once."""
+"""The study's searcher: cells are handed out when their inputs are done, retrieval is planned once; its progress
+reads as short lines in a log and as a live table in a terminal."""
+
+import io
+import pickle
 
 from ray.tune.search import Searcher
+from rich.console import Console
 
+from pipelines.progress import LiveTable, LogLines, Progress, StageProgress, display_for
 from pipelines.scheduler import CellScheduler
 from spot_core.stages.catalogue import plan_stages
-from spot_core.study import StudyConfig
+from spot_core.study import Cell, StudyConfig
 from spot_core.tags import Stage
 
 
@@ -13,10 +19,19 @@ def design() -> list:
     return plan_stages(config, ["source", "target", "transfer"])  # 2 sources, 1 target, 2 transfers
 
 
-def scheduler(cells, finished=(), plan_more=None, lines=None) -> CellScheduler:
-    show = lines.append if lines is not None else lambda line: None
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scheduler(cells, finished=(), plan_more=None, lines=None, clock=None, show=None) -> CellScheduler:
+    show = show or (lines.append if lines is not None else lambda line: None)
     waits_for = (Stage.SOURCE, Stage.TARGET)
-    return CellScheduler(cells, set(finished), lambda c: {"label": c.label}, plan_more, waits_for, 2, show)
+    return CellScheduler(cells, set(finished), lambda c: {"label": c.label}, plan_more, waits_for, 2, show,
+                         clock=clock or Clock())
 
 
 def labels(configs) -> list[str]:
@@ -86,7 +101,9 @@ def test_retrieval_is_planned_once_sources_and_targets_have_settled():
     assert labels([s.suggest("t4"), s.suggest("t5")]) == [c.label for c in extra]
     assert len(calls) == 1 and len(calls[0]) == 3 and s.planned == extra
     assert s.why == {"retrieval:cb_v1": "no finished source and target runs to rank"}
-    assert lines[-1].startswith("  source 2/2 done, 0 running | target 1/1 done, 0 running") and "ETA" in lines[-1]
+    # the target's last cell and the planned cells in one line; the sources, unchanged, are left out
+    assert lines[-3].startswith("target 1/1 done | transfer 0/2 done | ETA ")
+    assert lines[-2:] == ["transfer 0/2 done, 1 running | ETA 0 s", "transfer 0/2 done, 2 running | ETA 0 s"]
 
 
 def test_with_everything_upstream_finished_retrieval_is_planned_at_once():
@@ -98,3 +115,121 @@ def test_with_everything_upstream_finished_retrieval_is_planned_at_once():
     done = scheduler([], finished={c.key for c in cells}, plan_more=lambda done: (extra, {}))
     assert done.planned == extra and not done.cells  # planned, all finished: nothing to run
     assert done.suggest("t0") == Searcher.FINISHED
+
+
+# --- progress ---------------------------------------------------------------------------------------------------
+# The full study's nine stages (config stages source..cross_model), sized like a 4 x 6 study with 2 seeds.
+NINE = {Stage.SOURCE: 4, Stage.TARGET: 6, Stage.TRANSFER: 24, Stage.ZERO_SHOT: 24, Stage.NEURONS: 10,
+        Stage.CROSS_SOURCE: 2, Stage.PROJECTOR: 1, Stage.CROSS_ZERO_SHOT: 3, Stage.CROSS_TRANSFER: 6}
+
+
+def nine_stages() -> list[Cell]:
+    return [Cell(stage, f"task{i}_v1", 0, "", f"{stage}-{i}") for stage, n in NINE.items() for i in range(n)]
+
+
+def test_log_lines_are_short_and_name_only_the_stages_that_changed():
+    clock, lines = Clock(), []
+    s = scheduler(nine_stages(), lines=lines, clock=clock)
+    s.suggest("t0")
+    # the first line of a study lists every stage with work, wrapped into lines under 100 characters
+    first = list(lines)
+    assert all(len(line) < 100 for line in first) and 2 <= len(first) <= 4
+    assert " | ".join(first).split(" | ") == [
+        "source 0/4 done, 1 running", "target 0/6 done", "transfer 0/24 done", "zero_shot 0/24 done",
+        "neurons 0/10 done", "cross_source 0/2 done", "projector 0/1 done", "cross_zero_shot 0/3 done",
+        "cross_transfer 0/6 done"]
+    s.suggest("t1")
+    assert lines[-1] == "source 0/4 done, 2 running"  # no ETA before a cell has finished
+    clock.now += 90
+    s.on_trial_complete("t0", {})
+    # 2 sources pending, the running one at its mean already, 76 more cells: 78 x 90 s, 2 at a time
+    assert lines[-1] == "source 1/4 done, 1 running | ETA 58.5 min"
+    s.on_trial_complete("t1", error=True)
+    assert lines[-1] == "source 1/4 done, 1 failed | ETA 58.5 min"
+    before = len(lines)
+    s.suggest("t2")
+    s.suggest("t3")
+    assert lines[before:] == ["source 1/4 done, 1 running, 1 failed | ETA 58.5 min",
+                              "source 1/4 done, 2 running, 1 failed | ETA 58.5 min"]
+    assert all(len(line) < 100 for line in lines)
+
+
+def test_blocked_cells_and_a_finished_study_in_the_log():
+    lines = []
+    s = scheduler(design(), lines=lines)
+    for i in range(3):
+        s.suggest(f"t{i}")
+    s.on_trial_complete("t0", error=True)  # mnli's source: its transfer is blocked at the next suggest
+    s.on_trial_complete("t1", {})
+    s.suggest("t3")
+    assert lines[-1] == "transfer 0/2 done, 1 running, 1 blocked | ETA 0 s"
+    s.on_trial_complete("t2", {})
+    s.on_trial_complete("t3", {})
+    assert lines[-2:] == ["target 1/1 done | ETA 0 s", "transfer 1/2 done, 1 blocked"]  # settled: no ETA
+
+
+def test_stage_eta_counts_the_work_handed_out_before_it():
+    clock = Clock()
+    s = scheduler(design(), clock=clock)  # 2 sources, 1 target, 2 transfers; 2 cells at a time
+    s.suggest("t0"), s.suggest("t1")
+    clock.now += 60
+    s.on_trial_complete("t0", {})
+    clock.now += 30  # the other source has run 90 s of its mean 60: nothing left to count
+    rows = {r.stage: r for r in s.progress().stages}
+    assert rows["source"].eta_s == 0.0 and rows["target"].eta_s == 30.0 and rows["transfer"].eta_s == 90.0
+    assert s.progress().eta_s == 90.0
+
+
+def render(table) -> str:
+    console = Console(file=io.StringIO(), width=110, color_system=None)
+    console.print(table)
+    return console.file.getvalue()
+
+
+def test_the_live_table_has_a_row_per_stage_with_counts_and_eta():
+    clock = Clock()
+    live = LiveTable(clock=clock)
+    assert [c.header for c in live.table().columns] == ["stage", "", "done", "running", "failed", "ETA"]
+    live.progress = Progress((StageProgress("source", 4, done=4, eta_s=0.0),
+                              StageProgress("transfer", 12, done=3, running=2, failed=1, blocked=2, eta_s=600.0),
+                              StageProgress("zero_shot", 12)), eta_s=900.0, at=clock.now)
+    table = live.table()
+    cells = [[str(c) if isinstance(c, str) else "bar" for c in column.cells] for column in table.columns]
+    assert list(zip(*cells, strict=True)) == [
+        ("source", "bar", "4/4", "", "", "done"),
+        ("transfer", "bar", "3/12", "2", "1 (+2 blocked)", "10.0 min"),
+        ("zero_shot", "bar", "0/12", "", "", ""),
+    ]
+    assert table.caption == "7/28 cells done, about 15.0 min left"
+    clock.now += 120  # between updates the ETAs count down
+    text = render(live.table())
+    assert "8.0 min" in text and "about 13.0 min left" in text
+    assert [line.split()[0] for line in text.splitlines()[1:4]] == ["source", "transfer", "zero_shot"]
+
+
+def test_the_scheduler_drives_a_live_table_and_ends_it_when_the_study_settles():
+    clock, out = Clock(), io.StringIO()
+    live = LiveTable(Console(file=out, width=110, force_terminal=True, color_system=None), clock=clock)
+    s = scheduler(design(), clock=clock, show=live)
+    pickle.loads(pickle.dumps(live))  # Tune saves the searcher before the first update: it must pickle
+    for i in range(3):
+        s.suggest(f"t{i}")
+    assert live.live is not None and "0/2" in render(live.table())
+    for i, trial in enumerate(("t0", "t1", "t2")):
+        clock.now += 10
+        s.on_trial_complete(trial, {})
+        s.suggest(f"t{3 + i}")
+    s.on_trial_complete("t3", {})
+    s.on_trial_complete("t4", {})
+    assert live.live is None  # every cell settled: the display is stopped
+    final = out.getvalue().rsplit("stage ", 1)[1].splitlines()  # the last frame drawn
+    assert [line.split()[0] for line in final[1:4]] == ["source", "target", "transfer"]
+    assert final[3].split()[-2:] == ["2/2", "done"] and final[4].strip() == "5/5 cells done"
+
+
+def test_display_for_picks_lines_for_a_callable_or_a_log_file(capsys):
+    lines = []
+    assert isinstance(display_for(lines.append), LogLines)
+    assert isinstance(display_for(None), LogLines)  # pytest's stdout is no terminal
+    display_for(None).update(Progress((StageProgress("source", 2, done=1),), eta_s=30.0))
+    assert capsys.readouterr().out == "source 1/2 done | ETA 30 s\n"

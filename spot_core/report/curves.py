@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from spot_core.report.style import save_figure, styled
+from spot_core.report.style import save_figure, styled, text_width, wrap_text
 
 METHOD_LABELS = {"avg_tokens": "avg. tokens", "per_token": "per-token"}
+SIZE = (5.2, 3.4)
 COLORS = ("#1f77b4", "#d95f02", "#1b9e77", "#7570b3", "#e7298a")
 MARKERS = ("o", "s", "^", "D", "v")
 
@@ -51,7 +53,7 @@ def k_curve_figure(curves: pd.DataFrame, *, oracle: float, baseline: float, titl
     missing = {"k", "method", "mean", "std"} - set(curves.columns)
     if missing:
         raise ValueError(f"curves lacks columns {sorted(missing)}; expected k, method, mean, std")
-    fig = Figure(figsize=(5.2, 3.4), layout="constrained")
+    fig = Figure(figsize=SIZE, layout="constrained")
     ax = fig.add_subplot()
     for index, (method, rows) in enumerate(curves.groupby("method", sort=False)):
         _draw_method(ax, rows.sort_values("k"), str(method), index)
@@ -61,11 +63,15 @@ def k_curve_figure(curves: pd.DataFrame, *, oracle: float, baseline: float, titl
     ax.set_xticks(ks, [str(int(k)) for k in ks])
     ax.set_xlabel("k (source prompts tried)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, loc="left")
     ax.grid(axis="y", color="#e0e0e0", linewidth=0.6)
     ax.set_axisbelow(True)
     # Outside the axes: inside, the legend would sit on the curves that climb towards the oracle line.
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", frameon=False)
+    # The title starts over the axes and must end before the legend: the figure less the legend (its labels,
+    # handles and pads) and the y axis's labels.
+    legend = max(text_width(label, mpl.rcParams["legend.fontsize"]) for label in labels) + 0.6
+    ax.set_title(wrap_text(title, SIZE[0] - legend - 0.8, mpl.rcParams["axes.titlesize"]), loc="left")
     return fig
 
 

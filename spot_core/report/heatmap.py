@@ -6,15 +6,17 @@ Rows and columns keep the DataFrame's order. A NaN cell is a missing experiment:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from spot_core.report.style import display_names, save_figure, styled
+from spot_core.report.style import display_names, save_figure, styled, text_width, wrap_text
 from spot_core.report.tables import unsigned_zero
 
 MISSING = "n/a"
@@ -66,7 +68,8 @@ def heatmap_figure(
     values = matrix.to_numpy(dtype=float)
     n_rows, n_cols = values.shape
     labels = _cell_labels(values, fmt, _aligned_counts(matrix, counts), expected_n)
-    fig = Figure(figsize=_figure_size(n_rows, n_cols, labels), layout="constrained")
+    size, title, value_label = _layout(matrix, labels, title, value_label)
+    fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
     norm, colormap = _color_scale(values, center, cmap)
     mesh = ax.pcolormesh(np.ma.masked_invalid(values), norm=norm, cmap=colormap, edgecolors="white", linewidth=0.5)
@@ -153,9 +156,29 @@ def _font_size(n_rows: int, n_cols: int) -> float:
     return 8.0 if max(n_rows, n_cols) <= 16 else 7.0
 
 
-def _figure_size(n_rows: int, n_cols: int, labels: np.ndarray) -> tuple[float, float]:
-    """Inches: a cell wide enough for its longest annotation, plus room for tick labels, title and colourbar."""
+def _layout(matrix: pd.DataFrame, labels: np.ndarray, title: str, value_label: str
+            ) -> tuple[tuple[float, float], str, str]:
+    """The figure size (inches) and the title and colour-bar label wrapped to fit it.
+
+    The margins are measured from the tick labels (slightly over-estimated), so that the title, which starts at
+    the axes' left edge, wraps before the canvas's right edge, and the colour-bar label, centred on the axes,
+    wraps to the axes' height and the narrower margin: both stay on the canvas at every matrix size.
+    """
+    n_rows, n_cols = matrix.shape
     longest = max((len(line) for label in labels.flat for line in label.split("\n")), default=3)
     cell_w = max(0.38, 0.075 * longest + 0.12)
     cell_h = 0.42 if any("\n" in label for label in labels.flat) else 0.3
-    return max(3.6, n_cols * cell_w + 2.6), max(2.8, n_rows * cell_h + 2.0)
+    tick = functools.partial(text_width, size=mpl.rcParams["xtick.labelsize"])
+    # y label and pads | y tick labels | cells | colour bar, its tick labels and label
+    left = 0.5 + max(map(tick, display_names(matrix.index)), default=0.0)
+    right = 1.15
+    width = max(3.6, left + n_cols * cell_w + right)
+    title = wrap_text(title, width - left - 0.1, mpl.rcParams["axes.titlesize"])
+    top = 0.2 + 0.2 * (title.count("\n") + 1)
+    bottom = 0.6 + 0.71 * max(map(tick, display_names(matrix.columns)), default=0.0)  # x tick labels at 45 degrees
+    height = max(2.8, top + n_rows * cell_h + bottom, top + 1.5 + bottom)
+    # Centred on the axes, the label may reach into the narrower of the top and bottom margins.
+    room = height - top - bottom + 2 * min(top, bottom) - 0.3
+    value_label = wrap_text(value_label, room, mpl.rcParams["axes.labelsize"])
+    width += 0.18 * value_label.count("\n")
+    return (width, height), title, value_label

@@ -5,16 +5,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from spot_core.report.style import display_name, save_figure, styled
+from spot_core.report.style import display_name, save_figure, styled, text_width, wrap_text
 
 WRAP = 5
 PANEL_IN = (2.75, 2.5)
 # The plotting area inside a panel, in points, once tick labels and the title have taken their share.
 PANEL_PT = ((PANEL_IN[0] - 0.55) * 72, (PANEL_IN[1] - 0.6) * 72)
+PANEL_TITLE_SIZE = 9
+# Five tick labels like "0.0125" fit a panel's width; Matplotlib's automatic count (eight) runs them together.
+TICKS = 5
 POINT_COLOR = "#1f77b4"
 FIT_COLOR = "#d95f02"
 
@@ -46,16 +51,18 @@ def correlation_figure(points: pd.DataFrame, stats: pd.DataFrame, *, title: str)
     targets = list(pd.unique(points["target"]))
     n_cols = min(WRAP, max(len(targets), 1))
     n_rows = max(1, math.ceil(len(targets) / n_cols))
-    fig = Figure(figsize=(PANEL_IN[0] * n_cols + 0.4, PANEL_IN[1] * n_rows + 0.6), layout="constrained")
+    width, height = PANEL_IN[0] * n_cols + 0.4, PANEL_IN[1] * n_rows + 0.6
+    fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     for ax, target in zip(axes, targets, strict=False):
         row = stats.loc[target] if target in stats.index else None
         _panel(ax, points[points["target"] == target], str(target), row, PANEL_PT)
     for ax in axes[len(targets):]:
         ax.set_visible(False)
-    fig.suptitle(title, x=0.01, ha="left")
-    fig.supxlabel("task similarity (source, target)")
-    fig.supylabel("relative error reduction (%)")
+    size = mpl.rcParams["figure.titlesize"]
+    fig.suptitle(wrap_text(title, width - 0.2, size), x=0.01, ha="left")
+    fig.supxlabel(wrap_text("task similarity (source, target)", width - 0.6, mpl.rcParams["figure.labelsize"]))
+    fig.supylabel(wrap_text("relative error reduction (%)", height - 0.6, mpl.rcParams["figure.labelsize"]))
     return fig
 
 
@@ -70,8 +77,10 @@ def _panel(ax, rows: pd.DataFrame, target: str, stats: pd.Series | None, panel_p
         xs = np.array([x[usable].min(), x[usable].max()])
         ax.plot(xs, slope * xs + intercept, color=FIT_COLOR, linewidth=1.2, zorder=2)
     _label_points(ax, x, y, [display_name(s) for s in rows["source"]], panel_pt)
-    ax.set_title(panel_title(display_name(target), stats), fontsize=9, loc="left")
+    ax.set_title(_fitted(panel_title(display_name(target), stats)), fontsize=PANEL_TITLE_SIZE, loc="left")
     ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(TICKS))
+    ax.yaxis.set_major_locator(MaxNLocator(TICKS))
     ax.grid(color="#eeeeee", linewidth=0.5)
     ax.set_axisbelow(True)
 
@@ -130,6 +139,15 @@ def panel_title(target: str, stats: pd.Series | None) -> str:
     p_text = "p=n/a" if _missing(p) else ("p<0.001" if p < 0.001 else f"p={p:.2g}")
     n_text = "n/a" if _missing(n) else str(int(n))
     return f"{target}  r={r_text} ({p_text}), n={n_text}"
+
+
+def _fitted(title: str) -> str:
+    """A panel title that would run into the next panel gets its statistics on a second line (and wraps further
+    if the task name alone is too wide)."""
+    width = PANEL_IN[0] - 0.6  # the panel less its y tick labels and pads
+    if text_width(title, PANEL_TITLE_SIZE) <= width:
+        return title
+    return wrap_text(title.replace("  ", "\n", 1), width, PANEL_TITLE_SIZE)
 
 
 def _missing(value) -> bool:

@@ -14,6 +14,8 @@ from typing import ParamSpec, TypeVar
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import text_to_path
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -51,6 +53,37 @@ def styled(build: Callable[_P, _R]) -> Callable[_P, _R]:
             return build(*args, **kwargs)
 
     return wrapper
+
+
+# Widths are measured from the font's outlines, without hinting; Agg's hinted glyphs come out up to ~2 % wider.
+_HINTING = 1.04
+
+
+def text_width(text: str, size: float | str) -> float:
+    """Inches that the widest line of `text` takes in the report's font at `size` (points, or a relative size
+    such as "large" under the current rcParams); no renderer needed."""
+    prop = FontProperties(family=RC["font.family"], size=size)
+    widths = [text_to_path.get_text_width_height_descent(line, prop, ismath=False)[0] for line in text.split("\n")]
+    return max(widths) * _HINTING / 72
+
+
+def wrap_text(text: str, width: float, size: float | str) -> str:
+    """`text` with line breaks between words so that no line is wider than `width` inches at `size`.
+
+    A single word wider than that stays whole on its own line; existing line breaks are kept. Figures wrap their
+    titles and labels with it before layout, so a long title takes two lines instead of running off the canvas.
+    """
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and text_width(candidate, size) > width:
+                lines.append(line)
+                candidate = word
+            line = candidate
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def display_name(task: str) -> str:
