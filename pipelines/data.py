@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from pipelines.paths import REPO
+from pipelines.errors import MissingFileError, entry_point
+from pipelines.paths import REPO, check_writable
 from spot_core.tasks import TaskDataError, get_task, task_names
 from spot_core.tasks.export import export_task, update_manifest
 from spot_core.tasks.loading import availability
@@ -28,14 +28,14 @@ def resolve_source(value: str) -> Path | None:
         return shared if shared.is_dir() else None
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
-        raise FileNotFoundError(f"source={value!r}: no such directory. Use `auto`, `hub` or a mirror directory.")
+        raise MissingFileError(f"source={value}: no such directory: use `auto`, `hub` or a mirror directory")
     return path
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     names = task_names() if cfg.tasks == "all" else [get_task(n).name for n in cfg.tasks]  # unknown names fail here
     source = resolve_source(str(cfg.source))
-    out_dir = Path(cfg.out_dir).expanduser().resolve()
+    out_dir = check_writable(cfg.out_dir, "out_dir")
     print(f"preparing {len(names)} tasks in {out_dir} from {source or 'the Hugging Face hub'}", flush=True)
     written, unavailable, failed = [], [], {}
     for name in names:
@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@hydra.main(config_path="../conf", config_name="data", version_base="1.3")
+@entry_point("data")
 def main(cfg: DictConfig) -> None:
     result = run(cfg)
     print(f"{result['files']} files listed in {result['manifest']}")

@@ -81,6 +81,12 @@ def find_parent(client: MlflowClient, experiment_id: str, study: str):
     return found[0] if found else None
 
 
+def study_names(client: MlflowClient, experiment_id: str) -> list[str]:
+    """The names of the studies in the experiment (their parent runs)."""
+    parents = client.search_runs([experiment_id], f"tags.kind = '{STUDY_KIND}'", max_results=1000)
+    return sorted({r.data.tags.get("study", "") for r in parents} - {""})
+
+
 def study_parent(client: MlflowClient, experiment_id: str, study: str):
     """The study's parent run.
 
@@ -89,9 +95,11 @@ def study_parent(client: MlflowClient, experiment_id: str, study: str):
     """
     parent = find_parent(client, experiment_id, study)
     if parent is None:
+        names = study_names(client, experiment_id)
+        there = f"it holds {', '.join(names)}" if names else "it holds no study yet"
         raise TrackingError(
-            f"no study named {study!r} in experiment {experiment_id} of this tracking store: run it first "
-            f'(`make study ARGS="study={study}"`), or pass the study\'s name and its tracking.uri'
+            f"no study named {study!r} in experiment {experiment_id} of this tracking store ({there}): run it first "
+            "(make study), or name one it holds (study.name=NAME), or pass the tracking.uri it logged to"
         )
     return parent
 
@@ -204,9 +212,9 @@ def load_results(uri: str, experiment: str, study: str) -> StudyResults:
     """Everything the report of a study needs, from its runs in the tracking store.
 
     Raises:
-        TrackingError: the store cannot be reached, or it holds no study of that name.
+        TrackingError: the store cannot be reached, or it holds no study of that name (nothing is written then).
     """
-    client, experiment_id = open_store(uri, experiment)
+    client, experiment_id = open_store(uri, experiment, create=False)
     parent = study_parent(client, experiment_id, study)
     tags = parent.data.tags
     sources, targets = tags.get("sources", "").split(","), tags.get("targets", "").split(",")

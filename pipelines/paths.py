@@ -1,9 +1,11 @@
-"""Where things are: the repository, and the data directory a run reads."""
+"""Where things are: the repository, the data directory a run reads, and the folders it may write."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from spot_core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,3 +19,20 @@ def resolve_data_dir(value: str | None) -> str | None:
             if path.is_dir() or candidate == value:
                 return str(path)
     return None
+
+
+def check_writable(folder: str | Path, setting: str) -> Path:
+    """The absolute path of a folder a run will write (`setting`: the config key that names it); a ConfigError
+    unless it can be created and written. Checks its nearest existing folder and creates nothing."""
+    path = Path(folder).expanduser().resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{setting}: cannot create {path}, {existing} is a file: choose another {setting}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{setting}: cannot create {path}, {existing} is not writable (permission denied): choose another "
+            f"{setting}, or make that folder writable"
+        )
+    return path

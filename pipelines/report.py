@@ -15,13 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
 from pipelines.deprecated import upgrade
+from pipelines.errors import MissingFileError, entry_point
 from pipelines.ledger import load_results
+from pipelines.paths import check_writable
 from pipelines.tracking import normalise_uri
 from spot_core.analysis.findings import check_expectations, describe
+from spot_core.errors import ConfigError
 from spot_core.report.study import write_report
 
 EXPECTED = "docs/demo-report/expected.json"  # the demo's expected findings
@@ -30,24 +32,31 @@ EXPECTED = "docs/demo-report/expected.json"  # the demo's expected findings
 def read_expectations(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"expect={path}: no such file (a JSON file of expected findings, see {EXPECTED})")
+        raise MissingFileError(f"expect={path}: no such file (a JSON file of expected findings, see {EXPECTED})")
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"expect={path}: not valid JSON ({e})") from None
+        raise ConfigError(f"expect={path}: not valid JSON ({e})") from None
+
+
+def read_notes(path: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise MissingFileError(f"notes={path}: no such file (a Markdown file of notes for the summary)")
+    return file.read_text().strip()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Checks the files it reads and the folder it writes, then the study in the store (nothing is written
+    before: a wrong name leaves no trace), then writes the report."""
     upgrade(cfg)
     uri = normalise_uri(cfg.tracking.uri)
-    expected = read_expectations(cfg.expect) if cfg.get("expect") else None  # a bad file fails before any work
+    expected = read_expectations(cfg.expect) if cfg.get("expect") else None
+    notes = read_notes(cfg.notes) if cfg.get("notes") else None  # a reader's notes on what the results show
+    out_dir = check_writable(cfg.out_dir, "out_dir")
     results = load_results(uri, cfg.tracking.experiment, cfg.study.name)
-    if cfg.get("notes"):  # a reader's notes on what the results show, written into the summary
-        notes = Path(cfg.notes)
-        if not notes.is_file():
-            raise FileNotFoundError(f"notes={cfg.notes}: no such file (a Markdown file of notes for the summary)")
-        results.notes = notes.read_text().strip()
-    out_dir = Path(cfg.out_dir).resolve()
+    if notes is not None:
+        results.notes = notes
     paths = write_report(results, out_dir)
     summary = {
         "study": cfg.study.name,
@@ -60,7 +69,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(config_path="../conf", config_name="report", version_base="1.3")
+@entry_point("report")
 def main(cfg: DictConfig) -> None:
     summary = run(cfg)
     print(f"report of study {summary['study']} ({summary['runs']} finished runs): {summary['document'][0]}")

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import hydra
 import ray
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -28,10 +28,12 @@ from ray.tune.logger import JsonLoggerCallback
 from pipelines import ledger
 from pipelines.cells import cell_config, reason, train_cell
 from pipelines.deprecated import upgrade
-from pipelines.paths import resolve_data_dir
+from pipelines.errors import entry_point
+from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.scheduler import CellScheduler
-from pipelines.tracking import normalise_uri, open_store
+from pipelines.tracking import check_store, normalise_uri, open_store
 from spot_core.backbones import check_backbone
+from spot_core.errors import ConfigError
 from spot_core.report.study import write_report
 from spot_core.stages.base import StageDef
 from spot_core.stages.catalogue import CATALOGUE, parse_stages, plan_stages, runnable
@@ -99,7 +101,6 @@ def run_cells(
         plan_more,
         waits_for=waits_for,
         concurrency=r.max_concurrent_trials or 1,
-        show=lambda line: print(line, flush=True),
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_cell, threads=r.cpus_per_trial, **ctx),
@@ -133,6 +134,24 @@ def run_cells(
     return scheduler.planned, failed
 
 
+def too_few_gpus(gpus_per_trial: float, have: str) -> ConfigError:
+    return ConfigError(
+        f"ray.gpus_per_trial={gpus_per_trial:g} but {have}: lower it (0 for CPU trials, a fraction to share a GPU) "
+        "or run on GPU nodes"
+    )
+
+
+def check_gpus(r: DictConfig) -> None:
+    """A local Ray gets this machine's GPUs (or ray.num_gpus): too few fail here, before Ray starts. A cluster's
+    are known once Ray has joined it (start_ray)."""
+    if r.address or not r.gpus_per_trial:
+        return
+    if r.num_gpus is not None and r.gpus_per_trial > r.num_gpus:
+        raise too_few_gpus(r.gpus_per_trial, f"ray.num_gpus={r.num_gpus:g}")
+    if r.num_gpus is None and r.gpus_per_trial > (gpus := torch.cuda.device_count()):
+        raise too_few_gpus(r.gpus_per_trial, f"this machine has {gpus} GPUs")
+
+
 def start_ray(cfg: DictConfig) -> None:
     r = cfg.ray
     if r.address:
@@ -142,10 +161,7 @@ def start_ray(cfg: DictConfig) -> None:
     gpus = ray.cluster_resources().get("GPU", 0)
     if r.gpus_per_trial > gpus:
         ray.shutdown()
-        raise RuntimeError(
-            f"ray.gpus_per_trial={r.gpus_per_trial} but the Ray cluster has {gpus:g} GPUs: lower it (0 for CPU "
-            "trials, a fraction to share a GPU) or start the workers on GPU nodes."
-        )
+        raise too_few_gpus(r.gpus_per_trial, f"the Ray cluster has {gpus:g} GPUs")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -159,7 +175,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for model in dict.fromkeys([study.model, *(c.model for c in cells if c.model)]):
         # an unknown or uninstalled model, or prompt_once on an encoder-decoder one: fail here too
         check_backbone(model, study.cache_dir, study.prompt_once if model == study.model else None)
-    uri, root = normalise_uri(cfg.tracking.uri), Path(cfg.out_dir).resolve()
+    uri, root = normalise_uri(cfg.tracking.uri), check_writable(cfg.out_dir, "out_dir")
+    if stages:
+        check_store(uri)  # an unreachable server or an unwritable store: fail here, before Ray starts
+        check_gpus(cfg.ray)  # more GPUs per trial than a local Ray would have: fail here too
     summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
     if stages:
         summary.update(train(cfg, study, stages, cells, uri, root))
@@ -174,9 +193,9 @@ def train(
 ) -> dict[str, Any]:
     with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations (~2 s) run while Ray starts
         store = pool.submit(open_store, uri, cfg.tracking.experiment)
-        start_ray(cfg)  # too few GPUs: fail here
+        start_ray(cfg)  # too few GPUs on a cluster: fail here
         try:
-            client, experiment_id = store.result()  # unreachable server: fail here
+            client, experiment_id = store.result()  # checked in run(): a server that went away since fails here
         except BaseException:
             ray.shutdown()
             raise
@@ -222,7 +241,7 @@ def name_sweep_job(cfg: DictConfig) -> None:
         cfg.study.name = f"{cfg.study.name}-{hydra_cfg.job.override_dirname}"
 
 
-@hydra.main(config_path="../conf", config_name="study", version_base="1.3")
+@entry_point("study")
 def main(cfg: DictConfig) -> None:
     name_sweep_job(cfg)
     summary = run(cfg)

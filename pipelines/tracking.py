@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -12,39 +14,87 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from pipelines.paths import check_writable
+from spot_core.errors import SpotError
+
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
+SQLITE = "sqlite:///"
+ARTIFACTS = "mlartifacts"  # beside a sqlite store: <folder of the .db>/mlartifacts/<experiment>/<run id>/artifacts
+# The MLflow 3 UI opens an experiment of this kind on its runs (without it: on the GenAI traces view)
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+GUESSED_KINDS = ("", "no_inferred_type", "genai_development_inferred", "custom_model_development_inferred")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(SpotError, RuntimeError):
     """The tracking store cannot be used; the message says how to fix it."""
 
 
 def normalise_uri(uri: str) -> str:
     """Makes a relative sqlite path absolute (Ray workers run in other directories)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        return SQLITE + str(Path(uri[len(SQLITE) :]).resolve())
     return uri
 
 
-def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
-    """Checks the store is usable, creates it and the experiment if needed; returns (client, experiment id)."""
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite store's (normalised) URI; None for other stores."""
+    return Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
+
+
+def check_store(uri: str) -> None:
+    """Fails fast, writing nothing, unless the store can be used: a server answers, a sqlite store's folder can
+    be written."""
     uri = normalise_uri(uri)
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
         except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            where = urllib.parse.urlsplit(uri)
+            host = "127.0.0.1" if where.hostname in ("localhost", "127.0.0.1", "::1") else "0.0.0.0"
             raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({e}). Start it with "
-                "`mlflow server --backend-store-uri sqlite:///$PWD/outputs/mlflow.db --host 127.0.0.1 --port 5000`, "
-                "or use the local store (tracking=local)."
+                f"MLflow tracking server {uri} is unreachable ({getattr(reason, 'strerror', None) or reason}): start "
+                f"it (mlflow server --backend-store-uri sqlite:///$PWD/outputs/mlflow.db --host {host} --port "
+                f"{where.port or 5000}), or track locally (tracking.uri=sqlite:///outputs/mlflow.db, the default)"
             ) from e
-    elif uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    elif (db := sqlite_file(uri)) is not None:
+        check_writable(db.parent, "tracking.uri")
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a sqlite store (MLflow's default, ./mlruns, is relative to
+    the directory the run starts in); None (the store's default) for the others."""
+    db = sqlite_file(uri)
+    if db is None:
+        return None
+    return (db.parent / ARTIFACTS / re.sub(r"[^A-Za-z0-9._-]", "_", experiment)).as_uri()
+
+
+def open_store(uri: str, experiment: str, create: bool = True) -> tuple[MlflowClient, str]:
+    """Checks the store is usable, creates it and the experiment if needed (`create=False`: a TrackingError if
+    they do not exist, and nothing is written); returns (client, experiment id). Experiments are tagged as model
+    training, so that the MLflow UI opens them on their runs."""
+    uri = normalise_uri(uri)
+    check_store(uri)
+    db = sqlite_file(uri)
+    if not create and db is not None and not db.is_file():
+        raise TrackingError(f"no tracking store at {db}: run a study first, or pass its tracking.uri=sqlite:///PATH")
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
-    return client, found.experiment_id if found else client.create_experiment(experiment)
+    if found is None and not create:
+        raise TrackingError(
+            f"no experiment {experiment!r} in the tracking store {uri}: run a study first, or pass the "
+            "tracking.uri and tracking.experiment it logged to"
+        )
+    if found is None:
+        location = artifact_location(uri, experiment)
+        return client, client.create_experiment(experiment, location, tags={KIND_TAG: MODEL_TRAINING})
+    if create and found.tags.get(KIND_TAG, "") in GUESSED_KINDS:  # an experiment made before spot tagged them
+        client.set_experiment_tag(found.experiment_id, KIND_TAG, MODEL_TRAINING)
+    return client, found.experiment_id
 
 
 class MlflowTracker:

@@ -9,15 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines.deprecated import upgrade
-from pipelines.paths import resolve_data_dir
-from pipelines.tracking import MlflowTracker, open_store
-from spot_core.tasks import get
-from spot_core.trainer import Callback, TrainerConfig
-from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
+from pipelines.errors import entry_point
+from pipelines.paths import check_writable, resolve_data_dir
+from pipelines.tracking import MlflowTracker, check_store, open_store
+from spot_core.backbones import check_backbone
+from spot_core.tasks import check_data, get
+from spot_core.trainer import Callback, Trainer, TrainerConfig
+from spot_core.tuning import PromptConfig, RunSpec, data_record, prepare, prompt_record
 
 
 def build_spec(cfg: DictConfig) -> RunSpec:
@@ -52,26 +53,37 @@ class PrintProgress(Callback):
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    spec = build_spec(cfg)
-    spec.task = get(spec.task).name  # "boolq" -> "boolq_v1"; an unknown task or mixture fails here, before any work
-    client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)
-    out_dir = Path(cfg.out_dir).resolve()
+    """Checks everything a user can get wrong before anything is written (no MLflow run, no out_dir for a bad
+    invocation), then trains (or resumes) the run."""
+    spec = build_spec(cfg)  # bad values fail here
+    spec.task = get(spec.task).name  # "boolq" -> "boolq_v1"; an unknown task or mixture fails here
+    check_data(spec.task, spec.data_dir)  # missing or malformed data
+    check_backbone(spec.model, spec.cache_dir, spec.prompt_once)  # an unknown or uninstalled model
+    out_dir = check_writable(cfg.out_dir, "out_dir")
+    check_store(cfg.tracking.uri)  # an unreachable server, an unwritable store folder
+    model, data = prepare(spec)  # the model, the initial prompt (a wrong prompt file fails here) and the data
+    metadata = {**prompt_record(spec), **data_record(spec)}
+    trainer = Trainer(
+        spec.trainer, model, data, out_dir, callbacks=[PrintProgress(spec.trainer.steps)], metadata=metadata
+    )
+    client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)  # all checked: the run starts
     run = client.create_run(
         experiment_id,
         run_name=f"{spec.task}-{Path(spec.model).name}-seed{spec.trainer.seed}",
         tags={"task": spec.task, "model": spec.model, "out_dir": str(out_dir)},
     )
+    trainer.tracker = MlflowTracker(client, run.info.run_id)
     try:
-        progress = PrintProgress(spec.trainer.steps)
-        result = tune_prompt(spec, out_dir, MlflowTracker(client, run.info.run_id), callbacks=[progress])
-    except BaseException:
-        client.set_terminated(run.info.run_id, "FAILED")
+        result = trainer.fit()
+    except BaseException as e:
+        client.set_tag(run.info.run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+        client.set_terminated(run.info.run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
     return {**result, "run_id": run.info.run_id, "out_dir": str(out_dir)}
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@entry_point("train")
 def main(cfg: DictConfig) -> None:
     result = run(cfg)
     print("\n".join(f"{k}: {v}" for k, v in result.items()))

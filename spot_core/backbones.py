@@ -26,6 +26,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from spot_core.builtin_models import GGUF_MODELS, BackboneError, gguf_parts, load_gguf_model
+from spot_core.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -67,7 +68,7 @@ class Backbone:
         return module.weight * torch.as_tensor(scale, device=module.weight.device).to(module.weight.dtype)
 
 
-class PromptOnceError(ValueError):
+class PromptOnceError(ConfigError):
     """prompt_once=True was asked for on a model where the prompt's states depend on the input."""
 
 
@@ -108,7 +109,7 @@ def load_backbone(
         device: torch device string.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"model.dtype must be one of: {', '.join(DTYPES)}; got {dtype!r}")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     hf_logging.disable_progress_bar()
     if name in GGUF_MODELS:

@@ -18,8 +18,11 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from spot_core.errors import SpotError
+from spot_core.run_dir import follow_umask
 
-class BackboneError(RuntimeError):
+
+class BackboneError(SpotError, RuntimeError):
     """A backbone cannot be loaded; the message says what to do."""
 
 
@@ -124,6 +127,7 @@ def build_cache(spec: GGUFModel, cache: Path) -> None:
         model, tok = dequantise(gguf)
         model.save_pretrained(tmp / "model")
         tok.save_pretrained(tmp / "model")
+        follow_umask(tmp / "model")  # safetensors writes 0600: other users of a shared cache could not read it
         try:
             os.replace(tmp / "model", cache)
         except OSError:

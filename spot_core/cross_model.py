@@ -82,7 +82,7 @@ def fit_projector(spec: ProjectorSpec, out_dir: str | Path, tracker: Tracker | N
     sources = [read_prompt(f) for f in spec.train_prompts]
     length, source_hidden = sources[0].shape
     for f, p in zip(spec.train_prompts, sources, strict=True):
-        check_shape(p, length, source_hidden, what=f"prompt file {f}", model=spec.source_model)
+        check_shape(p, length, source_hidden, what=f"prompt file {f}", model=spec.source_model, length_setting=None)
     b = load_backbone(spec.target.model, spec.target.cache_dir, spec.target.dtype, spec.target.device)
     cfg = spec.projector
     projector = PromptProjector.from_config(cfg, length, source_hidden, b.hidden_size).to(spec.target.device)
@@ -97,7 +97,7 @@ def fit_projector(spec: ProjectorSpec, out_dir: str | Path, tracker: Tracker | N
     if cfg.method is ProjectorMethod.DISTANCE:
         targets = [read_prompt(f, b.hidden_size) for f in spec.target_prompts]
         for f, p in zip(spec.target_prompts, targets, strict=True):
-            check_shape(p, length, b.hidden_size, what=f"prompt file {f}", model=spec.target.model)
+            check_shape(p, length, b.hidden_size, what=f"prompt file {f}", model=spec.target.model, length_setting=None)
         fit_distance(projector, list(zip(sources, targets, strict=True)), cfg, on_step)
     else:
         models = [
@@ -189,7 +189,12 @@ def project_file(projector_path: str | Path, prompt_path: str | Path, out_path: 
     projector, meta = load_projector(projector_path)
     prompt = read_prompt(prompt_path)
     check_shape(
-        prompt, projector.length, projector.source_hidden, what=f"prompt file {prompt_path}", model=meta["source_model"]
+        prompt,
+        projector.length,
+        projector.source_hidden,
+        what=f"prompt file {prompt_path}",
+        model=meta["source_model"],
+        length_setting=None,
     )
     return save_prompt(
         out_path,

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from spot_core.errors import ConfigError
+
 IGNORE = -100
 
 
@@ -29,8 +31,8 @@ class Codec:
 
     def __post_init__(self):
         if self.max_input_tokens < 1 or self.max_target_tokens < 1:
-            raise ValueError(
-                "max_input_tokens and max_target_tokens must be >= 1, "
+            raise ConfigError(
+                "model.max_input_tokens and model.max_target_tokens must be >= 1, "
                 f"got {self.max_input_tokens}, {self.max_target_tokens}"
             )
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spot_core.config import parse_choice
+from spot_core.config import check_int, check_number, parse_choice
 from spot_core.data import batch_indices
 from spot_core.evaluation import MixtureData, TaskData
 from spot_core.prompted import PromptedLM
@@ -66,14 +66,15 @@ class ProjectorConfig:
     eval_batch_size: int = 16
     seed: int = 0
 
+    SETTING = "projector"  # a study's is study.cross_model.projector (config.nested)
+
     def __post_init__(self):
         self.method = parse_choice(ProjectorMethod, self.method, "projector.method")
         self.activation = parse_choice(Activation, self.activation, "projector.activation")
         for name in ("hidden", "steps", "batch_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"projector.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"projector.lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+            check_int(getattr(self, name), f"projector.{name}")
+        check_number(self.lr, "projector.lr", positive=True)
+        check_number(self.weight_decay, "projector.weight_decay")
 
 
 class PromptProjector(nn.Module):

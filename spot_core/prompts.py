@@ -20,6 +20,8 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from spot_core.errors import ConfigError, SpotError
+
 
 class PromptInit(StrEnum):
     """How a fresh prompt is initialised (SPoT section 2 / Lester et al. 2021)."""
@@ -31,7 +33,7 @@ class PromptInit(StrEnum):
     WEIGHTED_AVERAGE = "weighted_average"
 
 
-class PromptShapeError(ValueError):
+class PromptShapeError(SpotError, ValueError):
     """A prompt does not fit the model or the other prompts it is combined with."""
 
 
@@ -66,16 +68,48 @@ class SoftPrompt(PromptModule):
         return self.weight
 
 
-def check_shape(prompt: torch.Tensor, length: int | None, hidden_size: int, *, what: str, model: str) -> None:
-    """Raises PromptShapeError unless `prompt` is [length, hidden_size] (length None = any)."""
-    want = (length if length is not None else "L", hidden_size)
-    ok = prompt.dim() == 2 and prompt.shape[1] == hidden_size and (length is None or prompt.shape[0] == length)
-    if not ok:
+def check_shape(
+    prompt: torch.Tensor,
+    length: int | None,
+    hidden_size: int,
+    *,
+    what: str,
+    model: str | None,
+    trained_on: str | None = None,
+    length_setting: str | None = "prompt.length",
+) -> None:
+    """Raises PromptShapeError unless `prompt` is [length, hidden_size] (length None = any), saying which is wrong:
+    the rank (not a 2-D matrix), the width (another model's hidden size) or the length, and what fixes it.
+
+    Args:
+        what: the prompt, leading the message ("prompt file x.safetensors").
+        model: the name of the model it is for (None: unnamed, only its hidden size is known).
+        trained_on: the model the prompt was trained on, where its file says (named in a width error).
+        length_setting: the setting that sets the length (its fix: set it to the prompt's length); None: the
+            length is fixed here (a projector's), and no setting fixes it.
+    """
+    shape, want = tuple(prompt.shape), f"[{length if length is not None else 'L'}, {hidden_size}]"
+    model = f"model {model!r}" if model else "the model"
+    if prompt.dim() != 2:
         raise PromptShapeError(
-            f"{what} has shape {tuple(prompt.shape)} but model {model!r} needs a prompt of shape "
-            f"[{want[0]}, {want[1]}] (prompt length x hidden size). A prompt trained on a model with a "
-            "different hidden size cannot be loaded directly; train it on this model or project it."
+            f"{what} holds a {prompt.dim()}-D tensor of shape {shape}, not a prompt: a prompt is a 2-D "
+            f"[length, hidden size] matrix, and {model} needs {want}"
         )
+    L, H = shape
+    if H != hidden_size:
+        origin = f" (trained on {trained_on!r})" if trained_on else ""
+        raise PromptShapeError(
+            f"{what} has shape {shape}: a prompt for hidden size {H}{origin}, but {model} needs {want} "
+            f"(hidden size {hidden_size}). Train a prompt on this model, or project this one into it "
+            "(study.cross_model)"
+        )
+    if length is not None and L != length:
+        if length_setting:
+            raise PromptShapeError(
+                f"{what} has shape {shape}: a prompt of length {L}, but {length_setting}={length} ({model} "
+                f"needs {want}). Set {length_setting}={L} to use it"
+            )
+        raise PromptShapeError(f"{what} has shape {shape}: a prompt of length {L}, but {model} needs {want}")
 
 
 def random_uniform(length: int, hidden_size: int, scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -131,20 +165,41 @@ def class_labels(
     Args:
         embeddings: [V, H] input embedding matrix.
         label_token_ids: one list of token ids per label word (as tokenized for the target side).
-        length: L; must be >= the number of labels.
+        length: L; must be >= the number of labels (`check_class_label_length`).
 
     Returns:
         [L, H] float32.
     """
-    if len(label_token_ids) > length:
-        raise ValueError(
-            f"class_labels init needs prompt length >= number of labels ({len(label_token_ids)}), got {length}"
-        )
+    check_class_label_length(len(label_token_ids), length)
     if any(len(ids) == 0 for ids in label_token_ids):
         raise ValueError("class_labels init got a label word that tokenizes to no tokens")
     rows = [embeddings[torch.as_tensor(list(ids))].to(torch.float32).mean(0) for ids in label_token_ids]
     rest = sampled_vocab(embeddings, length - len(rows), generator, population)
     return torch.cat([torch.stack(rows).detach(), rest]) if rows else rest
+
+
+def check_class_label_length(
+    labels: int,
+    length: int,
+    who: str = "",
+    length_setting: str = "prompt.length",
+    init_setting: str = "prompt.init",
+) -> None:
+    """The rule of the class-label init, for a planner to check before any model loads: one prompt token per label
+    word (`labels` of them), so the prompt length must be at least `labels`.
+
+    Args:
+        who: what the init is for, leading the message ("task 'stsb_v1': ").
+        length_setting, init_setting: the settings that fix it, as the user writes them.
+
+    Raises:
+        ConfigError: naming the number needed and both fixes.
+    """
+    if labels > length:
+        raise ConfigError(
+            f"{who}class_labels init needs one prompt token per label word: {labels} label words, but "
+            f"{length_setting}={length}. Set {length_setting}>={labels}, or {init_setting}=sampled_vocab"
+        )
 
 
 def weighted_average(prompts: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 Every job of a study writes into a folder of its own (a prompt-tuning run, an evaluation, a projector, a neurons
 record), and later stages, the report and a resumed study read it back. The file names live in `RunDir` only.
+Every file spot writes goes through `write_atomic` (or `follow_umask` for a folder built aside and renamed into
+place), so that it follows the umask: readable by the group and others under the usual 022.
 """
 
 from __future__ import annotations
@@ -13,14 +15,43 @@ from pathlib import Path
 from typing import Any, overload
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it, and another thread
+    creating a file in between would get the wrong mode): from /proc on Linux, else by setting it back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> Path:
+    """Gives `path` the mode a plain `open()` or `mkdir` would have (0644 / 0755 under umask 022, 0664 / 0775
+    under 002), and so everything under it when it is a folder. Files written through a temporary file
+    (safetensors' `save_file`, `tempfile.mkstemp` / `mkdtemp`) are owner-only (0600 / 0700), and a rename keeps
+    that mode: on a cluster's shared storage, other users could not read them. Links are left alone."""
+    path = Path(path)
+    mask = current_umask()
+    for p in [path, *(sorted(path.rglob("*")) if path.is_dir() and not path.is_symlink() else [])]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+    return path
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Writes `path` through `write(tmp)` on a hidden temporary file beside it (`.<name>.tmp`), then renames it
-    into place: a reader, or a run killed mid-write, sees the previous file or the new one, never half of one."""
+    into place: a reader, or a run killed mid-write, sees the previous file or the new one, never half of one.
+    The file's mode follows the umask (`follow_umask`), whatever `write` created the temporary file with."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
+        follow_umask(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

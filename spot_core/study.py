@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from spot_core.analysis.similarity import Similarity, TaskEmbedding
-from spot_core.config import parse_choice
+from spot_core.config import check_int, nested, parse_choice
+from spot_core.errors import ConfigError
 from spot_core.projector import ProjectorConfig
-from spot_core.prompts import PromptInit
+from spot_core.prompts import PromptInit, check_class_label_length
 from spot_core.run_dir import RunDir
 from spot_core.tags import Retrieval, Stage
 from spot_core.tasks import get, get_task
 from spot_core.trainer import TrainerConfig
-from spot_core.tuning import PromptConfig, RunSpec
+from spot_core.tuning import PromptConfig, RunSpec, check_data_settings, label_words
 
 
 @dataclass
@@ -41,24 +42,25 @@ class CrossModelConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     trainer: TrainerConfig | None = None
 
+    SETTING = "study.cross_model"
+
     def __post_init__(self):
-        if isinstance(self.projector, dict):
-            self.projector = ProjectorConfig(**self.projector)
-        if isinstance(self.trainer, dict):
-            self.trainer = TrainerConfig(**self.trainer)
+        self.projector = nested(ProjectorConfig, self.projector, "study.cross_model.projector")
+        if self.trainer is not None:
+            self.trainer = nested(TrainerConfig, self.trainer, "study.cross_model.trainer")
         self.train_tasks = [get_task(t).name for t in self.train_tasks]
         self.tasks = [get_task(t).name for t in self.tasks]
 
     def check(self, sources: Sequence[str], study_model: str) -> None:
         """Both task lists must name the study's source tasks (their prompts are what gets projected)."""
         if self.model == study_model:
-            raise ValueError(f"study.cross_model.model must be another model than the study's ({study_model!r})")
+            raise ConfigError(f"study.cross_model.model must be another model than the study's ({study_model!r})")
         if not self.train_tasks:
-            raise ValueError("study.cross_model.train_tasks must name at least one source task")
+            raise ConfigError("study.cross_model.train_tasks must name at least one source task")
         for name in ("train_tasks", "tasks"):
             unknown = [t for t in getattr(self, name) if t not in sources]
             if unknown:
-                raise ValueError(f"study.cross_model.{name} {unknown} are not sources of the study {list(sources)}")
+                raise ConfigError(f"study.cross_model.{name} {unknown} are not sources of the study {list(sources)}")
         self.tasks = list(self.tasks) or list(sources)
 
 
@@ -71,15 +73,16 @@ class StudyPrompt:
     source_init: PromptInit = PromptInit.SAMPLED_VOCAB
     target_init: PromptInit = PromptInit.CLASS_LABELS
 
+    SETTING = "study.prompt"
+
     def __post_init__(self):
-        if self.length < 1:
-            raise ValueError(f"study.prompt.length must be >= 1, got {self.length}")
+        check_int(self.length, "study.prompt.length")
         fresh = [i for i in PromptInit if i not in (PromptInit.FILE, PromptInit.WEIGHTED_AVERAGE)]
         for name in ("source_init", "target_init"):
             value = parse_choice(PromptInit, getattr(self, name), f"study.prompt.{name}")
             if value not in fresh:
                 allowed = ", ".join(fresh)
-                raise ValueError(f"study.prompt.{name} must be one of: {allowed} (the study chains prompts itself)")
+                raise ConfigError(f"study.prompt.{name} must be one of: {allowed} (the study chains prompts itself)")
             setattr(self, name, value)
 
 
@@ -112,12 +115,9 @@ class StudyConfig:
     prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: results differ by rounding)
 
     def __post_init__(self):
-        if isinstance(self.prompt, dict):
-            self.prompt = StudyPrompt(**self.prompt)
-        if isinstance(self.source_trainer, dict):
-            self.source_trainer = TrainerConfig(**self.source_trainer)
-        if isinstance(self.target_trainer, dict):
-            self.target_trainer = TrainerConfig(**self.target_trainer)
+        self.prompt = nested(StudyPrompt, self.prompt, "study.prompt")
+        self.source_trainer = nested(TrainerConfig, self.source_trainer, "study.source_trainer")
+        self.target_trainer = nested(TrainerConfig, self.target_trainer, "study.target_trainer")
         self.sources = [get(n).name for n in self.sources]  # unknown names: UnknownNameError with hints
         self.targets = [get_task(n).name for n in self.targets]
         for name, values in (
@@ -127,16 +127,31 @@ class StudyConfig:
             ("source_seeds", self.source_seeds),
         ):
             if not values or len(set(values)) != len(values):
-                raise ValueError(f"study.{name} must be a non-empty list without repeats, got {list(values)}")
+                raise ConfigError(f"study.{name} must be a non-empty list without repeats, got {list(values)}")
         self.retrieval = [parse_choice(Retrieval, r, "study.retrieval") for r in self.retrieval]
         self.retrieval_similarity = parse_choice(Similarity, self.retrieval_similarity, "study.retrieval_similarity")
         self.task_embedding = parse_choice(TaskEmbedding, self.task_embedding, "study.task_embedding")
         if any(k < 1 for k in self.retrieval_ks):
-            raise ValueError(f"study.retrieval_ks must be >= 1, got {list(self.retrieval_ks)}")
-        if isinstance(self.cross_model, dict):
-            self.cross_model = CrossModelConfig(**self.cross_model)
-        if self.cross_model:
+            raise ConfigError(f"study.retrieval_ks must be >= 1, got {list(self.retrieval_ks)}")
+        if self.cross_model is not None:
+            self.cross_model = nested(CrossModelConfig, self.cross_model, "study.cross_model")
             self.cross_model.check(self.sources, self.model)
+        check_data_settings(self, "study.")
+        self.check_inits()
+
+    def check_inits(self) -> None:
+        """Every source and target that starts from class labels has a prompt long enough for its label words:
+        a design error found here, before any cell runs (the rule: `prompts.check_class_label_length`)."""
+        for kind, tasks, init in (
+            ("source", self.sources, self.prompt.source_init),
+            ("target", self.targets, self.prompt.target_init),
+        ):
+            for task in tasks:
+                if initial(task, init) == PromptInit.CLASS_LABELS:
+                    words = len(label_words(task))
+                    who = f"study {kind} {task!r}: "
+                    setting = f"study.prompt.{kind}_init"
+                    check_class_label_length(words, self.prompt.length, who, "study.prompt.length", setting)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 import torch
 
-from spot_core.config import parse_choice, plain_values
+from spot_core.config import check_int, check_number, parse_choice, plain_values
 from spot_core.data import Codec, Encoded, batch_indices, collate
+from spot_core.errors import ConfigError, SpotError
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.run_dir import RunDir, write_atomic
@@ -38,8 +39,8 @@ class OptimizerName(StrEnum):
     ADAMW = "adamw"
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+class NonFiniteLossError(SpotError, FloatingPointError):
+    """The training loss became NaN or infinite: a user-fixable setting (the learning rate, mostly)."""
 
 
 @dataclass
@@ -64,24 +65,30 @@ class TrainerConfig:
     keep_checkpoints: bool = True
     seed: int = 0
 
+    SETTING = "trainer"  # its settings' names as pipelines.train takes them; a study's are renamed (config.nested)
+
     def __post_init__(self):
-        self.optimizer = parse_choice(OptimizerName, self.optimizer, "optimizer")
+        self.optimizer = parse_choice(OptimizerName, self.optimizer, "trainer.optimizer")
+        hint = {"steps": " (to score a prompt without training, evaluate it: make evaluate)"}
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainerConfig.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.decay_rate <= 0:
-            raise ValueError("TrainerConfig.weight_decay and grad_clip must be >= 0 and decay_rate > 0")
-        if self.micro_batch_size is not None and not 1 <= self.micro_batch_size <= self.batch_size:
-            raise ValueError(
-                f"TrainerConfig.micro_batch_size must be in 1..batch_size ({self.batch_size}), "
-                f"got {self.micro_batch_size}"
-            )
-        if self.embedding_step is not None and not 1 <= self.embedding_step <= self.steps:
-            raise ValueError(
-                f"TrainerConfig.embedding_step must be in 1..steps ({self.steps}), got {self.embedding_step}"
-            )
+            check_int(getattr(self, name), f"trainer.{name}", hint=hint.get(name, ""))
+        check_number(self.lr, "trainer.lr", positive=True, hint=" (SPoT's is trainer.lr=0.3 with Adafactor)")
+        check_number(self.weight_decay, "trainer.weight_decay")
+        check_number(self.grad_clip, "trainer.grad_clip", hint=" (0 = off)")
+        check_number(self.decay_rate, "trainer.decay_rate", positive=True)
+        if self.micro_batch_size is not None:
+            check_int(self.micro_batch_size, "trainer.micro_batch_size")
+            if self.micro_batch_size > self.batch_size:
+                raise ConfigError(
+                    f"trainer.micro_batch_size must be in 1..trainer.batch_size ({self.batch_size}), "
+                    f"got {self.micro_batch_size}"
+                )
+        if self.embedding_step is not None:
+            check_int(self.embedding_step, "trainer.embedding_step")
+            if self.embedding_step > self.steps:
+                raise ConfigError(
+                    f"trainer.embedding_step must be in 1..trainer.steps ({self.steps}), got {self.embedding_step}"
+                )
 
 
 def make_optimizer(config: TrainerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -149,9 +156,9 @@ class Trainer:
         metadata: dict[str, Any] | None = None,
     ):
         if not data.train:
-            raise ValueError(f"task {data.name!r} has no training examples")
+            raise SpotError(f"task {data.name!r} has no training examples: its train split is empty")
         if not data.validation:
-            raise ValueError(f"task {data.name!r} has no validation examples")
+            raise SpotError(f"task {data.name!r} has no validation examples: its validation split is empty")
         self.config, self.model, self.data = config, model, data
         self.run = RunDir(out_dir)
         self.tracker = tracker or NullTracker()
@@ -224,7 +231,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at step {state.step + 1} (task {self.data.name!r}, "
-                f"lr {cfg.lr}); lower the learning rate or enable grad_clip"
+                f"lr {cfg.lr}): lower the learning rate (the trainer's lr), or clip gradients (grad_clip=1.0)"
             )
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.prompt.parameters(), cfg.grad_clip)

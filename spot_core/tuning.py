@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from spot_core import prompts
-from spot_core.backbones import Backbone, default_cache_dir, load_backbone
-from spot_core.config import parse_choice
+from spot_core.backbones import DTYPES, Backbone, default_cache_dir, load_backbone
+from spot_core.config import check_int, check_number, nested, parse_choice
 from spot_core.data import Codec
+from spot_core.errors import ConfigError
 from spot_core.evaluation import MixtureData, TaskData
-from spot_core.prompt_files import read_prompt
+from spot_core.prompt_files import read_prompt_file
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
 from spot_core.run_dir import RunDir
@@ -44,15 +45,18 @@ class PromptConfig:
     files: Sequence[str] = ()
     weights: Sequence[float] = ()
 
+    SETTING = "prompt"  # its settings' names as pipelines.train takes them
+
     def __post_init__(self):
         self.init = parse_choice(PromptInit, self.init, "prompt.init")
-        if self.length < 1:
-            raise ValueError(f"prompt.length must be >= 1, got {self.length}")
+        check_int(self.length, "prompt.length")
+        check_number(self.scale, "prompt.scale", positive=True)
+        check_int(self.population, "prompt.population")
         n = len(self.files)
         if self.init is PromptInit.FILE and n != 1:
-            raise ValueError(f"prompt.init=file needs exactly one path in prompt.files, got {n}")
+            raise ConfigError(f"prompt.init=file needs exactly one path in prompt.files, got {n}")
         if self.init is PromptInit.WEIGHTED_AVERAGE and (n == 0 or len(self.weights) != n):
-            raise ValueError(
+            raise ConfigError(
                 "prompt.init=weighted_average needs prompt.files and as many prompt.weights "
                 f"({n} vs {len(self.weights)})"
             )
@@ -72,12 +76,14 @@ def initial_prompt(
         return prompts.sampled_vocab(emb, cfg.length, gen, population)
     if cfg.init is PromptInit.CLASS_LABELS:
         if not label_words:
-            raise ValueError("prompt.init=class_labels needs a task with a closed label set; use sampled_vocab")
+            raise ConfigError("prompt.init=class_labels needs a task with a closed label set; use sampled_vocab")
         ids = [codec.label_word_ids(w) for w in label_words]
         return prompts.class_labels(emb, ids, cfg.length, gen, population)
-    loaded = [read_prompt(f, H) for f in cfg.files]
-    for f, p in zip(cfg.files, loaded, strict=True):
-        prompts.check_shape(p, cfg.length, H, what=f"prompt file {f}", model=backbone.name)
+    loaded = []
+    for f in cfg.files:
+        prompt, trained_on = read_prompt_file(f)
+        prompts.check_shape(prompt, cfg.length, H, what=f"prompt file {f}", model=backbone.name, trained_on=trained_on)
+        loaded.append(prompt)
     if cfg.init is PromptInit.FILE:
         return loaded[0]
     return prompts.weighted_average(loaded, cfg.weights)
@@ -102,39 +108,73 @@ class RunSpec:
     prompt_once: bool | None = None  # decoder-only: the prompt runs once per batch (None = wherever it applies)
 
     def __post_init__(self):
-        if isinstance(self.prompt, dict):
-            self.prompt = PromptConfig(**self.prompt)
-        if isinstance(self.trainer, dict):
-            self.trainer = TrainerConfig(**self.trainer)
+        self.prompt = nested(PromptConfig, self.prompt, "prompt")
+        self.trainer = nested(TrainerConfig, self.trainer, "trainer")
+        check_data_settings(self, "")
+        if self.prompt.init is PromptInit.CLASS_LABELS:  # before any model loads
+            check_class_labels(self.task, self.prompt.length)
 
 
-def prepare(spec: RunSpec) -> tuple[PromptedLM, TaskData | MixtureData]:
-    """Checks the data first (cheap, most likely to be wrong: one row of each split of each task), then loads
-    the model and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`).
-    `spec.task` names a task or a mixture; `max_*_examples` apply to each task of a mixture."""
-    check_data(spec.task, spec.data_dir)
+def check_data_settings(config: Any, prefix: str) -> None:
+    """The token and example limits and the dtype of a RunSpec or a StudyConfig (`prefix`: where the user writes
+    the example limits, "study." in a study; the others are model settings)."""
+    check_int(config.max_input_tokens, "model.max_input_tokens")
+    check_int(config.max_target_tokens, "model.max_target_tokens")
+    for name in ("max_train_examples", "max_eval_examples"):
+        if getattr(config, name) is not None:
+            check_int(getattr(config, name), f"{prefix}{name}", hint=" (or null: all)")
+    if config.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of: {', '.join(DTYPES)}; got {config.dtype!r}")
+
+
+def label_words(task: str) -> tuple[str, ...]:
+    """The label words a class-label init of `task` starts from: the task's, or the distinct ones of a mixture's
+    tasks in order (empty for a task that generates its answers)."""
+    return tuple(dict.fromkeys(w for t in members(task) for w in t.label_words or ()))
+
+
+def check_class_labels(
+    task: str, length: int, length_setting: str = "prompt.length", init_setting: str = "prompt.init"
+) -> None:
+    """Raises ConfigError, naming the settings that fix it, unless a class-label init of `task` fits `length`
+    prompt tokens (the rule: `prompts.check_class_label_length`)."""
+    words, task = label_words(task), get(task).name
+    if not words:
+        raise ConfigError(
+            f"{init_setting}=class_labels needs a task with a closed label set, and {task!r} generates its answers: "
+            f"use {init_setting}=sampled_vocab"
+        )
+    prompts.check_class_label_length(len(words), length, f"task {task!r}: ", length_setting, init_setting)
+
+
+def prepare(spec: RunSpec, train: bool = True) -> tuple[PromptedLM, TaskData | MixtureData]:
+    """Checks the data first (most likely to be wrong: every row of each split of each task), then loads the model
+    and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`). `spec.task` names a
+    task or a mixture; `max_*_examples` apply to each task of a mixture. `train` False: the validation split only
+    (an evaluation; the data's `train` is empty)."""
+    check_data(spec.task, spec.data_dir, ("train", "validation") if train else ("validation",))
     backbone = load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
     codec = codec_for(spec, backbone)
-    label_words = [w for task in members(spec.task) for w in task.label_words or ()]
-    init = initial_prompt(spec.prompt, backbone, codec, tuple(dict.fromkeys(label_words)) or None, spec.trainer.seed)
+    init = initial_prompt(spec.prompt, backbone, codec, label_words(spec.task) or None, spec.trainer.seed)
     # a wrong prompt file fails before tokenising
     model = PromptedLM(backbone, SoftPrompt(init), spec.prompt_once).to(spec.device)
-    return model, load_data(spec, codec)
+    return model, load_data(spec, codec, train)
 
 
 def codec_for(spec: RunSpec, backbone: Backbone) -> Codec:
     return Codec(backbone.tokenizer, backbone.is_encoder_decoder, spec.max_input_tokens, spec.max_target_tokens)
 
 
-def load_data(spec: RunSpec, codec: Codec) -> TaskData | MixtureData:
-    """The tokenised train and validation splits of `spec.task` (a task or a mixture)."""
+def load_data(spec: RunSpec, codec: Codec, train: bool = True) -> TaskData | MixtureData:
+    """The tokenised train (unless `train` is False: empty) and validation splits of `spec.task` (a task or a
+    mixture)."""
     item = get(spec.task)
     cache = spec.cache_dir or default_cache_dir()
     parts = [
         TaskData(
             task,
             codec,
-            encoded_split(task, "train", spec.data_dir, codec, spec.max_train_examples, cache),
+            encoded_split(task, "train", spec.data_dir, codec, spec.max_train_examples, cache) if train else [],
             encoded_split(task, "validation", spec.data_dir, codec, spec.max_eval_examples, cache),
         )
         for task in members(spec.task)
@@ -173,14 +213,15 @@ def tune_prompt(
 
 
 def evaluate_prompt(spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
-    """Scores the initial prompt of `spec` (a prompt file, usually) on the task's validation split with no
-    training: zero-shot transfer. Writes metrics.json and result.json (`best/val_score` is that score) like a
+    """Scores the initial prompt of `spec` on the task's validation split with no training: a prompt file (zero-shot
+    transfer) or an untrained init (sampled_vocab, class_labels, ...). Only the trainer's `eval_batch_size` and
+    `seed` (the init's) apply. Writes metrics.json and result.json (`best/val_score` is that score) like a
     training run; a finished evaluation is not repeated."""
     run = RunDir(out_dir)
     if run.finished():
         return run.result()
     tracker = tracker or NullTracker()
-    model, data = prepare(spec)
+    model, data = prepare(spec, train=False)
     model.eval()
     tracker.log_params({**prompt_record(spec), **data_record(spec)})
     record = {f"val/{k}": v for k, v in data.evaluate(model, spec.trainer.eval_batch_size).items()}

@@ -96,3 +96,31 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("skipped tests fail the session when CI=true", red=True)
         for line in SKIPPED:
             terminalreporter.line(f"SKIPPED IN CI: {line}", red=True)
+
+
+# --- the suite writes only to temporary folders ----------------------------------------------------------
+# git's view of the repository (changed, untracked and ignored entries; ignored folders runs write into are
+# listed file by file) at the session's start; tests/test_repo_clean.py runs last and compares.
+WRITTEN_BY_RUNS = ("outputs", "mlruns", "data")  # ignored folders (.gitignore) a run writes into
+CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache")  # Python's and the tools' own
+
+
+def repository_state() -> set[str]:
+    import subprocess
+
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    entries = {line for line in status.stdout.splitlines() if not any(c in line for c in CACHES)}
+    for folder in WRITTEN_BY_RUNS:
+        entries |= {f"!! {p.relative_to(REPO)}" for p in (REPO / folder).rglob("*")}
+    return entries
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_at_start() -> set[str]:
+    return repository_state()
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name == "test_repo_clean.py")  # stable: only moves it to the end

@@ -35,7 +35,7 @@ def test_make_data_links_a_mirror_and_lists_what_cannot_run_offline(tmp_path, da
 def test_make_data_rejects_unknown_tasks_and_sources_before_writing(tmp_path):
     with pytest.raises(UnknownNameError, match="Did you mean: boolq_v1"):
         data.run(compose_conf("data", f"out_dir={tmp_path}/d", "tasks=[boolqq]"))
-    with pytest.raises(FileNotFoundError, match="source='/no/such/dir'.*auto.*hub"):
+    with pytest.raises(FileNotFoundError, match="source=/no/such/dir: no such directory.*auto.*hub"):
         data.run(compose_conf("data", f"out_dir={tmp_path}/d", "source=/no/such/dir"))
     assert not (tmp_path / "d").exists()
 
@@ -56,3 +56,12 @@ def test_the_old_out_key_still_works_for_one_release_with_a_warning(tmp_path, da
     tasks_doc.run(compose_conf("tasks_doc", f"data_dir={data_dir}", f"out={out}"))
     assert out.read_text() == (REPO / "docs" / "tasks.md").read_text()
     assert "out is deprecated and will be removed in the next release: use out_dir" in caplog.text
+
+
+def test_make_docs_and_make_data_check_their_folders_before_writing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data_dir=.*/nodata: no such directory"):
+        tasks_doc.run(compose_conf("tasks_doc", f"data_dir={tmp_path}/nodata", f"out_dir={tmp_path}/docs"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"out_dir: cannot create .*/a-file/d, .*/a-file is a file"):
+        data.run(compose_conf("data", f"out_dir={tmp_path}/a-file/d", "tasks=[rte_v1]"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

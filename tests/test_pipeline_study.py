@@ -21,6 +21,7 @@ from pipelines.study import run
 from pipelines.tracking import TrackingError
 from spot_core.backbones import BackboneError
 from spot_core.cross_model import project_file
+from spot_core.errors import ConfigError
 from spot_core.prompt_files import load_prompt
 from spot_core.tasks import TaskDataError, UnknownNameError
 from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt
@@ -236,9 +237,12 @@ def test_bad_input_fails_before_any_training(tmp_path, data_dir):
         run(compose_study(*overrides(tmp_path, data_dir, "stages=[sources]")))
     with pytest.raises(TrackingError, match="unreachable"):
         run(compose_study(*overrides(tmp_path, data_dir, "tracking.uri=http://127.0.0.1:9")))
-    with pytest.raises(RuntimeError, match=r"ray.gpus_per_trial=1 but the Ray cluster has 0 GPUs"):
+    with pytest.raises(ConfigError, match=r"ray.gpus_per_trial=1 but ray.num_gpus=0: lower it"):
         run(compose_study(*overrides(tmp_path, data_dir, "ray.gpus_per_trial=1", "ray.num_gpus=0")))
-    assert not (tmp_path / "out").exists()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"out_dir: cannot create .*/a-file/out, .*/a-file is a file"):
+        run(compose_study(*overrides(tmp_path, data_dir, f"out_dir={tmp_path}/a-file/out")))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()  # all before Ray and the store
 
 
 def test_a_crashing_cell_is_failed_with_its_reason_and_the_rest_of_the_study_goes_on(tmp_path, data_dir):

@@ -3,12 +3,15 @@
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from safetensors.torch import save_file
 
-from pipelines.tracking import TrackingError
+from pipelines.tracking import TrackingError, open_store
 from pipelines.train import run
+from spot_core.errors import SpotError
 
 
 def compose_train(tmp_path: Path, *overrides: str):
@@ -48,6 +51,84 @@ def test_unknown_task_and_unreachable_server_fail_before_training(tmp_path):
     with pytest.raises(TrackingError, match="unreachable.*mlflow server"):
         run(compose_train(tmp_path, "tracking.uri=http://127.0.0.1:9"))
     assert not (tmp_path / "run").exists()
+
+
+def write_prompt_like(path: Path, tensor: torch.Tensor) -> str:
+    """A safetensors file in spot's layout holding any tensor (save_prompt refuses what is not [L, H])."""
+    save_file({"prompt_embeddings": tensor.contiguous()}, str(path))
+    return str(path)
+
+
+def bad_invocations(tmp: Path) -> dict[str, list[str]]:
+    """Thirteen ways to get a run wrong (tiny-llama: hidden size 32; compose_train sets prompt.length=4)."""
+    (tmp / "a-file").write_text("")
+    (tmp / "prompt.txt").write_text("0.1 0.2 0.3\n")
+    wide = write_prompt_like(tmp / "wide.safetensors", torch.zeros(4, 16))
+    long = write_prompt_like(tmp / "long.safetensors", torch.zeros(7, 32))
+    cube = write_prompt_like(tmp / "cube.safetensors", torch.zeros(2, 4, 32))
+    prompt_file = lambda path: ["prompt=file", f"prompt.files=[{path}]"]  # noqa: E731
+    return {
+        "unknown task": ["task=sst"],
+        "unknown model": ["model.name=nosuchmodel"],
+        "missing data dir": [f"data_dir={tmp}/nodata"],
+        "closed tracking port": ["tracking.uri=http://127.0.0.1:9"],
+        "out_dir under a file": [f"out_dir={tmp}/a-file/run"],
+        "missing prompt file": prompt_file(tmp / "none.safetensors"),
+        "prompt of another width": prompt_file(wide),
+        "prompt of another length": prompt_file(long),
+        "prompt of rank 3": prompt_file(cube),
+        "a text file as prompt": prompt_file(tmp / "prompt.txt"),
+        "nan learning rate": ["trainer.lr=nan"],
+        "negative learning rate": ["trainer.lr=-0.1"],
+        "zero prompt length": ["prompt.length=0"],
+    }
+
+
+def test_bad_invocations_leave_no_run_and_no_files(tmp_path, data_dir):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cases = bad_invocations(inputs)
+    store = tmp_path / "store"
+    store.mkdir()
+    open_store(f"sqlite:///{store}/mlflow.db", "spot-train")
+    for name, overrides in cases.items():
+        with pytest.raises(SpotError) as raised:
+            run(compose_train(store, f"data_dir={data_dir}", f"out_dir={tmp_path}/run", *overrides))
+        assert "\n" not in str(raised.value), name
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    assert len(cases) == 13 and client.search_runs([client.get_experiment_by_name("spot-train").experiment_id]) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "store"]
+
+
+def test_the_store_keeps_artifacts_beside_it_and_tags_experiments_as_model_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root, ./mlruns, would be here
+    client, experiment_id = open_store("sqlite:///store/mlflow.db", "spot-train")
+    experiment = client.get_experiment(experiment_id)
+    assert experiment.artifact_location == (tmp_path / "store" / "mlartifacts" / "spot-train").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    run_id = client.create_run(experiment_id).info.run_id
+    (tmp_path / "note.txt").write_text("hello")
+    client.log_artifact(run_id, str(tmp_path / "note.txt"))
+    assert (tmp_path / "store" / "mlartifacts" / "spot-train" / run_id / "artifacts" / "note.txt").is_file()
+    assert not (tmp_path / "mlruns").exists()
+    # An experiment made elsewhere keeps its artifact location, and gets the tag (unless it has a kind of its own).
+    old = client.create_experiment("old", artifact_location=(tmp_path / "elsewhere").as_uri())
+    client.set_experiment_tag(old, "mlflow.experimentKind", "genai_development_inferred")
+    mine = client.create_experiment("mine", tags={"mlflow.experimentKind": "genai_development"})
+    for name in ("old", "mine"):
+        open_store("sqlite:///store/mlflow.db", name)
+    assert client.get_experiment(old).artifact_location == (tmp_path / "elsewhere").as_uri()
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(mine).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_a_store_opened_for_reading_is_never_created(tmp_path):
+    with pytest.raises(TrackingError, match="no tracking store at .*/none/mlflow.db"):
+        open_store(f"sqlite:///{tmp_path}/none/mlflow.db", "spot-study", create=False)
+    assert not (tmp_path / "none").exists()
+    open_store(f"sqlite:///{tmp_path}/mlflow.db", "spot-train")
+    with pytest.raises(TrackingError, match="no experiment 'spot-study' in the tracking store"):
+        open_store(f"sqlite:///{tmp_path}/mlflow.db", "spot-study", create=False)
 
 
 # What each preset sets (compose_train overrides steps, batch size, evaluation interval, prompt length, data limits).

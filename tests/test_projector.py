@@ -51,8 +51,8 @@ def test_projector_maps_between_hidden_sizes_single_and_batched():
     [
         ("method", "regress", "projector.method must be one of: distance, task_tuning"),
         ("activation", "swish", "projector.activation must be one of"),
-        ("hidden", 0, "projector.hidden must be >= 1"),
-        ("lr", 0.0, "projector.lr must be > 0"),
+        ("hidden", 0, "projector.hidden must be an integer >= 1, got 0"),
+        ("lr", 0.0, "projector.lr must be a finite number > 0, got 0.0"),
     ],
 )
 def test_config_errors_name_the_field(field, value, message):

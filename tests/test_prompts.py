@@ -50,7 +50,7 @@ def test_class_labels_rows_are_mean_subword_embeddings():
     assert torch.equal(p[0], (emb[1] + emb[3]) / 2)
     assert torch.equal(p[1], emb[5])
     assert p.shape == (4, 2)
-    with pytest.raises(ValueError, match="prompt length >= number of labels"):
+    with pytest.raises(ValueError, match=r"one prompt token per label word: 3 label words, but prompt.length=2"):
         class_labels(emb, [[1], [2], [3]], 2, gen())
 
 

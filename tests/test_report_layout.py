@@ -15,8 +15,24 @@ from matplotlib.text import Text
 from spot_core.report import correlation_figure, correlation_scatter, heatmap_figure, k_curve_figure
 from spot_core.report.style import DPI, RC, text_width, wrap_text
 
-TASKS = ["mnli_v1", "qqp_v1", "squad_v1", "sst2_v1", "record_v1", "cxc_v1", "yelp_polarity_v1", "winogrande_v1",
-         "c4_v1", "cosmos_qa_v1", "race_v1", "drop_v1", "hellaswag_v1", "anli_v1", "qnli_v1", "goemotions_v1"]
+TASKS = [
+    "mnli_v1",
+    "qqp_v1",
+    "squad_v1",
+    "sst2_v1",
+    "record_v1",
+    "cxc_v1",
+    "yelp_polarity_v1",
+    "winogrande_v1",
+    "c4_v1",
+    "cosmos_qa_v1",
+    "race_v1",
+    "drop_v1",
+    "hellaswag_v1",
+    "anli_v1",
+    "qnli_v1",
+    "goemotions_v1",
+]
 # The report's longest titles and colour-bar labels (spot_core.report.study and su).
 HEATMAPS = [
     ("Relative error reduction over the baseline (%)", "(score - base) / (100 - base), %", 0.0, ".1f"),
@@ -87,24 +103,28 @@ def test_heatmap_text_stays_on_the_canvas(rows, cols, title, value_label, center
 def test_scatter_grid_text_stays_on_the_canvas_and_panel_titles_apart(sources, targets, monkeypatch):
     rng = np.random.default_rng(1)
     names = TASKS[::-1][:targets]
-    points = pd.DataFrame([(t, s, rng.uniform(0.01, 0.03), rng.normal(0, 40)) for t in names for s in TASKS[:sources]],
-                          columns=["target", "source", "similarity", "rel"])
+    points = pd.DataFrame(
+        [(t, s, rng.uniform(0.01, 0.03), rng.normal(0, 40)) for t in names for s in TASKS[:sources]],
+        columns=["target", "source", "similarity", "rel"],
+    )
     stats = pd.DataFrame({"pearson_r": -0.123, "pearson_p": 0.0123, "spearman_rho": 0.1, "n": sources}, index=names)
     fig = correlation_figure(points, stats, title=SCATTER_TITLE)
-    texts = assert_on_canvas(fig, monkeypatch, [SCATTER_TITLE, "task similarity (source, target)",
-                                                "relative error reduction (%)"])
+    texts = assert_on_canvas(
+        fig, monkeypatch, [SCATTER_TITLE, "task similarity (source, target)", "relative error reduction (%)"]
+    )
     boxes = [title_of(ax, texts).get_window_extent(fig.canvas.get_renderer()) for ax in fig.axes if ax.get_visible()]
     assert len(boxes) == targets
     for i, a in enumerate(boxes):
-        for b in boxes[i + 1:]:
+        for b in boxes[i + 1 :]:
             assert not a.overlaps(b), "two panel titles run into each other"
 
 
 @pytest.mark.parametrize(("ks", "methods"), [(1, 1), (3, 2), (16, 4)])
 def test_k_curve_text_stays_on_the_canvas(ks, methods, monkeypatch):
     names = ["avg_tokens", "per_token", "euclidean", "neuron_overlap"][:methods]
-    curves = pd.DataFrame([(k, m, 70 + k, 1.0) for m in names for k in range(1, ks + 1)],
-                          columns=["k", "method", "mean", "std"])
+    curves = pd.DataFrame(
+        [(k, m, 70 + k, 1.0) for m in names for k in range(1, ks + 1)], columns=["k", "method", "mean", "std"]
+    )
     title = "Best of top-k retrieved source prompts, mean over every target of the study"
     fig = k_curve_figure(curves, oracle=80.123, baseline=-75.0, title=title)
     texts = assert_on_canvas(fig, monkeypatch, ["k (source prompts tried)", "average target score", "baseline (-75.0)"])
@@ -115,10 +135,17 @@ def test_k_curve_text_stays_on_the_canvas(ks, methods, monkeypatch):
 
 
 def test_wrapped_figures_render_byte_identically(tmp_path):
-    points = pd.DataFrame({"target": ["yelp_polarity_v1"] * 3 + ["cb_v1"] * 3, "source": ["a_v1", "b_v1", "c_v1"] * 2,
-                           "similarity": [0.1, 0.2, 0.3] * 2, "rel": [1.0, -2.0, 3.0] * 2})
-    stats = pd.DataFrame({"pearson_r": [0.5, -0.5], "pearson_p": [0.01, 0.2], "n": [3, 3]},
-                         index=["yelp_polarity_v1", "cb_v1"])
+    points = pd.DataFrame(
+        {
+            "target": ["yelp_polarity_v1"] * 3 + ["cb_v1"] * 3,
+            "source": ["a_v1", "b_v1", "c_v1"] * 2,
+            "similarity": [0.1, 0.2, 0.3] * 2,
+            "rel": [1.0, -2.0, 3.0] * 2,
+        }
+    )
+    stats = pd.DataFrame(
+        {"pearson_r": [0.5, -0.5], "pearson_p": [0.01, 0.2], "n": [3, 3]}, index=["yelp_polarity_v1", "cb_v1"]
+    )
     first = {p.name: p.read_bytes() for p in correlation_scatter(points, stats, tmp_path / "c", title=SCATTER_TITLE)}
     again = {p.name: p.read_bytes() for p in correlation_scatter(points, stats, tmp_path / "c", title=SCATTER_TITLE)}
     assert first == again

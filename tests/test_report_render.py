@@ -29,25 +29,36 @@ from spot_core.report.tables import unsigned_zero
 
 @pytest.fixture
 def matrix():
-    return pd.DataFrame([[58.9, np.nan, -3.04], [-0.04, 20.0, 7.5]], index=["mnli_v1", "record_v1"],
-                        columns=["cb_v1", "wsc_v1", "rte_v1"])
+    return pd.DataFrame(
+        [[58.9, np.nan, -3.04], [-0.04, 20.0, 7.5]],
+        index=["mnli_v1", "record_v1"],
+        columns=["cb_v1", "wsc_v1", "rte_v1"],
+    )
 
 
 @pytest.fixture
 def curves():
-    rows = [(k, m, 76 + k / 5 + (m == "per_token") * 0.3, 1.0 if k != 9 else np.nan)
-            for m in ("avg_tokens", "per_token") for k in (1, 3, 6, 9)]
+    rows = [
+        (k, m, 76 + k / 5 + (m == "per_token") * 0.3, 1.0 if k != 9 else np.nan)
+        for m in ("avg_tokens", "per_token")
+        for k in (1, 3, 6, 9)
+    ]
     return pd.DataFrame(rows, columns=["k", "method", "mean", "std"])
 
 
 @pytest.fixture
 def points():
     rng = np.random.default_rng(0)
-    rows = [(t, s, rng.uniform(0.2, 0.9), rng.normal(0, 10)) for t in ("cr_v1", "cb_v1", "wsc_v1")
-            for s in ("mnli_v1", "qqp_v1", "squad_v1", "sst2_v1")]
+    rows = [
+        (t, s, rng.uniform(0.2, 0.9), rng.normal(0, 10))
+        for t in ("cr_v1", "cb_v1", "wsc_v1")
+        for s in ("mnli_v1", "qqp_v1", "squad_v1", "sst2_v1")
+    ]
     points = pd.DataFrame(rows, columns=["target", "source", "similarity", "rel"])
-    stats = pd.DataFrame({"pearson_r": [0.42, -0.1], "pearson_p": [0.08, 0.9], "spearman_rho": [0.4, 0.0],
-                          "n": [4, 4]}, index=["cr_v1", "cb_v1"])
+    stats = pd.DataFrame(
+        {"pearson_r": [0.42, -0.1], "pearson_p": [0.08, 0.9], "spearman_rho": [0.4, 0.0], "n": [4, 4]},
+        index=["cr_v1", "cb_v1"],
+    )
     return points, stats
 
 
@@ -75,7 +86,8 @@ def test_display_names_drop_versions_unless_they_would_collide():
 
 def test_heatmap_writes_png_and_pdf_byte_identically(matrix, tmp_path):
     paths = _assert_rerender_identical(
-        lambda d: heatmap(matrix, d / "rel", title="rel", value_label="relative error reduction (%)"), tmp_path)
+        lambda d: heatmap(matrix, d / "rel", title="rel", value_label="relative error reduction (%)"), tmp_path
+    )
     assert [p.name for p in paths] == ["rel.png", "rel.pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
     assert b"CreationDate" not in paths[1].read_bytes()
@@ -127,7 +139,8 @@ def test_k_curve_draws_each_method_and_the_references(curves, tmp_path):
     assert labels == ["avg. tokens", "per-token", "oracle (80.0)", "baseline (75.0)"]
     assert list(fig.axes[0].get_xticks()) == [1, 3, 6, 9]
     paths = _assert_rerender_identical(
-        lambda d: k_curve(curves, d / "k_curve", oracle=80.0, baseline=75.0, title="k"), tmp_path)
+        lambda d: k_curve(curves, d / "k_curve", oracle=80.0, baseline=75.0, title="k"), tmp_path
+    )
     assert [p.name for p in paths] == ["k_curve.png", "k_curve.pdf"]
     with pytest.raises(ValueError, match="std"):
         k_curve_figure(curves.drop(columns="std"), oracle=80.0, baseline=75.0, title="k")
@@ -138,25 +151,30 @@ def test_correlation_scatter_has_a_panel_per_target(points, tmp_path):
     fig = correlation_figure(points_df, stats, title="corr")
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title(loc="left") for ax in visible] == [
-        "cr  r=0.42 (p=0.08), n=4", "cb  r=-0.10 (p=0.9), n=4", "wsc  r=n/a (p=n/a), n=n/a"]
+        "cr  r=0.42 (p=0.08), n=4",
+        "cb  r=-0.10 (p=0.9), n=4",
+        "wsc  r=n/a (p=n/a), n=n/a",
+    ]
     assert sorted(t.get_text() for t in visible[0].texts) == ["mnli", "qqp", "squad", "sst2"]
     assert len(visible[0].lines) == 2  # the zero line and the least-squares line
-    paths = _assert_rerender_identical(lambda d: correlation_scatter(points_df, stats, d / "corr", title="c"),
-                                       tmp_path)
+    paths = _assert_rerender_identical(lambda d: correlation_scatter(points_df, stats, d / "corr", title="c"), tmp_path)
     assert [p.name for p in paths] == ["corr.png", "corr.pdf"]
 
 
 def test_correlation_panel_skips_the_fit_below_three_points():
-    points = pd.DataFrame({"target": ["cb_v1"] * 2, "source": ["a_v1", "b_v1"], "similarity": [0.1, 0.2],
-                           "rel": [1.0, 2.0]})
+    points = pd.DataFrame(
+        {"target": ["cb_v1"] * 2, "source": ["a_v1", "b_v1"], "similarity": [0.1, 0.2], "rel": [1.0, 2.0]}
+    )
     fig = correlation_figure(points, pd.DataFrame(), title="c")
     assert len(fig.axes[0].lines) == 1
     assert panel_title("cr", pd.Series({"pearson_r": 0.5, "pearson_p": 1e-5, "n": 6})) == "cr  r=0.50 (p<0.001), n=6"
 
 
 def test_write_table_writes_csv_markdown_and_booktabs_latex(tmp_path):
-    df = pd.DataFrame({"score": ["80.1 ± 0.3", "74.7 ± 1.1"], "abs_gain": [6.04, np.nan], "n": [3, 3]},
-                      index=pd.Index(["oracle_v1", "base"], name="method"))
+    df = pd.DataFrame(
+        {"score": ["80.1 ± 0.3", "74.7 ± 1.1"], "abs_gain": [6.04, np.nan], "n": [3, 3]},
+        index=pd.Index(["oracle_v1", "base"], name="method"),
+    )
     paths = _assert_rerender_identical(lambda d: write_table(df, d / "t3", caption="Top 10% of rel_err"), tmp_path)
     csv, md, tex = paths
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
@@ -185,8 +203,10 @@ def test_markdown_tables_round_trip_to_html():
 
 def test_markdown_prose_converts_and_escapes():
     page = markdown_to_html("A **b** `c_d` <x>\n\n- one\n- two\n\n```\nk: v\n```")
-    assert page == ("<p>A <strong>b</strong> <code>c_d</code> &lt;x&gt;</p>\n<ul><li>one</li><li>two</li></ul>\n"
-                    "<pre><code>k: v</code></pre>")
+    assert page == (
+        "<p>A <strong>b</strong> <code>c_d</code> &lt;x&gt;</p>\n<ul><li>one</li><li>two</li></ul>\n"
+        "<pre><code>k: v</code></pre>"
+    )
 
 
 def test_document_references_every_figure_and_table(matrix, curves, tmp_path):
@@ -194,13 +214,15 @@ def test_document_references_every_figure_and_table(matrix, curves, tmp_path):
     k_curve(curves, tmp_path / "figures" / "k", oracle=80.0, baseline=75.0, title="k")
     write_table(matrix, tmp_path / "tables" / "rel", caption="Relative error reduction")
     sections = [
-        Section("Transfer", text="Rows are sources.", figures=[Path("figures/rel.png")],
-                tables=[Path("tables/rel.md")]),
+        Section(
+            "Transfer", text="Rows are sources.", figures=[Path("figures/rel.png")], tables=[Path("tables/rel.md")]
+        ),
         Section("Retrieval", figures=[FigureRef(tmp_path / "figures" / "k.png", "best of top-k")]),
         config_section("Configuration", "study:\n  seeds: 3\n"),
     ]
-    paths = _assert_rerender_identical(lambda d: write_document(tmp_path, title="SPoT report", sections=sections),
-                                       tmp_path)
+    paths = _assert_rerender_identical(
+        lambda d: write_document(tmp_path, title="SPoT report", sections=sections), tmp_path
+    )
     md, page = (p.read_text() for p in paths)
     assert [p.name for p in paths] == ["report.md", "report.html"]
     assert "![rel](figures/rel.png)" in md and "![best of top-k](figures/k.png)" in md

@@ -96,6 +96,17 @@ def smoke(tmp_path_factory, data_dir):
     return SimpleNamespace(tmp=tmp, args=args, partial=partial, full=full)
 
 
+def test_a_smoke_studys_files_follow_the_umask(smoke):
+    """On shared cluster storage others must read a study's prompts, results and report: every file the study
+    wrote (run folders, Ray's, the report, the tracking store and its artifacts) has the modes the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in smoke.tmp.rglob("*") if p.is_file() and "partial_report" not in p.parts]
+    assert len(files) > 100 and any(p.suffix == ".safetensors" for p in files)
+    wanted = 0o666 & ~umask & 0o044  # read by group and others, as far as the umask lets them
+    assert [str(p) for p in files if p.stat().st_mode & wanted != wanted] == []
+
+
 def test_the_study_in_two_steps_trains_each_cell_once(smoke):
     assert smoke.partial["failed"] == {} and smoke.partial["cells"] == smoke.partial["trained_now"] == 4
     full = smoke.full

@@ -30,8 +30,9 @@ class Clock:
 def scheduler(cells, finished=(), plan_more=None, lines=None, clock=None, show=None) -> CellScheduler:
     show = show or (lines.append if lines is not None else lambda line: None)
     waits_for = (Stage.SOURCE, Stage.TARGET)
-    return CellScheduler(cells, set(finished), lambda c: {"label": c.label}, plan_more, waits_for, 2, show,
-                         clock=clock or Clock())
+    return CellScheduler(
+        cells, set(finished), lambda c: {"label": c.label}, plan_more, waits_for, 2, show, clock=clock or Clock()
+    )
 
 
 def labels(configs) -> list[str]:
@@ -119,8 +120,17 @@ def test_with_everything_upstream_finished_retrieval_is_planned_at_once():
 
 # --- progress ---------------------------------------------------------------------------------------------------
 # The full study's nine stages (config stages source..cross_model), sized like a 4 x 6 study with 2 seeds.
-NINE = {Stage.SOURCE: 4, Stage.TARGET: 6, Stage.TRANSFER: 24, Stage.ZERO_SHOT: 24, Stage.NEURONS: 10,
-        Stage.CROSS_SOURCE: 2, Stage.PROJECTOR: 1, Stage.CROSS_ZERO_SHOT: 3, Stage.CROSS_TRANSFER: 6}
+NINE = {
+    Stage.SOURCE: 4,
+    Stage.TARGET: 6,
+    Stage.TRANSFER: 24,
+    Stage.ZERO_SHOT: 24,
+    Stage.NEURONS: 10,
+    Stage.CROSS_SOURCE: 2,
+    Stage.PROJECTOR: 1,
+    Stage.CROSS_ZERO_SHOT: 3,
+    Stage.CROSS_TRANSFER: 6,
+}
 
 
 def nine_stages() -> list[Cell]:
@@ -135,9 +145,16 @@ def test_log_lines_are_short_and_name_only_the_stages_that_changed():
     first = list(lines)
     assert all(len(line) < 100 for line in first) and 2 <= len(first) <= 4
     assert " | ".join(first).split(" | ") == [
-        "source 0/4 done, 1 running", "target 0/6 done", "transfer 0/24 done", "zero_shot 0/24 done",
-        "neurons 0/10 done", "cross_source 0/2 done", "projector 0/1 done", "cross_zero_shot 0/3 done",
-        "cross_transfer 0/6 done"]
+        "source 0/4 done, 1 running",
+        "target 0/6 done",
+        "transfer 0/24 done",
+        "zero_shot 0/24 done",
+        "neurons 0/10 done",
+        "cross_source 0/2 done",
+        "projector 0/1 done",
+        "cross_zero_shot 0/3 done",
+        "cross_transfer 0/6 done",
+    ]
     s.suggest("t1")
     assert lines[-1] == "source 0/4 done, 2 running"  # no ETA before a cell has finished
     clock.now += 90
@@ -149,8 +166,10 @@ def test_log_lines_are_short_and_name_only_the_stages_that_changed():
     before = len(lines)
     s.suggest("t2")
     s.suggest("t3")
-    assert lines[before:] == ["source 1/4 done, 1 running, 1 failed | ETA 58.5 min",
-                              "source 1/4 done, 2 running, 1 failed | ETA 58.5 min"]
+    assert lines[before:] == [
+        "source 1/4 done, 1 running, 1 failed | ETA 58.5 min",
+        "source 1/4 done, 2 running, 1 failed | ETA 58.5 min",
+    ]
     assert all(len(line) < 100 for line in lines)
 
 
@@ -190,9 +209,15 @@ def test_the_live_table_has_a_row_per_stage_with_counts_and_eta():
     clock = Clock()
     live = LiveTable(clock=clock)
     assert [c.header for c in live.table().columns] == ["stage", "", "done", "running", "failed", "ETA"]
-    live.progress = Progress((StageProgress("source", 4, done=4, eta_s=0.0),
-                              StageProgress("transfer", 12, done=3, running=2, failed=1, blocked=2, eta_s=600.0),
-                              StageProgress("zero_shot", 12)), eta_s=900.0, at=clock.now)
+    live.progress = Progress(
+        (
+            StageProgress("source", 4, done=4, eta_s=0.0),
+            StageProgress("transfer", 12, done=3, running=2, failed=1, blocked=2, eta_s=600.0),
+            StageProgress("zero_shot", 12),
+        ),
+        eta_s=900.0,
+        at=clock.now,
+    )
     table = live.table()
     cells = [[str(c) if isinstance(c, str) else "bar" for c in column.cells] for column in table.columns]
     assert list(zip(*cells, strict=True)) == [

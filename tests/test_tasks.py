@@ -27,10 +27,10 @@ def test_label_outside_the_label_set_is_an_error(tmp_path):
     path = task.mirror_path(tmp_path, "train")
     path.parent.mkdir(parents=True)
     path.write_text('{"sentence": "x", "label": 7, "idx": 0}\n')
-    with pytest.raises(TaskDataError, match="sst2_v1.*row 0.*label 7 outside 0..1"):
+    with pytest.raises(TaskDataError, match=r"sst2_v1.*line 1 of .*train.jsonl: field 'label' is 7, outside 0..1"):
         load_examples(task, "train", tmp_path)
     path.write_text('{"text": "x", "label": 1, "idx": 0}\n')
-    with pytest.raises(TaskDataError, match="sst2_v1.*row 0.*lacks field 'sentence'"):
+    with pytest.raises(TaskDataError, match=r"sst2_v1.*line 1 of .*train.jsonl lacks field 'sentence'"):
         load_examples(task, "train", tmp_path)
 
 

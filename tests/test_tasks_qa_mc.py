@@ -139,11 +139,11 @@ def test_race_hub_row():
 @pytest.mark.parametrize(
     ("name", "row", "message"),
     [
-        ("winogrande_v1", {"sentence": "_", "option1": "a", "option2": "b", "answer": ""}, "answer '' .*hidden"),
-        ("winogrande_v1", {"sentence": "_", "option1": "a", "option2": "b", "answer": "3"}, "answer '3' .*hidden"),
-        ("hellaswag_v1", {"ctx": "c", "endings": ["a", "b", "c", "d"], "label": ""}, "label '' .*hidden"),
-        ("hellaswag_v1", {"ctx": "c", "endings": ["a", "b", "c"], "label": "0"}, "zip"),
-        ("race_v1", {"article": "a", "question": "q", "options": ["a", "b", "c", "d"], "answer": "E"}, "answer 'E'"),
+        ("winogrande_v1", {"sentence": "_", "option1": "a", "option2": "b", "answer": ""}, "answer is '', .*hidden"),
+        ("winogrande_v1", {"sentence": "_", "option1": "a", "option2": "b", "answer": "3"}, "answer is '3', .*hidden"),
+        ("hellaswag_v1", {"ctx": "c", "endings": ["a", "b", "c", "d"], "label": ""}, "label is '', .*hidden"),
+        ("hellaswag_v1", {"ctx": "c", "endings": ["a", "b", "c"], "label": "0"}, "endings has 3 options, not 4"),
+        ("race_v1", {"article": "a", "question": "q", "options": ["a", "b", "c", "d"], "answer": "E"}, "answer is 'E'"),
         ("cosmos_qa_v1", {**{f"answer{i}": "x" for i in range(4)}, "context": "c", "question": "q", "label": -1}, "-1"),
     ],
 )

@@ -173,9 +173,9 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     ("field", "value", "message"),
     [
         ("optimizer", "sgd", "optimizer must be one of: adafactor, adamw; got 'sgd'"),
-        ("steps", 0, "steps must be >= 1"),
-        ("lr", -1.0, "lr must be > 0"),
-        ("embedding_step", 50, r"embedding_step must be in 1..steps \(10\)"),
+        ("steps", 0, "trainer.steps must be an integer >= 1, got 0"),
+        ("lr", -1.0, "trainer.lr must be a finite number > 0, got -1.0"),
+        ("embedding_step", 50, r"trainer.embedding_step must be in 1..trainer.steps \(10\)"),
     ],
 )
 def test_config_errors_name_the_field(field, value, message):

@@ -73,7 +73,10 @@ def test_transfer_is_just_a_file_init(data_dir, tmp_path):
 
 def test_prompt_from_another_model_is_refused_with_both_shapes(data_dir, tmp_path):
     save_prompt(tmp_path / "wide.safetensors", torch.zeros(4, 48), model="tiny-llama-wide")
-    with pytest.raises(PromptShapeError, match=r"shape \(4, 48\) but model 'tiny-llama' needs .*\[4, 32\]"):
+    with pytest.raises(
+        PromptShapeError,
+        match=r"shape \(4, 48\): .*\(trained on 'tiny-llama-wide'\), but model 'tiny-llama' needs \[4, 32\]",
+    ):
         prepare(spec(data_dir, init="file", files=[str(tmp_path / "wide.safetensors")]))
     with pytest.raises(PromptFileError, match="does not exist"):
         prepare(spec(data_dir, init="file", files=[str(tmp_path / "nope.safetensors")]))

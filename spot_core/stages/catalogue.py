@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from spot_core.errors import ConfigError
 from spot_core.stages import cross_model, neurons, retrieval, source, target, transfer, zero_shot
 from spot_core.stages.base import StageDef
 from spot_core.study import Cell, StudyConfig
@@ -20,7 +21,7 @@ def stage_named(name: str) -> StageDef:
     for stage in CATALOGUE:
         if stage.name == name:
             return stage
-    raise ValueError(f"stages: unknown {name!r}; choose from {list(NAMES)}")
+    raise ConfigError(f"stages: unknown {name!r}; choose from {list(NAMES)}")
 
 
 def stage_of(kind: Stage | str) -> StageDef:
@@ -32,11 +33,11 @@ def parse_stages(names: Sequence[str], also: Sequence[str] = ()) -> list[StageDe
     """The stages asked for, in planning order; `also`: other names the caller accepts (the report).
 
     Raises:
-        ValueError: an unknown name.
+        ConfigError: an unknown name.
     """
     unknown = [n for n in names if n not in NAMES]
     if unknown:
-        raise ValueError(f"stages: unknown {unknown}; choose from {[*NAMES, *also]}")
+        raise ConfigError(f"stages: unknown {unknown}; choose from {[*NAMES, *also]}")
     return [s for s in CATALOGUE if s.name in names]
 
 
@@ -44,13 +45,13 @@ def plan_stages(study: StudyConfig, stages: Sequence[StageDef | str]) -> list[Ce
     """The cells the stages (or stage names) plan from the design, upstream first (retrieval plans its own later).
 
     Raises:
-        ValueError: a stage needs something the design does not say (e.g. cross_model without study.cross_model).
+        ConfigError: a stage needs something the design does not say (e.g. cross_model without study.cross_model).
     """
     cells = []
     for stage in (stage_named(s) if isinstance(s, str) else s for s in stages):
         problem = stage.needs(study)
         if problem:
-            raise ValueError(problem)
+            raise ConfigError(problem)
         cells += stage.plan(study)
     return cells
 

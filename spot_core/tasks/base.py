@@ -13,21 +13,59 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from spot_core.errors import ConfigError, SpotError
 from spot_core.metrics import task_score
 
 Example = dict[str, Any]
 Metric = Callable[[Sequence[Any], Sequence[str]], dict[str, float]]
+F = TypeVar("F", bound=Callable)
 ROLES = ("train", "validation", "test")
 MIXTURE_CAP = 2**19  # SPoT's artificial per-task cap on examples-proportional rates
 
 
-class TaskDataError(FileNotFoundError):
+class TaskDataError(SpotError, FileNotFoundError):
     """Task data is missing or malformed; the message names the task, the path and the remedies."""
 
 
-class UnknownNameError(KeyError):
+class FieldError(ValueError):
+    """A preprocessor met a field value it cannot use (a label outside the label set, a hidden test label); the
+    loader turns it into a TaskDataError naming the task, file, line and `field`."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
+# The kinds of row fields a task reads (`Task.reads`): name -> (what it is, as a message says it; its check).
+KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "text": ("a string", lambda v: isinstance(v, str)),
+    "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "number": ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    "texts": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "integers": (
+        "a list of integers",
+        lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+    ),
+}
+
+
+def reads(fields: Mapping[str, str]) -> Callable[[F], F]:
+    """Declares the row fields a preprocessor reads and their kinds (KINDS), `a.b` for field b of a record a:
+    the loader checks every row against them before the preprocessor sees it (`Task.reads`)."""
+    unknown = {k for k in fields.values() if k not in KINDS}
+    if unknown:
+        raise ValueError(f"unknown field kinds {sorted(unknown)}; use {list(KINDS)}")
+
+    def declare(fn: F) -> F:
+        fn.reads = dict(fields)
+        return fn
+
+    return declare
+
+
+class UnknownNameError(SpotError, KeyError):
     """An unregistered task or mixture name; the message lists the closest registered names."""
 
     def __str__(self) -> str:
@@ -49,7 +87,7 @@ class Task:
         splits: role (train / validation / test) -> split spec in the data: a split name, optionally sliced and
             joined as in `datasets` (`validation[:50%]`, `train[-1000:]`, `train_r1+train_r2`).
         preprocess: hub row -> example (`inputs`, `targets`, optional `references`), or None for a row the
-            task drops by design (SNLI pairs without a gold label).
+            task drops by design (SNLI pairs without a gold label). It declares the fields it reads (`reads`).
         metrics: metric functions; the task score is the mean of all their values.
         label_words: the closed label set (rank classification), or None (greedy generation).
         fallback_splits: a documented, deterministic carve-out used in place of `splits` for the roles it names
@@ -60,6 +98,9 @@ class Task:
         hub_data_files: split name -> file pattern in the hub repo, for datasets too large to load whole (C4).
         on_hub: False where no Hugging Face copy exists; the task then reads only from a mirror.
         notes: shown in docs/tasks.md (format choices, carve-outs, caveats).
+        reads: the row fields the preprocessor reads and their kinds (KINDS): every row read is checked against
+            them (a missing field, null or a value of another kind is a TaskDataError naming the row). Default:
+            what the preprocessor declares with `@reads`.
     """
 
     name: str
@@ -78,8 +119,11 @@ class Task:
     on_hub: bool = True
     family: str = ""
     notes: str = field(default="", compare=False)
+    reads: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
+        if not self.reads:
+            object.__setattr__(self, "reads", dict(getattr(self.preprocess, "reads", {})))
         if not re.fullmatch(r"[a-z0-9_]+_v\d+", self.name):
             raise ValueError(f"task name {self.name!r} must be lower_snake_case ending in a version, like 'rte_v1'")
         unknown = set(self.splits) - set(ROLES)
@@ -121,9 +165,9 @@ class Mixture:
 
     def __post_init__(self):
         if len(self.tasks) < 2 or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"mixture {self.name!r} needs two or more distinct tasks, got {self.tasks}")
+            raise ConfigError(f"mixture {self.name!r} needs two or more distinct tasks, got {self.tasks}")
         if self.cap < 1:
-            raise ValueError(f"mixture {self.name!r}: cap must be >= 1, got {self.cap}")
+            raise ConfigError(f"mixture {self.name!r}: cap must be >= 1, got {self.cap}")
 
     def counts(self, sizes: Mapping[str, int]) -> dict[str, int]:
         """How many examples of each task the mixture trains on: its first min(size, cap)."""

@@ -22,6 +22,7 @@ from datasets.utils import are_progress_bars_disabled as progress_bars_disabled
 from datasets.utils import disable_progress_bars, enable_progress_bars
 
 from spot_core.data import Codec, Encoded, encode_examples
+from spot_core.run_dir import follow_umask
 from spot_core.tasks.base import Task, split_file
 from spot_core.tasks.loading import load_examples, resolve_splits
 
@@ -113,6 +114,7 @@ def encoded_split(
     disable_progress_bars()  # one bar per cached split would drown a run's output
     try:
         _to_dataset(rows).save_to_disk(str(tmp))
+        follow_umask(tmp)  # mkdtemp's folder is owner-only
         os.replace(tmp, path)
     except OSError:
         if not (path / "dataset_info.json").is_file():  # not a concurrent worker that got there first

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spot_core.tasks.base import Task, get_mixture, get_task, mixture_names, task_names
+from spot_core.tasks.base import KINDS, Task, get_mixture, get_task, mixture_names, task_names
 from spot_core.tasks.loading import availability, load_rows, preprocess_rows, resolve_splits
 
 STUDY_SOURCES = (
@@ -41,7 +41,7 @@ def task_row(task: Task, data_dir: str | Path) -> dict[str, str]:
             rows = load_rows(task, role, data_dir, splits)
             sizes.append(f"{role} {len(rows):,} ({splits[role]})")
             if example is None:
-                example = preprocess_rows(task, rows.select(range(1)), "validation", role)[0]
+                example = preprocess_rows(task, rows.select(range(1)), "validation")[0]
     hub = f"`{task.hub_id}`" + (f" ({task.hub_config})" if task.hub_config else "") if task.on_hub else "none"
     shown = f"`{_clip(example['inputs'])}` → `{_clip(example['targets'], 60)}`" if example else "no offline data"
     return {
@@ -62,6 +62,10 @@ def coverage_markdown(data_dir: str | Path) -> str:
     lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     mixtures = [f"- `{m}`: {', '.join(get_mixture(m).tasks)}" for m in mixture_names()]
     notes = [f"- `{name}`: {get_task(name).notes}" for name in task_names() if get_task(name).notes]
+    reads = [
+        f"- `{name}`: " + ", ".join(f"`{field}` ({KINDS[kind][0]})" for field, kind in get_task(name).reads.items())
+        for name in task_names()
+    ]
     return "\n".join(
         [
             "# Tasks",
@@ -81,6 +85,16 @@ def coverage_markdown(data_dir: str | Path) -> str:
             "## Notes",
             "",
             *notes,
+            "",
+            "## Row fields",
+            "",
+            "A mirror file holds one JSON object per line (blank lines are skipped), with the hub's field names. "
+            "Every row read is checked against the fields its task reads, listed here with their kinds (`a.b`: field "
+            "`b` of the object `a`): a row that is not JSON, lacks one of them, holds null or a "
+            "value of another kind, or a label outside the task's label set, stops the run with the task, the file, "
+            "the line and the field. Other fields are ignored.",
+            "",
+            *reads,
             "",
         ]
     )

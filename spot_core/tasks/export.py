@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from spot_core.run_dir import follow_umask, write_json
 from spot_core.tasks.base import Task, split_file
 from spot_core.tasks.loading import load_rows
 
@@ -74,7 +75,8 @@ def _write_hub_split(task: Task, name: str, dst: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
     os.close(fd)
     try:
-        rows.to_json(tmp, lines=True, force_ascii=False)
+        rows.dataset().to_json(tmp, lines=True, force_ascii=False)
+        follow_umask(tmp)  # mkstemp's file is owner-only
         os.replace(tmp, dst)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -115,8 +117,4 @@ def update_manifest(out_dir: str | Path, files: Iterable[ExportedFile]) -> Path:
     entries = _source_manifest(Path(out_dir))
     for f in files:
         entries[f.path] = {**entries.get(f.path, {}), **f.__dict__}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps({"files": sorted(entries.values(), key=lambda e: e["path"])}, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, {"files": sorted(entries.values(), key=lambda e: e["path"])})

@@ -7,7 +7,7 @@ validation, so their carve-out takes validation from the last 10% of that sample
 from __future__ import annotations
 
 from spot_core.metrics import accuracy, matthews_corr, pearson_spearman
-from spot_core.tasks.base import Task, register
+from spot_core.tasks.base import FieldError, Task, reads, register
 from spot_core.tasks.formats import classify, f1_and_accuracy, fields
 
 HUB = "nyu-mll/glue"
@@ -23,12 +23,13 @@ STSB_LABELS = tuple(f"{i / 5:.1f}" for i in range(26))
 def stsb_target(score: float) -> str:
     """Rounded to the nearest 0.2, as a string ("1.8")."""
     if score == -1:
-        raise ValueError("similarity score -1: a hidden test label")
+        raise FieldError("label", "is -1, a hidden test label (similarity score)")
     if not 0 <= score <= 5:
-        raise ValueError(f"similarity score {score} outside 0..5")
+        raise FieldError("label", f"is {score}, a similarity score outside 0..5")
     return f"{round(score * 5) / 5:.1f}"
 
 
+@reads({"sentence1": "text", "sentence2": "text", "label": "number"})
 def _stsb(row: dict) -> dict:
     return {"inputs": fields("stsb", row, ("sentence1", "sentence2")), "targets": stsb_target(row["label"])}
 

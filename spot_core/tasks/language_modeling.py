@@ -6,12 +6,13 @@ from __future__ import annotations
 import zlib
 
 from spot_core.metrics import squad
-from spot_core.tasks.base import Example, Task, register
+from spot_core.tasks.base import Example, Task, reads, register
 
 MAX_PREFIX_WORDS = 96
 MAX_TARGET_WORDS = 32
 
 
+@reads({"text": "text"})
 def prefix_lm(row: dict) -> Example | None:
     """`"c4 text: <first words>"` -> the next (at most 32) words; documents of fewer than 2 words are dropped."""
     words = row["text"].split()

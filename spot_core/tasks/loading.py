@@ -3,20 +3,32 @@
 Both sources give rows in the hub's schema, so one preprocessor serves both. Split specs are applied
 here, the same way for both sources: `name`, `name[a:b]` with integers (negative counts from the end) or
 percentages (`[:50%]`, boundaries rounded to the nearest row), and `+` to join splits.
+
+Data is checked, not guessed: every row read is checked against the fields its task reads (`Task.reads`) before
+the preprocessor sees it, and a row that is not JSON, lacks a field, holds a value of another kind, or a label
+outside the task's label set is a TaskDataError naming the task, the file, the line (1-based; blank lines are
+skipped) and the field. `check_data` reads every row of a mirror's splits this way before any model loads.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import datasets
 import numpy as np
 
-from spot_core.tasks.base import Example, Task, TaskDataError, members, split_file
+from spot_core.tasks.base import Example, FieldError, Task, TaskDataError, members, split_file
+from spot_core.tasks.rows import RowError, Rows, check_row
 
+R = TypeVar("R", Rows, datasets.Dataset)
 SAMPLE_SEED = 0
+FIX = {  # what mends a bad row: of a mirror file (its places are lines), of a hub split
+    "line": "Fix or delete that line, or rebuild the mirror (make data)",
+    "row": "The hub's copy is not what the task reads: read the task from a mirror (data_dir=...)",
+}
 _SLICE = re.compile(r"^\s*([\w.\-]+)\s*(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?\s*$")
 
 
@@ -28,8 +40,8 @@ def _bound(value: str | None, n: int) -> int | None:
     return int(value)
 
 
-def slice_rows(rows: datasets.Dataset, spec_part: str) -> datasets.Dataset:
-    """Applies one `name[a:b]` slice (the name is ignored here) to a split's rows."""
+def slice_rows(rows: R, spec_part: str) -> R:
+    """Applies one `name[a:b]` slice (the name is ignored here) to a split's rows (Rows, or a Dataset)."""
     match = _SLICE.match(spec_part)
     if match is None:
         raise ValueError(f"bad split spec {spec_part!r}: expected name, name[a:b], name[a%:b%]")
@@ -67,12 +79,15 @@ def _missing(task: Task, role: str, data_dir: str | Path, path: Path) -> TaskDat
     )
 
 
-def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -> datasets.Dataset:
+def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -> Rows:
     if data_dir is not None:
         path = task.mirror_path(data_dir, name)
         if not path.is_file():
             raise _missing(task, role, data_dir, path)
-        return datasets.load_dataset("json", data_files={name: str(path)}, split=name)
+        try:
+            return Rows.from_file(path)
+        except OSError as e:
+            raise TaskDataError(f"task {task.name!r}: cannot read {path}: {e.strerror or e}") from e
     if not task.on_hub:
         raise TaskDataError(
             f"task {task.name!r} has no Hugging Face copy; it reads only from a mirror. Put its {name!r} split at "
@@ -81,18 +96,20 @@ def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -
     try:
         if name in task.hub_data_files:
             files = {name: task.hub_data_files[name]}
-            return datasets.load_dataset(task.hub_id, data_files=files, split=name, revision=task.revision)
-        return datasets.load_dataset(task.hub_id, task.hub_config, split=name, revision=task.revision)
+            rows = datasets.load_dataset(task.hub_id, data_files=files, split=name, revision=task.revision)
+        else:
+            rows = datasets.load_dataset(task.hub_id, task.hub_config, split=name, revision=task.revision)
     except Exception as e:  # offline, unknown revision, gated dataset ...: one message with the remedies
         raise TaskDataError(
             f"task {task.name!r}: could not load {task.hub_id} ({task.hub_config}) split {name!r} from the "
             f"Hugging Face hub: {type(e).__name__}: {e}. Without internet, set data_dir to an offline mirror "
             "(`make data` writes one)."
         ) from e
+    return Rows.from_dataset(rows, f"hub {task.hub_id} ({task.hub_config}) split {name!r}")
 
 
-def load_rows(task: Task, role: str, data_dir: str | Path | None, splits: Mapping[str, str] | None = None):
-    """The raw rows (hub schema) of one role's split; `data_dir` None reads from the hub."""
+def load_rows(task: Task, role: str, data_dir: str | Path | None, splits: Mapping[str, str] | None = None) -> Rows:
+    """The raw rows (hub schema) of one role's split, each with its place; `data_dir` None reads from the hub."""
     splits = splits or resolve_splits(task, data_dir)
     if role not in splits:
         raise TaskDataError(f"task {task.name!r} has no {role!r} split (it declares {sorted(splits)})")
@@ -100,29 +117,41 @@ def load_rows(task: Task, role: str, data_dir: str | Path | None, splits: Mappin
         slice_rows(_read_split(task, name, data_dir, role), part)
         for part, name in zip(splits[role].split("+"), split_file(splits[role]), strict=True)
     ]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return Rows.concat(parts)
 
 
-def preprocess_rows(task: Task, rows, role: str, where: str) -> list[Example]:
-    """Preprocessed examples; a missing field, a bad value or a label outside the label set is a TaskDataError
-    naming the task, `where` the rows came from and the row."""
-    out = []
-    for i, row in enumerate(rows):
-        try:
-            ex = task.preprocess(row)
+def examples(task: Task, rows: Rows, role: str) -> Iterator[Example]:
+    """The preprocessed examples of `rows`, each row checked first against the fields the task reads.
+
+    Raises:
+        TaskDataError: a row that is not JSON, lacks a field, holds a value of another kind or one the task
+            cannot use (a label outside its label set), naming the task, the place (file and line) and the field.
+    """
+    try:
+        for place, row in rows.located():
+            check_row(row, task.reads, place)
+            try:
+                ex = task.preprocess(row)
+            except FieldError as e:
+                raise RowError(place, f": field {e.field!r} {e.problem}", e.field) from e
+            except KeyError as e:
+                raise RowError(place, f" lacks field {e} (the row has: {', '.join(row) or 'nothing'})") from e
+            except (ValueError, TypeError, IndexError, AttributeError) as e:
+                raise RowError(place, f": {e}") from e
             if ex is None:  # a row the task drops by design (SNLI's no-consensus pairs, empty documents)
                 continue
-        except KeyError as e:
-            raise TaskDataError(f"task {task.name!r}: row {i} of {where} lacks field {e}") from e
-        except (ValueError, TypeError, IndexError) as e:
-            raise TaskDataError(f"task {task.name!r}: row {i} of {where}: {e}") from e
-        if task.label_words is not None and ex["targets"] not in task.label_words:
-            raise TaskDataError(
-                f"task {task.name!r}: row {i} of {where} has target {ex['targets']!r}, "
-                f"outside its label set {list(task.label_words)}"
-            )
-        out.extend(task.train_filter(ex) if role == "train" and task.train_filter else [ex])
-    return out
+            if task.label_words is not None and ex["targets"] not in task.label_words:
+                raise RowError(
+                    place, f" has target {ex['targets']!r}, outside the task's label set {list(task.label_words)}"
+                )
+            yield from task.train_filter(ex) if role == "train" and task.train_filter else [ex]
+    except RowError as e:
+        raise TaskDataError(f"task {task.name!r}: {e}. {FIX[e.place.split()[0]]}") from None
+
+
+def preprocess_rows(task: Task, rows: Rows, role: str) -> list[Example]:
+    """Preprocessed examples (`examples`)."""
+    return list(examples(task, rows, role))
 
 
 def describe_source(task: Task, role: str, data_dir: str | Path | None, splits: Mapping[str, str]) -> str:
@@ -132,7 +161,7 @@ def describe_source(task: Task, role: str, data_dir: str | Path | None, splits: 
     return f"{spec!r} of " + " + ".join(str(task.mirror_path(data_dir, name)) for name in split_file(spec))
 
 
-def sample_rows(rows: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+def sample_rows(rows: R, limit: int | None) -> R:
     """`limit` rows drawn with a fixed seed, kept in file order (all rows if `limit` is None or not smaller).
     Not the first rows: some files are sorted by label (CR's test split starts with 1,000 negatives)."""
     if limit is None or limit >= len(rows):
@@ -143,15 +172,23 @@ def sample_rows(rows: datasets.Dataset, limit: int | None) -> datasets.Dataset:
 
 def load_examples(task: Task, role: str, data_dir: str | Path | None, limit: int | None = None) -> list[Example]:
     """Preprocessed examples of one role's split (train / validation / test), from a fixed-seed sample of
-    `limit` rows when given."""
-    splits = resolve_splits(task, data_dir)
-    rows = sample_rows(load_rows(task, role, data_dir, splits), limit)
-    return preprocess_rows(task, rows, role, f"{role} split {describe_source(task, role, data_dir, splits)}")
+    `limit` rows when given. Only the rows used are parsed and checked (`check_data` checks them all)."""
+    return preprocess_rows(task, sample_rows(load_rows(task, role, data_dir), limit), role)
 
 
-def check_data(name: str, data_dir: str | Path | None) -> None:
-    """Reads one row of the train and validation splits of a task (or of each task of a mixture): the cheap
-    check that runs before any model loads. Missing data or a bad row raises TaskDataError."""
+def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("train", "validation")) -> None:
+    """The check that runs before any model loads: every row of the `roles` splits of a task (or of each task of a
+    mixture) in a mirror is parsed, checked and preprocessed; from the hub, whose schema is fixed, one row.
+    Missing or empty data, or a bad row, raises TaskDataError."""
     for task in members(name):
-        for role in ("train", "validation"):
-            load_examples(task, role, data_dir, limit=1)
+        splits = resolve_splits(task, data_dir)
+        for role in roles:
+            rows = load_rows(task, role, data_dir, splits)
+            if len(rows) == 0:
+                where = describe_source(task, role, data_dir, splits)
+                raise TaskDataError(
+                    f"task {task.name!r}: no rows in its {role} split ({where}). Point data_dir at a mirror that has "
+                    "them, or rebuild it (make data)"
+                )
+            for _ in examples(task, rows if data_dir is not None else sample_rows(rows, 1), role):
+                pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from spot_core.metrics import accuracy
-from spot_core.tasks.base import Example, Task, register
+from spot_core.tasks.base import Example, FieldError, Task, reads, register
 from spot_core.tasks.formats import classify, fields
 
 WINOGRANDE_LABELS = ("option1", "option2")
@@ -22,18 +22,26 @@ TRAIN_VAL = {"train": "train", "validation": "validation"}
 
 
 def answer_word(key: str, words: Mapping[str, str], hidden: bool = True) -> Callable[[dict], str]:
-    """row -> the label word of its string answer (`"1"` -> `"option1"`); any other answer is a ValueError."""
+    """row -> the label word of its string answer (`"1"` -> `"option1"`); any other answer is a FieldError."""
 
     def target(row: dict) -> str:
         value = row[key]
         if value not in words:
             why = ": test answers are hidden (''), so that split is never trained on or scored" if hidden else ""
-            raise ValueError(f"{key} {value!r} is not one of {list(words)}{why}")
+            raise FieldError(key, f"is {value!r}, not one of {list(words)}{why}")
         return words[value]
 
     return target
 
 
+def options(row: dict, key: str, count: int) -> list[str]:
+    """The row's `count` options (a list field); another number of them is a FieldError."""
+    if len(row[key]) != count:
+        raise FieldError(key, f"has {len(row[key])} options, not {count}")
+    return row[key]
+
+
+@reads({"sentence": "text", "option1": "text", "option2": "text", "answer": "text"})
 def winogrande(row: dict) -> Example:
     return {
         "inputs": fields("winogrande", row, ("sentence", "option1", "option2")),
@@ -41,18 +49,22 @@ def winogrande(row: dict) -> Example:
     }
 
 
+@reads({"ctx": "text", "endings": "texts", "label": "text"})
 def hellaswag(row: dict) -> Example:
-    endings = dict(zip(HELLASWAG_LABELS, row["endings"], strict=True))  # not four endings: ValueError
+    endings = dict(zip(HELLASWAG_LABELS, options(row, "endings", 4), strict=True))
     return {
         "inputs": fields("hellaswag", {"context": row["ctx"], **endings}, ("context", *HELLASWAG_LABELS)),
         "targets": answer_word("label", {str(i): word for i, word in enumerate(HELLASWAG_LABELS)})(row),
     }
 
 
+@reads({"article": "text", "question": "text", "options": "texts", "answer": "text"})
 def race(row: dict) -> Example:
-    options = " ".join(f"({letter}) {text}" for letter, text in zip(RACE_LABELS, row["options"], strict=True))
+    listed = " ".join(
+        f"({letter}) {text}" for letter, text in zip(RACE_LABELS, options(row, "options", 4), strict=True)
+    )
     return {
-        "inputs": f"{fields('race', row, ('article', 'question'))} options: {options}",
+        "inputs": f"{fields('race', row, ('article', 'question'))} options: {listed}",
         "targets": answer_word("answer", {letter: letter for letter in RACE_LABELS}, hidden=False)(row),
     }
 

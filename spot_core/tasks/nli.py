@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 from spot_core.metrics import accuracy
-from spot_core.tasks.base import Example, Task, register
+from spot_core.tasks.base import Example, FieldError, Task, reads, register
 from spot_core.tasks.formats import fields, label_word
 
 NLI3 = ("entailment", "neutral", "contradiction")
 DOC_NLI = ("not_entailment", "entailment")
 
 
+@reads({"hypothesis": "text", "premise": "text", "label": "integer"})
 def _snli(row: dict) -> Example | None:
     if row["label"] == -1:  # pairs whose annotators reached no consensus: SNLI (and T5) drop them
         return None
     return {"inputs": fields("snli", row, ("hypothesis", "premise")), "targets": label_word(NLI3)(row)}
 
 
+@reads({"hypothesis": "text", "premise": "text", "label": "integer"})
 def _anli(row: dict) -> Example:
     return {"inputs": fields("anli", row, ("hypothesis", "premise")), "targets": label_word(NLI3)(row)}
 
 
+@reads({"hypothesis": "text", "premise": "text", "label": "text"})
 def _doc_nli(row: dict) -> Example:
     if row["label"] not in DOC_NLI:
-        raise ValueError(f"label {row['label']!r} is not one of {DOC_NLI}")
+        raise FieldError("label", f"is {row['label']!r}, not one of {DOC_NLI}")
     return {"inputs": fields("doc_nli", row, ("hypothesis", "premise")), "targets": row["label"]}
 
 

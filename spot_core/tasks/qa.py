@@ -10,19 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from spot_core.metrics import squad
-from spot_core.tasks.base import Example, Task, register
+from spot_core.tasks.base import Example, FieldError, Task, reads, register
 from spot_core.tasks.formats import fields
 
 TRAIN_VAL = {"train": "train", "validation": "validation"}
 
 
-def extractive(prefix: str, names: Sequence[str], answers: Callable[[dict], list[str]]) -> Callable[[dict], Example]:
-    """The preprocessor of an extractive QA task: named fields in, the first answer out, all answers as references."""
+def extractive(prefix: str, names: Sequence[str], answers: str) -> Callable[[dict], Example]:
+    """The preprocessor of an extractive QA task: named fields in, the first answer out, all answers as references.
+    `answers`: the field of the gold answers, `record.field` (SQuAD: `answers.text`)."""
+    record, _, key = answers.partition(".")
 
+    @reads({**dict.fromkeys(names, "text"), answers: "texts"})
     def preprocess(row: dict) -> Example:
-        golds = list(answers(row))
+        golds = list(row[record][key])
         if not golds:
-            raise ValueError("no gold answer")
+            raise FieldError(answers, "is empty: no gold answer")
         return {"inputs": fields(prefix, row, names), "targets": golds[0], "references": golds}
 
     return preprocess
@@ -34,7 +37,7 @@ register(
         hub_id="rajpurkar/squad",
         hub_config="plain_text",
         splits=TRAIN_VAL,
-        preprocess=extractive("squad", ("question", "context"), lambda row: row["answers"]["text"]),
+        preprocess=extractive("squad", ("question", "context"), "answers.text"),
         metrics=(squad,),
         max_target_tokens=32,
         family="qa",
@@ -48,7 +51,7 @@ register(
         hub_id="ucinlp/drop",
         hub_config=None,
         splits=TRAIN_VAL,
-        preprocess=extractive("drop", ("question", "passage"), lambda row: row["answers_spans"]["spans"]),
+        preprocess=extractive("drop", ("question", "passage"), "answers_spans.spans"),
         metrics=(squad,),
         max_target_tokens=32,
         family="qa",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spot_core.metrics import accuracy
-from spot_core.tasks.base import Example, Task, register
+from spot_core.tasks.base import Example, FieldError, Task, reads, register
 from spot_core.tasks.formats import classify, fields
 
 POLARITY = ("negative", "positive")
@@ -17,18 +17,20 @@ GOEMOTIONS = tuple(
 )
 
 
+@reads({"text": "text", "labels": "integers"})
 def _goemotions(row: dict) -> Example:
     labels = sorted(set(row["labels"]))
     if not labels:
-        raise ValueError("no labels: every GoEmotions example has at least one (a hidden test row?)")
+        raise FieldError("labels", "is empty: no labels, and every GoEmotions example has at least one (a test row?)")
     if not all(0 <= i < len(GOEMOTIONS) for i in labels):
-        raise ValueError(f"labels {row['labels']} outside 0..{len(GOEMOTIONS) - 1}")
+        raise FieldError("labels", f"are {row['labels']}, outside 0..{len(GOEMOTIONS) - 1}")
     return {"inputs": fields("goemotions", row, ("text",)), "targets": ", ".join(GOEMOTIONS[i] for i in labels)}
 
 
+@reads({"text": "text", "sentiment": "integer"})
 def _sentiment140(row: dict) -> Example:
     if row["sentiment"] not in (0, 4):
-        raise ValueError(f"sentiment {row['sentiment']} is not 0 (negative) or 4 (positive)")
+        raise FieldError("sentiment", f"is {row['sentiment']}, not 0 (negative) or 4 (positive)")
     return {"inputs": fields("sentiment140", row, ("text",)), "targets": POLARITY[row["sentiment"] // 4]}
 
 

@@ -10,11 +10,12 @@ Format and metric as STS-B.
 from __future__ import annotations
 
 from spot_core.metrics import pearson_spearman
-from spot_core.tasks.base import Example, Task, register
+from spot_core.tasks.base import Example, Task, reads, register
 from spot_core.tasks.formats import fields
 from spot_core.tasks.glue import STSB_LABELS, stsb_target
 
 
+@reads({"sentence1": "text", "sentence2": "text", "label": "number"})
 def _cxc(row: dict) -> Example:
     return {"inputs": fields("cxc", row, ("sentence1", "sentence2")), "targets": stsb_target(row["label"])}
 

@@ -13,7 +13,7 @@ import string
 from collections.abc import Sequence
 
 from spot_core.metrics import accuracy, mean_multiclass_f1, multirc, squad
-from spot_core.tasks.base import Example, Task, register
+from spot_core.tasks.base import Example, FieldError, Task, reads, register
 from spot_core.tasks.formats import classify, label_word
 
 HUB = "aps/super_glue"
@@ -31,6 +31,16 @@ def _remove_markup(text: str) -> str:
     return re.sub(r"<(/)?b>", "", text.replace("<br>", " "))
 
 
+@reads(
+    {
+        "question": "text",
+        "answer": "text",
+        "paragraph": "text",
+        "label": "integer",
+        "idx.paragraph": "integer",
+        "idx.question": "integer",
+    }
+)
 def _multirc(row: dict) -> Example:
     target = label_word(BOOL)(row)
     q, a, p = (_remove_markup(row[k]) for k in ("question", "answer", "paragraph"))
@@ -52,11 +62,12 @@ def _record_passage(passage: str) -> str:
     return re.sub(r"\n@highlight\n", ". ", passage)
 
 
+@reads({"entities": "texts", "answers": "texts", "query": "text", "passage": "text"})
 def _record(row: dict) -> Example:
     entities = ", ".join(sorted(set(row["entities"])))
     answers = list(row["answers"])
     if not answers:
-        raise ValueError("no answers (a test row?): ReCoRD test answers are hidden")
+        raise FieldError("answers", "is empty (a test row?): ReCoRD test answers are hidden")
     return {
         "inputs": f"record query: {row['query']} entities: {entities} passage: {_record_passage(row['passage'])}",
         "targets": answers[0],
@@ -78,11 +89,12 @@ def _mark_span(text: str, span: str, index: int, mark: str = "*") -> str:
         if text.startswith(span, m.start()) and not text[m.start() + len(span) : m.start() + len(span) + 1].isalnum()
     ]
     if not starts:
-        raise ValueError(f"span2_text {span!r} does not occur as a word in {text!r}")
+        raise FieldError("span2_text", f"{span!r} does not occur as a word in the text {text!r}")
     _, at = min(starts, key=lambda s: abs(s[0] - index))
     return f"{text[:at]}{mark} {span} {mark}{text[at + len(span) :]}"
 
 
+@reads({"text": "text", "span1_text": "text", "span2_text": "text", "span2_index": "integer", "label": "integer"})
 def _wsc(row: dict) -> Example:
     label = label_word(BOOL)(row) == "True"
     referent = row["span1_text"].strip(string.punctuation + " ")

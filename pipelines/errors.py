@@ -1,0 +1,142 @@
+"""One error path for every entry point: an error the user can fix is one line on stderr and exit code 2.
+
+    @entry_point("train")  # instead of @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+    def main(cfg: DictConfig) -> None: ...
+
+What counts as the user's (`user_error`): spot's own errors (`spot_core.errors.SpotError`, which the library and
+the pipelines raise with a message that says what was wrong and how to fix it), Hydra's composition errors (an
+unknown preset, key or override syntax, a missing mandatory value), and a disk that refuses a write (full, read
+only, no permission). Anything else is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` or `SPOT_VERBOSE=1`
+shows the full traceback of every error.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import hydra
+from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+from pipelines.paths import REPO
+from spot_core.errors import ConfigError, SpotError
+
+CONF = REPO / "conf"
+EXIT_USER_ERROR = 2  # argparse's code for a usage error; 1 stays "ran, but something failed" (a cell, a finding)
+VERBOSE = ("HYDRA_FULL_ERROR", "SPOT_VERBOSE")
+FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+NO_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+class StorageError(SpotError):
+    """A file could not be written: the disk is full, read-only, or the folder is not the user's to write."""
+
+
+class MissingFileError(SpotError, FileNotFoundError):
+    """A file or folder a setting names does not exist; the message names the setting."""
+
+
+def verbose() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes") for name in VERBOSE)
+
+
+def one_line(message: str) -> str:
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def hydra_message(error: CompactHydraException) -> str:
+    """Hydra's composition errors, without their search path and in the override syntax the user typed."""
+    if isinstance(error, MissingConfigException) and error.options and "/" in (error.missing_cfg_file or ""):
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        return f"{group}={option}: no such option in conf/{group}/; choose from {', '.join(error.options)}"
+    if isinstance(error, OverrideParseException):
+        first = str(error).splitlines()[0]
+        return f"cannot parse the override {error.override!r} ({first}); see `--help` and Hydra's override grammar"
+    return one_line(str(error).split("Config search path:")[0])
+
+
+def storage_message(error: OSError) -> str:
+    verb = "write" if error.errno in FULL_DISK | {errno.EROFS} else "use"  # EACCES: reading or writing
+    where = f"cannot {verb} {error.filename}" if error.filename else f"cannot {verb} a file"
+    if error.errno in FULL_DISK:
+        fix = "free some space there, or set out_dir (and tracking.uri) to a disk with room"
+    else:
+        fix = "set out_dir (or tracking.uri) to a folder you can write to, or fix its permissions"
+    return f"{where}: {error.strerror or os.strerror(error.errno)}: {fix}"
+
+
+def user_error(error: BaseException) -> SpotError | None:
+    """The error a user can fix that `error` is (spot's own type, wrapping the library's), or None (a bug)."""
+    if isinstance(error, SpotError):
+        return error
+    if isinstance(error, CompactHydraException):
+        wrapped: SpotError = ConfigError(hydra_message(error))
+    elif isinstance(error, MissingMandatoryValue):
+        key = error.full_key or "a setting"
+        wrapped = ConfigError(f"{key} has no value: set it on the command line, e.g. {key}=...")
+    elif isinstance(error, InterpolationResolutionError):
+        wrapped = ConfigError(f"{error.full_key}: {one_line(str(error).split('full_key:')[0])}")
+    elif isinstance(error, OSError) and error.errno in FULL_DISK | NO_WRITE:
+        wrapped = StorageError(storage_message(error))
+    else:
+        return None
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def exit_if_user_error(error: Exception, tracebacks: bool) -> None:
+    """Prints the one line of a user's error and exits 2; returns for a bug, or when `tracebacks` are asked for."""
+    found = user_error(error)
+    if found is None or tracebacks:
+        return
+    print(f"error: {one_line(str(found))}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
+    """`@hydra.main` for spot's entry points (`conf/<config_name>.yaml`), with the one error path: a user's error
+    prints one line on stderr and exits 2; a bug keeps its traceback; HYDRA_FULL_ERROR=1 or SPOT_VERBOSE=1 shows
+    every traceback."""
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable:
+        tracebacks = False  # the user's choice, read by main() before it sets HYDRA_FULL_ERROR for Hydra
+
+        @functools.wraps(task)
+        def job(cfg: DictConfig) -> Any:
+            try:
+                return task(cfg)
+            except Exception as e:  # handled in the job: past it, Hydra prints "Error executing job ..." first
+                exit_if_user_error(e, tracebacks)  # SystemExit passes through Hydra
+                raise
+
+        # an absolute path: the same configs whether the module runs as __main__ or is imported (tests)
+        hydra_main = hydra.main(config_path=str(CONF), config_name=config_name, version_base="1.3")(job)
+
+        @functools.wraps(hydra_main)
+        def main() -> Any:
+            nonlocal tracebacks
+            tracebacks = verbose()
+            before = os.environ.get("HYDRA_FULL_ERROR")
+            # Composition errors (an unknown preset, key or override) come before the job: with this set, Hydra
+            # re-raises them instead of printing its own multi-line report and exiting 1.
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            try:
+                return hydra_main()
+            except Exception as e:
+                exit_if_user_error(e, tracebacks)
+                raise
+            finally:
+                if before is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = before
+
+        return main
+
+    return decorate

@@ -1,0 +1,261 @@
+"""Bad input to an entry point: one line on stderr that says what was wrong and how to fix it, exit code 2, and
+nothing written (no MLflow run, no file outside a temporary folder). Run as users run them, in a subprocess.
+Each case prints its line and time to fail (`pytest -rP`), the table of docs/reliability.md."""
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
+
+from pipelines import report, train
+from pipelines.errors import EXIT_USER_ERROR
+from pipelines.tracking import open_store
+
+TINY_TRAIN = ["model=tiny-llama", "prompt.length=4", "max_train_examples=16", "max_eval_examples=8"]
+GPUS = torch.cuda.device_count()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """A tracking store with the experiments of train and study, that every case must leave without a run."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+    for experiment in ("spot-train", "spot-study"):
+        open_store(uri, experiment)
+    return uri
+
+
+def run_count(uri: str) -> int:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(ids, max_results=10000))
+
+
+def files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if "cache" not in p.relative_to(folder).parts}
+
+
+def fail(tmp_path: Path, store: str, module: str, *args: str) -> str:
+    """Runs `python -m pipelines.<module> args` in an empty folder (relative defaults such as out_dir land there);
+    checks it exits 2 with one line on stderr, writing nothing; returns the line."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    before, runs = files(tmp_path), run_count(store)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "SPOT_CACHE": str(tmp_path / "cache")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("SPOT_VERBOSE", None)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", f"pipelines.{module}", f"tracking.uri={store}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.perf_counter() - start
+    lines = done.stderr.splitlines()
+    print(
+        f"| python -m pipelines.{module} {' '.join(args)} | {done.stderr.strip()} | {done.returncode} | {seconds:.1f} |"
+    )
+    assert done.returncode == EXIT_USER_ERROR and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stdout
+    assert files(tmp_path) == before and not any(cwd.iterdir()), "a failed invocation wrote files"
+    assert run_count(store) == runs, "a failed invocation left an MLflow run"
+    return lines[0]
+
+
+def test_unknown_task(tmp_path, store, data_dir):
+    line = fail(tmp_path, store, "train", *TINY_TRAIN, f"data_dir={data_dir}", "task=sst")
+    assert "unknown task or mixture 'sst'" in line and "Did you mean: sst2_v1" in line
+
+
+def test_unknown_model_preset(tmp_path, store):
+    line = fail(tmp_path, store, "train", "model=nosuch")
+    assert line == (
+        "error: model=nosuch: no such option in conf/model/; choose from gemma3-270m, smollm2-135m, "
+        "t5-base-lm-adapt, tiny-llama, tiny-t5"
+    )
+
+
+def test_unknown_model_name(tmp_path, store, data_dir):
+    line = fail(tmp_path, store, "train", *TINY_TRAIN, f"data_dir={data_dir}", "model.name=nosuchmodel")
+    assert "cannot load model 'nosuchmodel'" in line
+
+
+def test_unknown_study_preset(tmp_path, store):
+    line = fail(tmp_path, store, "study", "study=nosuch")
+    assert line == "error: study=nosuch: no such option in conf/study/; choose from demo, smoke, spot"
+
+
+def test_unknown_stage(tmp_path, store, data_dir):
+    line = fail(tmp_path, store, "study", "study=smoke", f"data_dir={data_dir}", "stages=[sources]")
+    assert "stages: unknown ['sources']; choose from ['source'" in line
+
+
+def test_missing_data_dir(tmp_path, store):
+    line = fail(tmp_path, store, "train", *TINY_TRAIN, f"data_dir={tmp_path}/nodata")
+    assert f"the data directory {tmp_path}/nodata does not exist" in line and "make data" in line
+
+
+def test_closed_tracking_port_fails_before_training(tmp_path, store, data_dir):
+    line = fail(tmp_path, store, "train", *TINY_TRAIN, f"data_dir={data_dir}", "tracking.uri=http://127.0.0.1:9")
+    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in line and "mlflow server" in line
+
+
+def test_closed_tracking_port_fails_before_ray_starts(tmp_path, store, data_dir):
+    line = fail(tmp_path, store, "study", "study=smoke", f"data_dir={data_dir}", "tracking.uri=http://127.0.0.1:9")
+    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in line
+
+
+def test_more_gpus_than_this_machine_has_fails_before_ray_starts(tmp_path, store, data_dir):
+    line = fail(tmp_path, store, "study", "study=smoke", f"data_dir={data_dir}", f"ray.gpus_per_trial={GPUS + 1}")
+    assert line.startswith(f"error: ray.gpus_per_trial={GPUS + 1} but this machine has {GPUS} GPUs: lower it")
+
+
+def test_an_out_dir_that_cannot_be_written(tmp_path, store, data_dir):
+    # chmod stops no one running as root (CI containers often do): there, a folder under a file stands in
+    locked = tmp_path / "locked"
+    if os.geteuid() == 0:
+        locked.write_text("")
+    else:
+        locked.mkdir(mode=0o500)
+    try:
+        line = fail(tmp_path, store, "train", *TINY_TRAIN, f"data_dir={data_dir}", f"out_dir={locked}/run")
+    finally:
+        locked.chmod(0o700)
+    reason = "is a file" if os.geteuid() == 0 else "is not writable (permission denied)"
+    assert line.startswith(f"error: out_dir: cannot create {locked}/run, {locked} {reason}: choose another out_dir")
+
+
+def test_a_study_the_report_cannot_find(tmp_path, store):
+    line = fail(tmp_path, store, "report", "study=smoke", "study.name=nosuch", f"out_dir={tmp_path}/report")
+    assert "no study named 'nosuch'" in line and "it holds no study yet" in line
+
+
+# --- in this process: a full disk, a bug, tracebacks on request, and more one-liners -----------------------
+def run_main(main, monkeypatch, *args: str) -> int:
+    """An entry point's main() as the command line would run it, in this process; its exit code."""
+    monkeypatch.setattr(sys, "argv", ["spot", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    try:
+        main()
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def train_args(tmp_path: Path, data_dir: Path) -> list[str]:
+    return [
+        *TINY_TRAIN,
+        f"data_dir={data_dir}",
+        "trainer.steps=2",
+        "trainer.eval_every=2",
+        "trainer.embedding_step=2",
+        "trainer.batch_size=4",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"out_dir={tmp_path}/run",
+    ]
+
+
+def test_a_full_disk_while_training_is_one_line_and_a_failed_run(tmp_path, data_dir, monkeypatch, capsys):
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("spot_core.trainer.save_prompt", full)
+    open_store(f"sqlite:///{tmp_path}/mlflow.db", "spot-train")  # a new store's set-up lines left out of stderr
+    capsys.readouterr()
+    start = time.perf_counter()
+    code = run_main(train.main, monkeypatch, *train_args(tmp_path, data_dir))
+    seconds = time.perf_counter() - start
+    line = capsys.readouterr().err.strip()
+    print(f"| (disk full while training: ENOSPC) | {line} | {code} | {seconds:.1f} |")
+    assert code == EXIT_USER_ERROR and "\n" not in line
+    assert line.startswith(f"error: cannot write {tmp_path}/run/") and line.endswith(
+        "No space left on device: free some space there, or set out_dir (and tracking.uri) to a disk with room"
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("spot-train").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("OSError: [Errno 28]")
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, data_dir, monkeypatch):
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(train, "prepare", bug)
+    with pytest.raises(ZeroDivisionError, match="a bug"):  # not turned into one line: Python prints it
+        run_main(train.main, monkeypatch, *train_args(tmp_path, data_dir))
+
+
+@pytest.mark.parametrize("variable", ["SPOT_VERBOSE", "HYDRA_FULL_ERROR"])
+def test_a_traceback_on_request(tmp_path, monkeypatch, variable):
+    from spot_core.tasks import UnknownNameError
+
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(UnknownNameError, match="unknown task or mixture 'sst'"):
+        run_main(train.main, monkeypatch, *train_args(tmp_path, tmp_path), "task=sst")
+    assert os.environ["HYDRA_FULL_ERROR" if variable == "HYDRA_FULL_ERROR" else variable] == "1"
+    assert variable == "HYDRA_FULL_ERROR" or "HYDRA_FULL_ERROR" not in os.environ  # set for Hydra, then restored
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unknown_setting_and_a_store_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    assert run_main(train.main, monkeypatch, "trainer.steps_per_epoch=3") == EXIT_USER_ERROR
+    assert capsys.readouterr().err == (
+        "error: Could not override 'trainer.steps_per_epoch'. To append to your config use +trainer.steps_per_epoch=3\n"
+    )
+    uri = f"tracking.uri=sqlite:///{tmp_path}/none/mlflow.db"
+    assert run_main(report.main, monkeypatch, "study=smoke", uri, f"out_dir={tmp_path}/report") == EXIT_USER_ERROR
+    assert capsys.readouterr().err == (
+        f"error: no tracking store at {tmp_path}/none/mlflow.db: run a study first, or pass its "
+        "tracking.uri=sqlite:///PATH\n"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_folder_without_write_permission_is_refused_before_writing(tmp_path, monkeypatch):
+    from pipelines.paths import check_writable
+    from spot_core.errors import ConfigError
+
+    assert check_writable(tmp_path / "a" / "b", "out_dir") == tmp_path / "a" / "b"
+    monkeypatch.setattr("pipelines.paths.os.access", lambda path, mode: False)  # as chmod 0500 does, but for root
+    with pytest.raises(ConfigError) as raised:
+        check_writable(tmp_path / "a" / "b", "out_dir")
+    assert str(raised.value) == (
+        f"out_dir: cannot create {tmp_path}/a/b, {tmp_path} is not writable (permission denied): choose another "
+        "out_dir, or make that folder writable"
+    )
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/d/run/resume.pt"),
+            "cannot write /d/run/resume.pt: No space left on device: free some space there, or set out_dir (and "
+            "tracking.uri) to a disk with room",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/d/run"),
+            "cannot use /d/run: Permission denied: set out_dir (or tracking.uri) to a folder you can write to, or "
+            "fix its permissions",
+        ),
+        (OSError(errno.EROFS, "Read-only file system"), "cannot write a file: Read-only file system: set out_dir"),
+    ],
+)
+def test_what_a_disk_refuses_is_the_users_to_fix(error, line):
+    from pipelines.errors import StorageError, user_error
+
+    found = user_error(error)
+    assert isinstance(found, StorageError) and found.__cause__ is error and str(found).startswith(line)
+    assert user_error(FileNotFoundError(errno.ENOENT, "No such file")) is None  # not a disk's refusal: a bug
+    assert user_error(RuntimeError("a bug")) is None

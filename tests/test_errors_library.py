@@ -1,0 +1,462 @@
+"""The library's side of issue 14: one error type for everything a user can fix, messages that name the setting as
+the user writes it and the fix, data that is checked rather than guessed, prompt files recognised by content, files
+that follow the umask, design errors the planner finds before any model loads."""
+
+import json
+import math
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from spot_core.backbones import PromptOnceError
+from spot_core.builtin_models import BackboneError
+from spot_core.errors import ConfigError, SpotError
+from spot_core.prompt_files import (
+    PromptFileError,
+    export_peft,
+    read_prompt,
+    read_prompt_file,
+    save_prompt,
+)
+from spot_core.prompts import PromptShapeError, check_shape
+from spot_core.run_dir import RunDir, write_atomic, write_json
+from spot_core.study import StudyConfig
+from spot_core.tasks import TaskDataError, UnknownNameError, check_data, get_task, load_examples, task_names
+from spot_core.tasks.loading import availability, resolve_splits
+from spot_core.trainer import NonFiniteLossError, TrainerConfig
+from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt, prepare
+
+
+# --- one error type ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (TaskDataError, FileNotFoundError),
+        (UnknownNameError, KeyError),
+        (BackboneError, RuntimeError),
+        (PromptShapeError, ValueError),
+        (PromptOnceError, ValueError),
+        (PromptFileError, ValueError),
+        (NonFiniteLossError, FloatingPointError),
+        (ConfigError, ValueError),
+    ],
+)
+def test_every_user_error_is_a_spot_error_and_keeps_its_builtin_base(error, builtin):
+    assert issubclass(error, SpotError) and issubclass(error, builtin)
+
+
+def test_an_unknown_name_still_reads_as_its_message():
+    with pytest.raises(SpotError) as caught:
+        get_task("sst3")
+    assert str(caught.value).startswith("unknown task 'sst3'. Did you mean: sst2_v1")
+
+
+# --- settings named as the user writes them ----------------------------------------------------------------------
+def study(**kw) -> StudyConfig:
+    return StudyConfig(
+        **{"name": "t", "model": "tiny-llama", "sources": ["sst2"], "targets": ["rte"], "prompt": {"length": 4}, **kw}
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"prompt": {"length": 0}}, "study.prompt.length must be an integer >= 1, got 0"),
+        ({"source_trainer": {"lr": math.nan}}, "study.source_trainer.lr must be a finite number > 0, got nan"),
+        ({"source_trainer": {"lr": -0.1}}, "study.source_trainer.lr must be a finite number > 0, got -0.1"),
+        ({"target_trainer": {"lr": 0.0}}, "study.target_trainer.lr must be a finite number > 0, got 0.0"),
+        ({"target_trainer": {"lr": math.inf}}, "study.target_trainer.lr must be a finite number > 0, got inf"),
+        ({"target_trainer": {"steps": 0}}, "study.target_trainer.steps must be an integer >= 1, got 0"),
+        (
+            {"source_trainer": {"steps": 5, "embedding_step": 9}},
+            "study.source_trainer.embedding_step must be in 1..study.source_trainer.steps (5), got 9",
+        ),
+        (
+            {"source_trainer": {"lrr": 0.1}},
+            "study.source_trainer has no setting 'lrr'; its settings: steps, batch_size",
+        ),
+        (
+            {"cross_model": {"model": "tiny-t5", "train_tasks": ["sst2"], "trainer": {"lr": math.nan}}},
+            "study.cross_model.trainer.lr must be a finite number > 0, got nan",
+        ),
+        (
+            {"cross_model": {"model": "tiny-t5", "train_tasks": ["sst2"], "projector": {"lr": -1.0}}},
+            "study.cross_model.projector.lr must be a finite number > 0, got -1.0",
+        ),
+        ({"cross_model": {"train_tasks": ["sst2"]}}, "study.cross_model needs study.cross_model.model"),
+        ({"max_train_examples": 0}, "study.max_train_examples must be an integer >= 1, got 0 (or null: all)"),
+        ({"max_input_tokens": 0}, "model.max_input_tokens must be an integer >= 1, got 0"),
+        ({"dtype": "float8"}, "model.dtype must be one of: float32, bfloat16, float16; got 'float8'"),
+    ],
+)
+def test_study_settings_are_named_where_the_user_wrote_them(kw, message):
+    with pytest.raises(ConfigError) as caught:
+        study(**kw)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"lr": math.nan}, "trainer.lr must be a finite number > 0, got nan (SPoT's is trainer.lr=0.3 with Adafactor)"),
+        ({"lr": -1.0}, "trainer.lr must be a finite number > 0, got -1.0"),
+        ({"lr": 0}, "trainer.lr must be a finite number > 0, got 0"),
+        ({"steps": 0}, "trainer.steps must be an integer >= 1, got 0 (to score a prompt without training, evaluate"),
+        ({"optimizer": "sgd"}, "trainer.optimizer must be one of: adafactor, adamw; got 'sgd'"),
+        ({"grad_clip": -1.0}, "trainer.grad_clip must be a finite number >= 0, got -1.0 (0 = off)"),
+        ({"batch_size": 2.5}, "trainer.batch_size must be an integer >= 1, got 2.5"),
+    ],
+)
+def test_a_run_names_its_trainer_settings(kw, message):
+    with pytest.raises(ConfigError) as caught:
+        TrainerConfig(**kw)
+    assert message in str(caught.value)
+    with pytest.raises(ConfigError) as caught:  # a run built from the config's plain values says the same
+        RunSpec(model="tiny-llama", task="sst2", trainer=kw)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"length": 0}, "prompt.length must be an integer >= 1, got 0"),
+        ({"init": "zeros"}, "prompt.init must be one of: random_uniform, sampled_vocab, class_labels"),
+        ({"init": "file"}, "prompt.init=file needs exactly one path in prompt.files, got 0"),
+    ],
+)
+def test_a_run_names_its_prompt_settings(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        PromptConfig(**kw)
+
+
+# --- design errors the planner sees --------------------------------------------------------------------------------
+def test_a_class_label_target_with_too_short_a_prompt_fails_when_the_study_is_built():
+    with pytest.raises(ConfigError) as caught:
+        study(targets=["rte", "stsb"])
+    assert str(caught.value) == (
+        "study target 'stsb_v1': class_labels init needs one prompt token per label word: 26 label words, but "
+        "study.prompt.length=4. Set study.prompt.length>=26, or study.prompt.target_init=sampled_vocab"
+    )
+    study(targets=["rte", "stsb"], prompt={"length": 26})
+    study(targets=["rte", "stsb"], prompt={"length": 4, "target_init": "sampled_vocab"})
+    study(targets=["rte", "squad"])  # a generated answer: sampled vocab, whatever the length
+    with pytest.raises(ConfigError, match=r"study source 'mnli_v1': .*3 label words, but study.prompt.length=2\. "):
+        study(sources=["mnli"], prompt={"length": 2, "source_init": "class_labels"})
+
+
+def test_a_run_with_class_labels_and_too_short_a_prompt_fails_before_any_model_loads(monkeypatch):
+    monkeypatch.setattr("spot_core.tuning.load_backbone", lambda *a: pytest.fail("a model loaded"))
+    with pytest.raises(ConfigError) as caught:
+        RunSpec(model="tiny-llama", task="stsb", prompt={"length": 4, "init": "class_labels"})
+    assert str(caught.value) == (
+        "task 'stsb_v1': class_labels init needs one prompt token per label word: 26 label words, but "
+        "prompt.length=4. Set prompt.length>=26, or prompt.init=sampled_vocab"
+    )
+    with pytest.raises(ConfigError, match=r"closed label set, and 'squad_v1' generates its answers"):
+        RunSpec(model="tiny-llama", task="squad", prompt={"length": 4, "init": "class_labels"})
+    # a mixture needs a token for each distinct label word of its tasks (MNLI 3 + SST-2 2)
+    with pytest.raises(ConfigError, match="5 label words, but prompt.length=4"):
+        RunSpec(model="tiny-llama", task="mnli+sst2", prompt={"length": 4, "init": "class_labels"})
+    RunSpec(model="tiny-llama", task="mnli+sst2", prompt={"length": 5, "init": "class_labels"})
+
+
+# --- data is checked, not guessed ----------------------------------------------------------------------------------
+GOOD = '{"sentence": "a", "label": 1}\n'  # an SST-2 row
+
+
+def mirror_file(tmp_path, text: str, task: str = "sst2_v1", split: str = "train") -> Path:
+    """`text` as the task's `split` file in a mirror under tmp_path; the other split holds GOOD."""
+    t = get_task(task)
+    for name in ("train", "validation"):
+        path = t.mirror_path(tmp_path, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text if name == split else GOOD)
+    return t.mirror_path(tmp_path, split)
+
+
+FIX = "Fix or delete that line, or rebuild the mirror (make data)"
+
+
+BAD_ROWS = [
+    (GOOD + '{"sentence": "b", "label": 1\n', "line 2 of {path} is not valid JSON (Expecting ',' delimiter"),
+    (GOOD + '\n{"text": "b", "label": 1}\n', "line 3 of {path} lacks field 'sentence' (the row has: text, label)"),
+    ('{"sentence": "a", "label": "1"}\n', "line 1 of {path}: field 'label' is \"1\" (a string), but the task reads it"),
+    ('{"sentence": 5, "label": 1}\n', "line 1 of {path}: field 'sentence' is 5 (an integer), but the task reads it"),
+    ('{"sentence": null, "label": 1}\n', "line 1 of {path}: field 'sentence' is null; the task reads it as a string"),
+    (GOOD + '{"sentence": "a", "label": 7}\n', "line 2 of {path}: field 'label' is 7, outside 0..1 (negative, pos"),
+    ("[1, 2]\n", "line 1 of {path} holds [1, 2] (a list), not a JSON object (one row per line)"),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), BAD_ROWS)
+def test_a_bad_row_names_the_task_file_line_and_field(tmp_path, text, problem):
+    path = mirror_file(tmp_path, text)
+    with pytest.raises(TaskDataError) as caught:
+        check_data("sst2", tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"task 'sst2_v1': {problem.format(path=path)}") and message.endswith(f". {FIX}")
+    with pytest.raises(TaskDataError, match="^task 'sst2_v1': line"):  # reading the rows says the same
+        load_examples(get_task("sst2"), "train", tmp_path)
+
+
+def test_nested_fields_are_named_with_their_record(tmp_path):
+    row = {"question": "q", "context": "c", "answers": {"answer_start": [0]}}
+    path = mirror_file(tmp_path, json.dumps(row) + "\n", task="squad_v1")
+    with pytest.raises(TaskDataError) as caught:
+        load_examples(get_task("squad"), "train", tmp_path)
+    assert f"line 1 of {path} lacks field 'answers.text' ('answers' has: answer_start)" in str(caught.value)
+
+
+def test_blank_lines_are_skipped_and_lines_keep_their_numbers(tmp_path):
+    rows = [{"sentence": f"s{i}", "label": i % 2} for i in range(3)]
+    lines = [json.dumps(r) for r in rows]
+    path = mirror_file(tmp_path, "\n" + lines[0] + "\n   \n" + lines[1] + "\n\n" + lines[2] + "\n\n")
+    examples = load_examples(get_task("sst2"), "train", tmp_path)
+    assert [e["inputs"] for e in examples] == ["sst2 sentence: s0", "sst2 sentence: s1", "sst2 sentence: s2"]
+    path.write_text("\n" + lines[0] + "\n   \n" + '{"sentence": "x"}' + "\n")
+    with pytest.raises(TaskDataError, match=f"line 4 of {path} lacks field 'label'"):
+        load_examples(get_task("sst2"), "train", tmp_path)
+
+
+def test_an_empty_split_is_an_error_before_any_model_loads(tmp_path):
+    path = mirror_file(tmp_path, "\n\n")
+    with pytest.raises(
+        TaskDataError, match=rf"sst2_v1': no rows in its train split \('train' of {path}\)\. Point data_dir"
+    ):
+        check_data("sst2", tmp_path)
+
+
+def test_check_data_reads_every_row_while_a_sample_reads_only_its_own(tmp_path):
+    path = mirror_file(tmp_path, GOOD * 50 + '{"sentence": "a", "label": 9}\n')
+    assert len(load_examples(get_task("sst2"), "train", tmp_path, limit=5)) == 5  # the bad row is not drawn
+    with pytest.raises(TaskDataError, match=f"line 51 of {path}: field 'label' is 9"):
+        check_data("sst2", tmp_path)
+
+
+def test_every_mirror_row_has_the_fields_its_task_declares(data_dir):
+    """The declarations (`Task.reads`) hold for the whole mirror: check_data reads every row of every split."""
+    for name in task_names():
+        task = get_task(name)
+        if availability(task, data_dir) != "missing":
+            check_data(name, data_dir)
+
+
+def test_a_task_reads_no_field_it_does_not_declare(data_dir):
+    """A row cut down to the declared fields preprocesses as the whole row does."""
+    for name in task_names():
+        task = get_task(name)
+        if availability(task, data_dir) == "missing":
+            continue
+        split = resolve_splits(task, data_dir)["validation"].split("[")[0]
+        row = json.loads(task.mirror_path(data_dir, split).read_text().splitlines()[0])
+        cut: dict = {}
+        for field in task.reads:
+            record, _, key = field.partition(".")
+            if key:
+                cut.setdefault(record, {})[key] = row[record][key]
+            else:
+                cut[record] = row[record]
+        assert task.preprocess(cut) == task.preprocess(row), name
+
+
+# --- prompt files say the real problem -----------------------------------------------------------------------------
+def run_spec(data_dir, tmp_path, files, length=4) -> RunSpec:
+    return RunSpec(
+        model="tiny-llama",
+        task="sst2",
+        prompt={"length": length, "init": "file", "files": [str(f) for f in files]},
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        max_train_examples=8,
+        max_eval_examples=8,
+        max_input_tokens=32,
+    )
+
+
+def test_a_prompt_of_another_length_says_so_and_the_setting_that_fits_it(data_dir, tmp_path):
+    path = save_prompt(tmp_path / "p7.safetensors", torch.zeros(7, 32), model="tiny-llama")
+    with pytest.raises(PromptShapeError) as caught:
+        prepare(run_spec(data_dir, tmp_path, [path]))
+    assert str(caught.value) == (
+        f"prompt file {path} has shape (7, 32): a prompt of length 7, but prompt.length=4 (model 'tiny-llama' "
+        "needs [4, 32]). Set prompt.length=7 to use it"
+    )
+
+
+def test_a_prompt_of_another_width_names_the_model_it_was_trained_on(data_dir, tmp_path):
+    path = save_prompt(tmp_path / "wide.safetensors", torch.zeros(4, 48), model="tiny-llama-wide")
+    with pytest.raises(PromptShapeError) as caught:
+        prepare(run_spec(data_dir, tmp_path, [path]))
+    assert str(caught.value) == (
+        f"prompt file {path} has shape (4, 48): a prompt for hidden size 48 (trained on 'tiny-llama-wide'), but "
+        "model 'tiny-llama' needs [4, 32] (hidden size 32). Train a prompt on this model, or project this one into "
+        "it (study.cross_model)"
+    )
+
+
+def test_a_tensor_of_another_rank_is_not_a_prompt(tmp_path):
+    path = tmp_path / "cube.safetensors"
+    save_file({"prompt_embeddings": torch.zeros(2, 4, 32)}, str(path))
+    prompt, _ = read_prompt_file(path)
+    with pytest.raises(PromptShapeError) as caught:
+        check_shape(prompt, 4, 32, what=f"prompt file {path}", model="tiny-llama")
+    assert str(caught.value) == (
+        f"prompt file {path} holds a 3-D tensor of shape (2, 4, 32), not a prompt: a prompt is a 2-D "
+        "[length, hidden size] matrix, and model 'tiny-llama' needs [4, 32]"
+    )
+
+
+ACCEPTED = (
+    "A prompt file is a spot prompt file (.safetensors, as training writes it), a PEFT prompt-tuning adapter folder "
+    "(adapter_config.json + adapter_model.safetensors), or a SPoT numpy prompt (.npy, written by np.save)"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [
+        ("notes.txt", b"0.1 0.2 0.3 0.4 0.5\n", "a text file"),
+        ("fake.safetensors", b"just some text\n", "a text file"),
+        ("noise.bin", bytes(range(256)) * 4, "a binary file of another format"),
+    ],
+)
+def test_files_are_recognised_by_content_not_by_name(tmp_path, name, content, kind):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(PromptFileError) as caught:
+        read_prompt(path, 5)
+    assert str(caught.value) == f"{path} is not a prompt file ({kind}). {ACCEPTED}"
+
+
+def test_a_prompt_is_read_whatever_its_name(tmp_path):
+    arr = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "prompt.npy", arr)
+    os.replace(tmp_path / "prompt.npy", tmp_path / "prompt.safetensors")  # an .npy file under another name
+    assert torch.equal(read_prompt(tmp_path / "prompt.safetensors"), torch.from_numpy(arr))
+    save_prompt(tmp_path / "spot.safetensors", torch.ones(4, 3), model="tiny")
+    os.replace(tmp_path / "spot.safetensors", tmp_path / "spot.bin")
+    assert read_prompt_file(tmp_path / "spot.bin")[1] == "tiny"
+
+
+def test_missing_prompt_files_and_folders_say_so_with_the_path(tmp_path):
+    with pytest.raises(PromptFileError) as caught:
+        read_prompt(tmp_path / "nope.safetensors")
+    assert str(caught.value) == f"prompt file {tmp_path / 'nope.safetensors'} does not exist"
+    with pytest.raises(PromptFileError, match=r"does not exist \(nor does its folder .*/gone\)"):
+        read_prompt(tmp_path / "gone" / "p.safetensors")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(PromptFileError, match=r"folder is a folder but not a PEFT adapter .*A prompt file is"):
+        read_prompt(tmp_path / "folder")
+
+
+# --- files follow the umask ----------------------------------------------------------------------------------------
+@pytest.fixture(params=[0o022, 0o002])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_prompt_files_adapters_and_run_files_follow_the_umask(tmp_path, umask):
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    assert mode(save_prompt(tmp_path / "p.safetensors", torch.zeros(2, 3))) == file_mode
+    out = export_peft(tmp_path / "adapter", torch.zeros(2, 3), "tiny", is_encoder_decoder=False, num_layers=2,
+                      num_attention_heads=4)  # fmt: skip
+    assert {p.name: mode(p) for p in out.iterdir()} == {
+        "adapter_config.json": file_mode,
+        "adapter_model.safetensors": file_mode,
+    }
+    assert mode(write_atomic(tmp_path / "r.pt", lambda tmp: torch.save({"a": 1}, tmp))) == file_mode
+    assert mode(write_json(tmp_path / "x.json", {"a": 1})) == file_mode
+    run = RunDir(tmp_path / "run")
+    assert mode(run.finish({"best/val_score": 1.0})) == file_mode
+    assert mode(run.path) == dir_mode
+
+
+def test_the_tokenised_cache_follows_the_umask(data_dir, tmp_path, umask):
+    from spot_core.backbones import load_backbone
+    from spot_core.data import Codec
+    from spot_core.tasks.cache import encoded_split
+
+    backbone = load_backbone("tiny-llama")
+    encoded_split(get_task("rte"), "validation", data_dir, Codec(backbone.tokenizer, False, 32, 8), 4, tmp_path)
+    entries = list((tmp_path / "tokenized").rglob("*"))
+    assert entries and all(mode(p) == (0o777 if p.is_dir() else 0o666) & ~umask for p in entries)
+
+
+def test_the_cached_model_weights_follow_the_umask(tmp_path, umask, monkeypatch):
+    from spot_core import builtin_models
+    from spot_core.backbones import tiny_llama
+
+    monkeypatch.setattr(builtin_models, "gguf_parts", lambda spec: [tmp_path / "model.gguf"])
+    monkeypatch.setattr(builtin_models, "dequantise", lambda gguf: tiny_llama())
+    cache = tmp_path / "models" / "smollm2-135m"
+    builtin_models.build_cache(builtin_models.GGUF_MODELS["smollm2-135m"], cache)
+    files = list(cache.rglob("*"))
+    assert (cache / "model.safetensors") in files
+    assert mode(cache) == 0o777 & ~umask and all(mode(p) == 0o666 & ~umask for p in files if p.is_file())
+
+
+# --- scoring without training ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("init", ["sampled_vocab", "class_labels", "file"])
+def test_evaluate_prompt_scores_an_untrained_init_or_a_file_without_reading_the_train_split(
+    data_dir, tmp_path, monkeypatch, init
+):
+    from spot_core.tasks import cache
+
+    files = [str(save_prompt(tmp_path / "p.safetensors", torch.zeros(4, 32)))] if init == "file" else []
+    spec = RunSpec(
+        model="tiny-llama",
+        task="rte",
+        prompt={"length": 4, "init": init, "files": files},
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        max_eval_examples=8,
+        max_input_tokens=32,
+    )
+    read = cache.encoded_split
+    monkeypatch.setattr(
+        "spot_core.tuning.encoded_split",
+        lambda task, role, *a: pytest.fail("train split read") if role == "train" else read(task, role, *a),
+    )
+    result = evaluate_prompt(spec, tmp_path / "eval")
+    assert result["best/step"] == 0 and result["best/val_score"] in {100 * i / 8 for i in range(9)}
+    assert RunDir(tmp_path / "eval").finished()
+
+
+def test_rows_of_joined_files_keep_their_own_places(tmp_path):
+    from spot_core.tasks.rows import Rows
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"i": 0}\n\n{"i": 1}\n')
+    b.write_text('{"i": 2}\n{"i": 3}\n{"i": 4}\n')
+    rows = Rows.concat([Rows.from_file(a), Rows.from_file(b)])
+    assert len(rows) == 5 and rows["i"] == [0, 1, 2, 3, 4]
+    picked = rows.select([1, 2, 4])
+    assert [place for place, _ in picked.located()] == [f"line 3 of {a}", f"line 1 of {b}", f"line 3 of {b}"]
+    assert picked["i"] == [1, 2, 4] and len(rows.select([])) == 0
+
+
+def test_a_hub_row_is_named_by_its_split_and_row(tmp_path):
+    import datasets
+
+    from spot_core.tasks.loading import preprocess_rows
+    from spot_core.tasks.rows import Rows
+
+    hub = datasets.Dataset.from_list([{"sentence": "a", "label": 1}, {"sentence": None, "label": 0}])
+    rows = Rows.from_dataset(hub, "hub nyu-mll/glue (sst2) split 'train'")
+    with pytest.raises(TaskDataError) as caught:
+        preprocess_rows(get_task("sst2"), rows, "train")
+    assert str(caught.value) == (
+        "task 'sst2_v1': row 2 of hub nyu-mll/glue (sst2) split 'train': field 'sentence' is null; the task reads it "
+        "as a string. The hub's copy is not what the task reads: read the task from a mirror (data_dir=...)"
+    )
