@@ -21,10 +21,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from pipelines.errors import entry_point
-from pipelines.export import model_dims
 from pipelines.paths import check_writable, resolve_data_dir
+from pipelines.specs import build_spec
 from pipelines.tracking import MlflowTracker, check_store, open_store
-from pipelines.train import build_spec
+from spot_core.backbones import model_dims
 from spot_core.prompt_files import read_prompt
 from spot_core.prompts import PromptInit, check_shape
 from spot_core.run_dir import RunDir

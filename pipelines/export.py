@@ -10,58 +10,20 @@ The prompt file is named as in `pipelines.train` and `pipelines.evaluate` (`prom
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoConfig, PretrainedConfig
 
 from pipelines.errors import entry_point
 from pipelines.paths import check_writable
-from spot_core.backbones import TINY_MODELS, check_backbone, default_cache_dir
-from spot_core.builtin_models import GGUF_MODELS, build_cache
+from spot_core.backbones import ModelDims, model_dims
 from spot_core.errors import ConfigError
 from spot_core.prompt_files import PromptFileError, export_peft, load_prompt, read_prompt
 from spot_core.prompts import PromptInit, check_shape
 
 OUT_ROOT = Path("outputs/export")  # the default out_dir's root, relative to where the command runs
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """What a PEFT prompt-tuning adapter records of its base model."""
-
-    hidden_size: int  # the prompt's width (PEFT's token_dim)
-    num_layers: int
-    num_attention_heads: int
-    is_encoder_decoder: bool
-
-
-def model_config(name: str, cache_dir: str | Path | None = None) -> PretrainedConfig:
-    """The config of a model `load_backbone` can load, without its weights (a built-in GGUF model's cache is built
-    once if it is missing, as its first run would)."""
-    if name in TINY_MODELS:
-        return TINY_MODELS[name]()[0].config  # tiny random models exist only as code: build one (milliseconds)
-    if name in GGUF_MODELS:
-        cache = (Path(cache_dir) if cache_dir else default_cache_dir()) / "models" / name
-        if not (cache / "model.safetensors").exists():
-            build_cache(GGUF_MODELS[name], cache)
-        return AutoConfig.from_pretrained(cache)
-    return AutoConfig.from_pretrained(name)
-
-
-def model_dims(name: str, cache_dir: str | Path | None = None, prompt_once: bool | None = None) -> ModelDims:
-    """The dimensions of model `name`; BackboneError (saying what to do) if it cannot be loaded here."""
-    check_backbone(name, cache_dir, prompt_once)
-    config = model_config(name, cache_dir)
-    return ModelDims(
-        hidden_size=config.hidden_size,  # T5's d_model, through its attribute map
-        num_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        is_encoder_decoder=bool(config.is_encoder_decoder),
-    )
 
 
 def prompt_metadata(path: str | Path) -> dict[str, Any]:

@@ -9,36 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pipelines.deprecated import upgrade
 from pipelines.errors import entry_point
-from pipelines.paths import check_writable, resolve_data_dir
+from pipelines.paths import check_writable
+from pipelines.specs import build_spec
 from pipelines.tracking import MlflowTracker, check_store, open_store
 from spot_core.backbones import check_backbone
 from spot_core.tasks import check_data, get
-from spot_core.trainer import Callback, Trainer, TrainerConfig
-from spot_core.tuning import PromptConfig, RunSpec, data_record, prepare, prompt_record
-
-
-def build_spec(cfg: DictConfig) -> RunSpec:
-    upgrade(cfg)  # renamed keys: their values move to the new names
-    m = cfg.model
-    return RunSpec(
-        model=m.name,
-        task=cfg.task,
-        prompt=PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True)),
-        trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
-        data_dir=resolve_data_dir(cfg.data_dir),
-        cache_dir=m.cache_dir,
-        max_input_tokens=m.max_input_tokens,
-        max_target_tokens=m.max_target_tokens,
-        max_train_examples=cfg.max_train_examples,
-        max_eval_examples=cfg.max_eval_examples,
-        device=m.device,
-        dtype=m.dtype,
-        prompt_once=m.get("prompt_once"),
-    )
+from spot_core.trainer import Callback, Trainer
+from spot_core.tuning import data_record, prepare, prompt_record
 
 
 class PrintProgress(Callback):

@@ -152,7 +152,7 @@ MODELS = {  # name, max input length, device, prompt once
 @pytest.mark.parametrize("preset", ["trainer=spot", "trainer=cpu", "prompt=class_labels", "prompt=random_uniform"])
 @pytest.mark.parametrize("model", ["smollm2-135m", "t5-base-lm-adapt", "tiny-t5"])
 def test_every_preset_composes_into_a_valid_run_spec(tmp_path, preset, model):
-    from pipelines.train import build_spec
+    from pipelines.specs import build_spec
 
     spec = build_spec(compose_train(tmp_path, f"model={model}", preset))
     trainer = TRAINERS["spot" if preset == "trainer=spot" else "cpu"]

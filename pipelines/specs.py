@@ -1,0 +1,30 @@
+"""What a command line's config becomes for spot_core: the RunSpec of one run (train, evaluate)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipelines.deprecated import upgrade
+from pipelines.paths import resolve_data_dir
+from spot_core.trainer import TrainerConfig
+from spot_core.tuning import PromptConfig, RunSpec
+
+
+def build_spec(cfg: DictConfig) -> RunSpec:
+    upgrade(cfg)  # renamed keys: their values move to the new names
+    m = cfg.model
+    return RunSpec(
+        model=m.name,
+        task=cfg.task,
+        prompt=PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True)),
+        trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+        data_dir=resolve_data_dir(cfg.data_dir),
+        cache_dir=m.cache_dir,
+        max_input_tokens=m.max_input_tokens,
+        max_target_tokens=m.max_target_tokens,
+        max_train_examples=cfg.max_train_examples,
+        max_eval_examples=cfg.max_eval_examples,
+        device=m.device,
+        dtype=m.dtype,
+        prompt_once=m.get("prompt_once"),
+    )
