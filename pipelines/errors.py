@@ -71,10 +71,29 @@ def storage_message(error: OSError) -> str:
     return f"{where}: {error.strerror or os.strerror(error.errno)}: {fix}"
 
 
+SQLITE_FULL = "database or disk is full"  # sqlite's own words, wherever MLflow's or SQLAlchemy's wrappers put them
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    """The error and those it was raised from or during (MLflow wraps SQLAlchemy, which wraps sqlite3)."""
+    out: list[BaseException] = []
+    while error is not None and error not in out:
+        out.append(error)
+        error = error.__cause__ or error.__context__
+    return out
+
+
 def user_error(error: BaseException) -> SpotError | None:
     """The error a user can fix that `error` is (spot's own type, wrapping the library's), or None (a bug)."""
     if isinstance(error, SpotError):
         return error
+    if any(SQLITE_FULL in str(e) for e in chain(error)):
+        wrapped = StorageError(
+            f"the tracking store cannot be written: {SQLITE_FULL}: free some space there, or set tracking.uri to a "
+            "store on a disk with room"
+        )
+        wrapped.__cause__ = error
+        return wrapped
     if isinstance(error, CompactHydraException):
         wrapped: SpotError = ConfigError(hydra_message(error))
     elif isinstance(error, MissingMandatoryValue):

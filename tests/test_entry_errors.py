@@ -259,3 +259,24 @@ def test_what_a_disk_refuses_is_the_users_to_fix(error, line):
     assert isinstance(found, StorageError) and found.__cause__ is error and str(found).startswith(line)
     assert user_error(FileNotFoundError(errno.ENOENT, "No such file")) is None  # not a disk's refusal: a bug
     assert user_error(RuntimeError("a bug")) is None
+
+
+def test_a_full_sqlite_store_inside_mlflow_is_the_users_to_fix():
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.errors import StorageError, user_error
+
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as e:
+            raise MlflowException("(sqlite3.OperationalError) database or disk is full [SQL: INSERT ...]") from e
+    except MlflowException as e:
+        found = user_error(e)
+    assert isinstance(found, StorageError) and str(found) == (
+        "the tracking store cannot be written: database or disk is full: free some space there, or set tracking.uri "
+        "to a store on a disk with room"
+    )
+    assert user_error(MlflowException("RESOURCE_DOES_NOT_EXIST: run 123")) is None  # not the user's: a traceback
