@@ -156,3 +156,10 @@ def test_smoke_plan_order_is_upstream_first():
     for cell in cells:
         assert all(c.key in seen for c in cell.inputs), cell.label
         seen.add(cell.key)
+
+
+@pytest.mark.parametrize("preset", ["smoke", "demo", "spot"])
+def test_every_preset_states_its_retrieval_design_so_it_can_be_overridden_plainly(preset):
+    settings = ["study.task_embedding=displacement", "study.retrieval_similarity=per_token"]
+    study = build_study(compose_study(f"study={preset}", *settings))  # no "+"/"++" needed: the preset has the keys
+    assert (study.task_embedding, study.retrieval_similarity) == ("displacement", "per_token")
