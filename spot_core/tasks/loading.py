@@ -176,13 +176,25 @@ def load_examples(task: Task, role: str, data_dir: str | Path | None, limit: int
     return preprocess_rows(task, sample_rows(load_rows(task, role, data_dir), limit), role)
 
 
+_CHECKED: set[tuple] = set()  # mirror splits found good in this process, by their files' path, size and mtime
+
+
+def _mirror_identity(task: Task, role: str, data_dir: str | Path, splits: Mapping[str, str]) -> tuple:
+    files = [task.mirror_path(data_dir, name) for name in split_file(splits[role])]
+    return (task.name, role, *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()))
+
+
 def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("train", "validation")) -> None:
     """The check that runs before any model loads: every row of the `roles` splits of a task (or of each task of a
     mixture) in a mirror is parsed, checked and preprocessed; from the hub, whose schema is fixed, one row.
-    Missing or empty data, or a bad row, raises TaskDataError."""
+    Missing or empty data, or a bad row, raises TaskDataError. A mirror split already found good in this process,
+    unchanged since, is not read again (an entry point checks before `prepare` does; a worker runs many cells)."""
     for task in members(name):
         splits = resolve_splits(task, data_dir)
         for role in roles:
+            identity = _mirror_identity(task, role, data_dir, splits) if data_dir is not None else None
+            if identity in _CHECKED:
+                continue
             rows = load_rows(task, role, data_dir, splits)
             if len(rows) == 0:
                 where = describe_source(task, role, data_dir, splits)
@@ -192,3 +204,5 @@ def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("
                 )
             for _ in examples(task, rows if data_dir is not None else sample_rows(rows, 1), role):
                 pass
+            if identity is not None:
+                _CHECKED.add(identity)
