@@ -170,7 +170,6 @@ class Cell:
     projector: Cell | None = None  # cross-model cells: the projector that maps the source prompt
     parts: tuple[Cell, ...] = ()  # a projector: the runs whose prompts it learns from
     target: str = ""  # the target task the run is scored as (the matrices' column); "" for source-like runs
-    retrieval: Retrieval | None = None  # retrieval cells: the strategy
     trainer: TrainerConfig | None = field(default=None, compare=False)  # how it trains (seed included)
 
     @property
@@ -183,6 +182,13 @@ class Cell:
         a projector's training runs."""
         mine = [c for c, _ in self.blend] or ([self.source] if self.source else [])
         return mine + ([self.projector] if self.projector else []) + list(self.parts)
+
+    @property
+    def retrieval(self) -> Retrieval | None:
+        """A retrieval cell's strategy: a weighted-average init, or a mixture (its prompt, or a run from it)."""
+        if self.stage is Stage.RETRIEVAL_MIXTURE or (self.stage is Stage.RETRIEVAL and not self.blend):
+            return Retrieval.MIXTURE
+        return Retrieval.WEIGHTED_AVERAGE if self.stage is Stage.RETRIEVAL else None
 
     @property
     def origin(self) -> str:
@@ -237,7 +243,6 @@ def make_cell(
     k: int = 0,
     model: str = "",
     projector: Cell | None = None,
-    retrieval: Retrieval | None = None,
 ) -> Cell:
     """A cell that trains (or, with `trainer=None`, only scores) a prompt of the study's length.
 
@@ -275,7 +280,7 @@ def make_cell(
     if projector:
         identity["init"]["projector"] = projector.key
     text = json.dumps(identity, sort_keys=True)
-    return Cell(stage, task, seed, init, text, source, blend, k, model, projector, (), target, retrieval, trainer)
+    return Cell(stage, task, seed, init, text, source, blend, k, model, projector, (), target, trainer)
 
 
 def data_limits(study: StudyConfig) -> list[int | None]:

@@ -33,20 +33,16 @@ def plan_retrieval(study: StudyConfig, rankings: Mapping[str, Sequence[tuple[Cel
             retrieve = dict(trainer=study.target_trainer, target=name, k=k)
             if Retrieval.WEIGHTED_AVERAGE in study.retrieval and sum(s for _, s in top) > 0:
                 blend = tuple(zip((c for c, _ in top), similarity_weights([s for _, s in top]), strict=True))
-                cells += [
-                    make_cell(study, Stage.RETRIEVAL, name, seed, blend=blend, retrieval=Retrieval.WEIGHTED_AVERAGE,
-                              **retrieve)
-                    for seed in study.seeds
-                ]  # fmt: skip
+                cells += [make_cell(study, Stage.RETRIEVAL, name, s, blend=blend, **retrieve) for s in study.seeds]
             if Retrieval.MIXTURE in study.retrieval:
                 tasks = "+".join(dict.fromkeys([t.name for c, _ in top for t in members(c.task)] + [name]))
                 mix = make_cell(
                     study, Stage.RETRIEVAL_MIXTURE, tasks, study.source_seeds[0], trainer=study.source_trainer,
-                    init=initial(tasks, study.prompt.source_init), k=k, retrieval=Retrieval.MIXTURE,
+                    init=initial(tasks, study.prompt.source_init), k=k,
                 )  # fmt: skip
                 mixtures.append(mix)
                 cells += [
-                    make_cell(study, Stage.RETRIEVAL, name, seed, source=mix, retrieval=Retrieval.MIXTURE, **retrieve)
+                    make_cell(study, Stage.RETRIEVAL, name, seed, source=mix, **retrieve)
                     for seed in study.seeds
                 ]
     return mixtures + cells
