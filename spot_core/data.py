@@ -125,6 +125,19 @@ def collate(batch: Sequence[Encoded], codec: Codec) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch on `device`; to a GPU through pinned host memory, so that the copy does not wait for the
+    device (it queues behind the work already there)."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def length(example: Encoded) -> int:
+    """Its tokens, input and target: what sorting a batch by length sorts on, so that micro-batches pad little."""
+    return len(example.input_ids) + len(example.target_ids)
+
+
 def batch_indices(step: int, batch_size: int, num_examples: int, seed: int) -> list[int]:
     """Example indices of training step `step` (0-based).
 

@@ -21,6 +21,11 @@ the prompt's cache keeps every position, and the model's own masks apply the win
 Dropout: SmolLM2, Gemma 3 and Llama have none (attention dropout 0). A decoder-only model with dropout would draw
 one dropout mask for the prompt's positions per batch instead of one per example: the same expectation, another
 sample.
+
+Packed batches (`spot_core.packing`): the examples of one forward pass may each have their own prompt. `prompts`
+then holds P prompts of one length ([P, L, H], or their `PromptStates` in prompt-once mode) and `rows` [B] gives
+each example's prompt; nothing in the backbone mixes the examples of a batch, so each example sees exactly what
+it would see in a batch of its own prompt.
 """
 
 from __future__ import annotations
@@ -45,12 +50,13 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PromptStates:
-    """The soft prompt's keys and values at every layer, computed once (decoder-only, a batch of one).
+    """The soft prompt's keys and values at every layer, computed once (decoder-only, a batch of P prompts).
 
-    `keys[i]` and `values[i]` are [1, kv_heads, L, head_dim]. Made with `leaves=True` for a prompt being trained,
-    they are detached float32 leaves: each micro-batch's backward leaves its gradient on them (summed in float32, as
-    the concatenated path sums into its float32 prompt, whatever the backbone's dtype), and `backward()` then carries
-    the sum through the one prompt computation, so the prompt runs once per batch whatever the micro-batch size.
+    `keys[i]` and `values[i]` are [P, kv_heads, L, head_dim]; P is 1 but in a packed batch. Made with
+    `leaves=True` for a prompt being trained, they are detached float32 leaves: each micro-batch's backward leaves
+    its gradient on them (summed in float32, as the concatenated path sums into its float32 prompt, whatever the
+    backbone's dtype), and `backward()` then carries the sum through the one prompt computation, so the prompt runs
+    once per batch whatever the micro-batch size.
     """
 
     length: int
@@ -59,15 +65,19 @@ class PromptStates:
     dtype: torch.dtype  # the backbone's: what the cache hands the attention layers
     attached: list[torch.Tensor] = field(default_factory=list)  # keys + values in the prompt's graph (leaves only)
 
-    def cache(self, batch: int) -> DynamicCache:
-        """A cache holding the prompt's keys/values for `batch` examples (expanded views: autograd sums them back).
+    def cache(self, batch: int, rows: torch.Tensor | None = None) -> DynamicCache:
+        """A cache holding the prompt's keys/values for `batch` examples (expanded views: autograd sums them back);
+        with `rows` [batch], example b gets prompt rows[b] (a packed batch).
 
         Plain layers keep every position: a sliding-window layer's cache would drop the positions outside its
         window, which the masks of right-padded rows still need; the window itself is applied by the masks.
         """
         cache = DynamicCache()
         for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
-            k, v = (t.to(self.dtype).expand(batch, -1, -1, -1) for t in (k, v))
+            if rows is None:
+                k, v = (t.to(self.dtype).expand(batch, -1, -1, -1) for t in (k, v))
+            else:
+                k, v = (t.to(self.dtype).index_select(0, rows) for t in (k, v))
             cache.update(k, v, i)
         return cache
 
@@ -125,23 +135,32 @@ class PromptedLM(nn.Module):
         """Where the model runs: the device of its input embeddings."""
         return self.model.get_input_embeddings().weight.device
 
-    def embed(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, T] ids -> ([B, L + T, H] embeddings with the prompt in front, [B, L + T] mask)."""
-        embeds = self.model.get_input_embeddings()(input_ids)
-        return prefix(self.prompt(), embeds, mask)
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        prompts: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T] ids -> ([B, L + T, H] embeddings with the prompt in front, [B, L + T] mask).
 
-    def prompt_states(self, leaves: bool = False) -> PromptStates:
-        """Runs the prompt alone (positions 0..L-1, batch 1) and keeps its keys/values at every layer.
+        A packed batch: example b gets prompts[rows[b]] ([P, L, H] prompts) instead of the model's own."""
+        embeds = self.model.get_input_embeddings()(input_ids)
+        return prefix(self.prompt() if prompts is None else prompts[rows], embeds, mask)
+
+    def prompt_states(self, leaves: bool = False, prompts: torch.Tensor | None = None) -> PromptStates:
+        """Runs the prompt alone (positions 0..L-1, batch 1) and keeps its keys/values at every layer; or the
+        [P, L, H] `prompts` of a packed batch, as a batch of P.
 
         `leaves`: for several backward passes over one prompt computation (micro-batches): the states are
         detached leaves and `PromptStates.backward()` finishes the job. Otherwise they stay in the graph."""
-        prompt = self.prompt()
-        L = prompt.shape[0]
+        prompt = self.prompt()[None] if prompts is None else prompts
+        L = prompt.shape[1]
         dtype = self.model.get_input_embeddings().weight.dtype
         cache = DynamicCache()
-        positions = torch.arange(L, device=prompt.device)[None]
+        positions = torch.arange(L, device=prompt.device)[None].expand(prompt.shape[0], -1)
         self.model.base_model(
-            inputs_embeds=prompt.to(dtype)[None], position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=prompt.to(dtype), position_ids=positions, past_key_values=cache, use_cache=True
         )
         n = len(cache.layers)
         attached = [layer.keys for layer in cache.layers] + [layer.values for layer in cache.layers]
@@ -154,20 +173,22 @@ class PromptedLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         mask: torch.Tensor,
-        prompt: PromptStates | None = None,
+        prompt: PromptStates | torch.Tensor | None = None,
         use_cache: bool = False,
+        rows: torch.Tensor | None = None,
     ) -> Hidden:
         """Decoder-only: the transformer without its LM head over [prompt; input].
 
         Args:
             input_ids, mask: [B, T] input tokens and their mask (padding left or right, never inside the prompt).
             prompt: prompt-once mode: the prompt's states, when the caller shares them over several calls
-                (computed here otherwise). Ignored by the concatenated path.
+                (computed here otherwise). The concatenated path takes a packed batch's [P, L, H] prompts here.
             use_cache: also return the keys/values of prompt + input, to continue from.
+            rows: a packed batch: [B] the prompt of each example among `prompt`'s P.
         """
         L = self.prompt_length
         if not self.shares_prompt:
-            embeds, full_mask = self.embed(input_ids, mask)
+            embeds, full_mask = self.embed(input_ids, mask, prompt if rows is not None else None, rows)
             out = self.model.base_model(
                 inputs_embeds=embeds,
                 attention_mask=full_mask,
@@ -185,7 +206,7 @@ class PromptedLM(nn.Module):
             input_ids=input_ids,
             attention_mask=full_mask,
             position_ids=position_ids(full_mask)[:, L:],  # the inputs continue after the prompt
-            past_key_values=prompt.cache(input_ids.shape[0]),
+            past_key_values=prompt.cache(input_ids.shape[0], rows),
             use_cache=True,
         )
         return Hidden(out.last_hidden_state, full_mask, out.past_key_values if use_cache else None)
@@ -216,33 +237,56 @@ class PromptedLM(nn.Module):
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def loss(
-        self, batch: dict[str, torch.Tensor], reduction: str = "mean", prompt: PromptStates | None = None
+        self,
+        batch: dict[str, torch.Tensor],
+        reduction: str = "mean",
+        prompt: PromptStates | torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Cross-entropy over target tokens only (teacher forcing): their mean, or their sum.
+        """Cross-entropy over target tokens only (teacher forcing): their mean, their sum, or (`"example"`) each
+        example's sum, [B].
 
-        `prompt`: prompt-once mode, the prompt's states shared by the micro-batches of one batch."""
+        `prompt`: prompt-once mode, the prompt's states shared by the micro-batches of one batch; a packed batch's
+        prompts (states, or [P, L, H] on the concatenated paths) with `rows`, each example's among them."""
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        per_example = reduction == "example"
         if self.is_encoder_decoder:
             dec_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
-            logits = self.logits(ids, mask, decoder_input_ids=dec_ids)
-            return F.cross_entropy(
-                logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction=reduction
+            logits = self.logits(ids, mask, decoder_input_ids=dec_ids, prompts=prompt, rows=rows)
+            losses = F.cross_entropy(
+                logits.float().flatten(0, 1),
+                labels.flatten(),
+                ignore_index=IGNORE,
+                reduction="none" if per_example else reduction,
             )
-        hidden = self.hidden(ids, mask, prompt).states
+            return losses.view(labels.shape).sum(1) if per_example else losses
+        hidden = self.hidden(ids, mask, prompt, rows=rows).states
         # Position t predicts token t + 1. The LM head runs only where there is a target token:
         # over a 49K vocabulary it would otherwise be a large share of the step.
         nxt = labels[:, 1:]
         where = nxt != IGNORE
-        return F.cross_entropy(self.head(hidden[:, :-1][where]), nxt[where], reduction=reduction)
+        losses = F.cross_entropy(
+            self.head(hidden[:, :-1][where]), nxt[where], reduction="none" if per_example else reduction
+        )
+        if not per_example:
+            return losses
+        return torch.zeros(len(ids), device=losses.device).index_add(0, where.nonzero()[:, 0], losses)
 
-    def logits(self, input_ids: torch.Tensor, mask: torch.Tensor, decoder_input_ids: torch.Tensor | None = None):
-        """Full logits, for checks against other implementations.
+    def logits(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        decoder_input_ids: torch.Tensor | None = None,
+        prompts: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ):
+        """Full logits, for checks against other implementations (and an encoder-decoder's loss).
 
         Decoder-only: [B, T, V] over the input positions (prompt positions dropped).
-        Encoder-decoder: [B, S, V] over decoder_input_ids.
+        Encoder-decoder: [B, S, V] over decoder_input_ids; `prompts` and `rows`: a packed batch's.
         """
         if self.is_encoder_decoder:
-            embeds, full_mask = self.embed(input_ids, mask)
+            embeds, full_mask = self.embed(input_ids, mask, prompts, rows)
             return self.model(
                 inputs_embeds=embeds, attention_mask=full_mask, decoder_input_ids=decoder_input_ids
             ).logits

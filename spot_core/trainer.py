@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from spot_core.config import check_int, check_number, parse_choice, plain_values
-from spot_core.data import Codec, Encoded, batch_indices, collate
+from spot_core.data import Codec, Encoded, batch_indices, collate, length, to_device
 from spot_core.errors import ConfigError, SpotError
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM
@@ -172,7 +172,8 @@ class Trainer:
             prompt = self.model.prompt()
         return save_prompt(path, prompt, step=step, **self.metadata, **extra)
 
-    def _checkpoint(self, state: _State) -> None:
+    def checkpoint(self, state: _State) -> None:
+        """Writes the resume file: the prompt module, optimizer, RNG, step and history."""
         blob = {
             "step": state.step,
             "prompt_state": {k: v.detach().cpu().clone() for k, v in self.model.prompt.state_dict().items()},
@@ -202,6 +203,15 @@ class Trainer:
         """Trains (or resumes, or returns the saved result of a finished run) and returns final metrics."""
         if self.run.finished():
             return self.run.result()
+        state = self.start()
+        while not self.done(state):
+            self._train_step(state)
+        return self.finish(state)
+
+    def start(self) -> _State:
+        """Restores the last checkpoint (or starts afresh: the initial prompt, its evaluation) and logs the run's
+        parameters; the model is then in training mode. What `fit` does before its first step, and what a pack
+        (`spot_core.packing`) does for each of its runs."""
         state = self._restore()
         settings = {f"trainer.{k}": v for k, v in plain_values(asdict(self.config)).items()}  # its config names
         self.tracker.log_params({**self.metadata, **settings})
@@ -214,20 +224,25 @@ class Trainer:
                 self.tracker.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
             self.tracker.log_metrics({"train/resumed_at_step": float(state.step)}, state.step)
         self.model.train()
-        while state.step < self.config.steps:
-            self._train_step(state)
-            if state.step == self.config.embedding_step:
-                self.tracker.log_artifact(self._save(self.run.task_embedding, state.step))
-            if state.step % self.config.eval_every == 0 or state.step == self.config.steps:
-                self._evaluate(state)
-                self._checkpoint(state)
-        return self._finish(state)
+        return state
+
+    def done(self, state: _State) -> bool:
+        return state.step >= self.config.steps
+
+    def batch(self, state: _State) -> list[Encoded]:
+        """The examples of the next step (its own data stream: the step, the batch size and the seed)."""
+        idx = batch_indices(state.step, self.config.batch_size, len(self.data.train), self.config.seed)
+        return [self.data.train[i] for i in idx]
 
     def _train_step(self, state: _State) -> None:
+        micro = self.config.micro_batch_size or self.config.batch_size
+        self.step(state, accumulate_gradients(self.model, self.batch(state), self.data.codec, micro))
+
+    def step(self, state: _State, loss: torch.Tensor) -> bool:
+        """Takes the optimizer step for a batch whose gradient is on the prompt and whose mean loss is `loss`,
+        then saves the task embedding, evaluates and checkpoints when they are due; returns whether it
+        checkpointed. A non-finite loss raises NonFiniteLossError, with the prompt unchanged."""
         cfg = self.config
-        idx = batch_indices(state.step, cfg.batch_size, len(self.data.train), cfg.seed)
-        examples = [self.data.train[i] for i in idx]
-        loss = accumulate_gradients(self.model, examples, self.data.codec, cfg.micro_batch_size or cfg.batch_size)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at step {state.step + 1} (task {self.data.name!r}, "
@@ -240,6 +255,13 @@ class Trainer:
         state.step += 1
         state.loss_sum += loss.item()
         state.loss_count += 1
+        if state.step == cfg.embedding_step:
+            self.tracker.log_artifact(self._save(self.run.task_embedding, state.step))
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            self._evaluate(state)
+            self.checkpoint(state)
+            return True
+        return False
 
     def _evaluate(self, state: _State) -> None:
         metrics = self.data.evaluate(self.model, self.config.eval_batch_size)
@@ -261,7 +283,8 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_eval(state.step, record)
 
-    def _finish(self, state: _State) -> dict[str, float]:
+    def finish(self, state: _State) -> dict[str, float]:
+        """Saves the final prompt, logs the run's files and result, and marks the run finished."""
         final = self._save(self.run.final_prompt, state.step)
         last = state.history[-1]
         result = {
@@ -294,8 +317,10 @@ def accumulate_gradients(
     n_targets = sum(len(e.target_ids) for e in examples)
     prompt = model.prompt_states(leaves=True) if model.shares_prompt else None
     total = torch.zeros((), device=device)
+    if micro_batch_size < len(examples):  # the chunks' sum is the same in any order: chunks of like lengths pad less
+        examples = sorted(examples, key=length)
     for start in range(0, len(examples), micro_batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start : start + micro_batch_size], codec).items()}
+        batch = to_device(collate(examples[start : start + micro_batch_size], codec), device)
         chunk = model.loss(batch, reduction="sum", prompt=prompt)
         if not torch.isfinite(chunk):
             return chunk.detach()

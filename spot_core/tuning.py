@@ -20,6 +20,7 @@ from spot_core.config import check_int, check_number, nested, parse_choice
 from spot_core.data import Codec
 from spot_core.errors import ConfigError
 from spot_core.evaluation import MixtureData, TaskData
+from spot_core.packing import Pack
 from spot_core.prompt_files import read_prompt_file
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
@@ -147,13 +148,15 @@ def check_class_labels(
     prompts.check_class_label_length(len(words), length, f"task {task!r}: ", length_setting, init_setting)
 
 
-def prepare(spec: RunSpec, train: bool = True) -> tuple[PromptedLM, TaskData | MixtureData]:
+def prepare(
+    spec: RunSpec, train: bool = True, backbone: Backbone | None = None
+) -> tuple[PromptedLM, TaskData | MixtureData]:
     """Checks the data first (most likely to be wrong: every row of each split of each task), then loads the model
-    and the initial prompt, then the tokenised splits (cached under `<cache_dir>/tokenized`). `spec.task` names a
-    task or a mixture; `max_*_examples` apply to each task of a mixture. `train` False: the validation split only
-    (an evaluation; the data's `train` is empty)."""
+    (unless `backbone`, already loaded, is given) and the initial prompt, then the tokenised splits (cached under
+    `<cache_dir>/tokenized`). `spec.task` names a task or a mixture; `max_*_examples` apply to each task of a
+    mixture. `train` False: the validation split only (an evaluation; the data's `train` is empty)."""
     check_data(spec.task, spec.data_dir, ("train", "validation") if train else ("validation",))
-    backbone = load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
+    backbone = backbone or load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
     codec = codec_for(spec, backbone)
     init = initial_prompt(spec.prompt, backbone, codec, label_words(spec.task) or None, spec.trainer.seed)
     # a wrong prompt file fails before tokenising
@@ -210,6 +213,38 @@ def tune_prompt(
     model, data = prepare(spec)
     meta = {**prompt_record(spec), **data_record(spec)}
     return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta).fit()
+
+
+def backbone_key(spec: RunSpec) -> tuple:
+    """What runs must have in common to share one loaded backbone (a pack): the model, where it comes from, its
+    dtype and device, and how the prompt runs on it."""
+    return (spec.model, spec.cache_dir, spec.dtype, spec.device, spec.prompt_once)
+
+
+def tune_prompts(
+    specs: Sequence[RunSpec], out_dirs: Sequence[str | Path], trackers: Sequence[Tracker | None]
+) -> list[dict[str, Any] | Exception]:
+    """Trains (or resumes) several runs that share a backbone as one pack (`spot_core.packing`): the backbone loads
+    once. Returns each run's final metrics, or the error that stopped it (a NaN, its own data or prompt file): one
+    run's failure leaves the others training."""
+    if len({backbone_key(spec) for spec in specs}) != 1:
+        raise ValueError("the runs of a pack must share the model, its dtype and device, and prompt_once")
+    first = specs[0]
+    backbone = load_backbone(first.model, first.cache_dir, first.dtype, first.device)
+    trainers: list[Trainer | None] = []
+    results: list[dict[str, Any] | Exception | None] = []
+    for spec, out_dir, tracker in zip(specs, out_dirs, trackers, strict=True):
+        try:
+            model, data = prepare(spec, backbone=backbone)
+            meta = {**prompt_record(spec), **data_record(spec)}
+            trainers.append(Trainer(spec.trainer, model, data, out_dir, tracker, metadata=meta))
+            results.append(None)
+        except Exception as error:  # noqa: BLE001 - this run's own input is wrong: it alone fails
+            trainers.append(None)
+            results.append(error)
+    packed = [t for t in trainers if t is not None]
+    done = iter(Pack(packed).fit() if packed else [])
+    return [next(done) if r is None else r for r in results]  # type: ignore[misc]
 
 
 def evaluate_prompt(spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
