@@ -10,12 +10,13 @@ from typing import Any
 from spot_core.study import Cell, StudyConfig, run_spec
 from spot_core.tags import Stage
 from spot_core.tracking import Tracker
-from spot_core.tuning import RunSpec, evaluate_prompt, tune_prompt
+from spot_core.tuning import RunSpec, evaluate_prompt, tune_prompt, tune_prompts
 
 Planner = Callable[[StudyConfig], list[Cell]]
 LatePlanner = Callable[[StudyConfig, Path, set[str]], tuple[list[Cell], dict[str, str]]]
 SpecBuilder = Callable[[StudyConfig, Cell, Path], dict[str, Any]]
 Runner = Callable[[dict[str, Any], Path, Tracker], dict[str, Any]]
+PackRunner = Callable[[list[dict[str, Any]], list[Path], list[Tracker]], list[dict[str, Any] | Exception]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class StageDef:
         needs: what the study's design must say for this stage to plan (None: nothing), and the message if not.
         core: one of SPoT's stages, which make up a study's design: once all of them have been asked for, the
             report's coverage line counts the cells planned.
+        run_pack: runs several of its cells on one backbone as one pack (`spot_core.packing`), each writing into
+            its own folder and tracker; returns each one's result, or the error that stopped it alone. None: its
+            cells run one per trial.
     """
 
     name: str
@@ -49,6 +53,7 @@ class StageDef:
     waits_for: tuple[Stage, ...] = ()
     needs: Callable[[StudyConfig], str | None] = lambda study: None
     core: bool = False
+    run_pack: PackRunner | None = None
 
 
 def tune_spec(study: StudyConfig, cell: Cell, root: Path) -> dict[str, Any]:
@@ -58,6 +63,12 @@ def tune_spec(study: StudyConfig, cell: Cell, root: Path) -> dict[str, Any]:
 
 def run_tune(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]:
     return tune_prompt(RunSpec(**spec), out_dir, tracker)
+
+
+def run_tune_pack(
+    specs: list[dict[str, Any]], out_dirs: list[Path], trackers: list[Tracker]
+) -> list[dict[str, Any] | Exception]:
+    return tune_prompts([RunSpec(**spec) for spec in specs], out_dirs, trackers)
 
 
 def run_evaluate(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]:

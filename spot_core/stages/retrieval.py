@@ -17,7 +17,7 @@ from spot_core.analysis.similarity import rank_sources, task_embedding
 from spot_core.prompt_files import load_prompt
 from spot_core.prompts import similarity_weights
 from spot_core.stages import source, target
-from spot_core.stages.base import StageDef, run_tune, tune_spec
+from spot_core.stages.base import StageDef, run_tune, run_tune_pack, tune_spec
 from spot_core.study import Cell, StudyConfig, initial, make_cell
 from spot_core.tags import Retrieval, Stage
 from spot_core.tasks import members
@@ -86,6 +86,7 @@ STAGE = StageDef(
     plan=lambda study: [],
     spec=tune_spec,
     run=run_tune,
+    run_pack=run_tune_pack,
     plan_later=plan_later,
     waits_for=(Stage.SOURCE, Stage.TARGET),
     core=True,

@@ -6,7 +6,7 @@ source's task embedding.
 
 from __future__ import annotations
 
-from spot_core.stages.base import StageDef, run_tune, tune_spec
+from spot_core.stages.base import StageDef, run_tune, run_tune_pack, tune_spec
 from spot_core.study import Cell, StudyConfig, initial, make_cell
 from spot_core.tags import Stage
 
@@ -21,4 +21,4 @@ def plan(study: StudyConfig) -> list[Cell]:
     return [source_cell(study, t, s) for t in study.sources for s in study.source_seeds]
 
 
-STAGE = StageDef("source", (Stage.SOURCE,), plan, tune_spec, run_tune, core=True)
+STAGE = StageDef("source", (Stage.SOURCE,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack)

@@ -3,7 +3,7 @@ task embedding (the prompt after `embedding_step` steps) that retrieval ranks so
 
 from __future__ import annotations
 
-from spot_core.stages.base import StageDef, run_tune, tune_spec
+from spot_core.stages.base import StageDef, run_tune, run_tune_pack, tune_spec
 from spot_core.study import Cell, StudyConfig, initial, make_cell
 from spot_core.tags import Stage
 
@@ -18,4 +18,4 @@ def plan(study: StudyConfig) -> list[Cell]:
     ]
 
 
-STAGE = StageDef("target", (Stage.TARGET,), plan, tune_spec, run_tune, core=True)
+STAGE = StageDef("target", (Stage.TARGET,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack)

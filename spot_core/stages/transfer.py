@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spot_core.stages import source
-from spot_core.stages.base import StageDef, run_tune, tune_spec
+from spot_core.stages.base import StageDef, run_tune, run_tune_pack, tune_spec
 from spot_core.study import Cell, StudyConfig, make_cell
 from spot_core.tags import Stage
 
@@ -17,4 +17,4 @@ def plan(study: StudyConfig) -> list[Cell]:
     ]
 
 
-STAGE = StageDef("transfer", (Stage.TRANSFER,), plan, tune_spec, run_tune, core=True)
+STAGE = StageDef("transfer", (Stage.TRANSFER,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack)
