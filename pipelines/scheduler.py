@@ -8,9 +8,10 @@ has settled. Trial actors are reused from the first cell to the last, so the stu
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from statistics import fmean
 from typing import Any
 
@@ -25,7 +26,10 @@ ProgressSink = Callable[[str], None]
 
 
 class CellScheduler(Searcher):
-    """Suggests `{"cell": key, **config_of(cell)}` for each cell whose inputs are done, most upstream first.
+    """Suggests `{"cell": key, **config_of(cell)}` for each cell whose inputs are done, most upstream first; or, with
+    `cells_per_trial` K > 1, a pack of up to K ready cells of one pack key (the same backbone), cells of the first
+    one's stage first: `{"cell": first key, "label": ..., "pack": [{"cell": key, **config_of(cell)}, ...]}`. A
+    pack's trial reports the cells that failed in it, alone, as `failed_cells` (JSON: key -> why).
 
     Args:
         cells: the cells to run (already finished ones excluded).
@@ -34,11 +38,14 @@ class CellScheduler(Searcher):
         plan_more: called once, when no cell of the stages in `waits_for` is left pending or running, with the
             keys done by then; returns further cells (the retrieval stage), or problems as (name, why).
         waits_for: the cell stages plan_more needs settled.
-        concurrency: trials that run at once (for the ETA).
+        concurrency: cells that run at once (for the ETA): trials at once x cells per trial.
         show: how progress is shown (`pipelines.progress.display_for`): None for a live table in a terminal and
             short lines of the stages that changed otherwise; a callable of one line (`print`) for those lines
             always; or a `Display`.
         clock: monotonic seconds (tests pass their own).
+        cells_per_trial: the most cells a trial trains as one pack.
+        pack_key: what cells must share to train as one pack (their stage's pack runner and backbone); None for
+            a cell that runs alone.
     """
 
     def __init__(
@@ -51,6 +58,8 @@ class CellScheduler(Searcher):
         concurrency: int = 1,
         show: Display | ProgressSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cells_per_trial: int = 1,
+        pack_key: Callable[[Cell], Hashable | None] = lambda cell: None,
     ):
         super().__init__()
         self.cells: dict[str, Cell] = {}
@@ -60,7 +69,8 @@ class CellScheduler(Searcher):
         self.config_of, self.plan_more, self.concurrency = config_of, plan_more, max(concurrency, 1)
         self.display, self.clock, self.closed = display_for(show), clock, False
         self.waits_for = set(waits_for)
-        self.trials: dict[str, str] = {}  # trial id -> cell key
+        self.cells_per_trial, self.pack_key = max(cells_per_trial, 1), pack_key
+        self.trials: dict[str, list[str]] = {}  # trial id -> its cells' keys
         self.started: dict[str, float] = {}
         self.durations: dict[Stage, list[float]] = defaultdict(list)  # seconds per finished cell
         self.planned: list[Cell] = []  # what plan_more returned, finished cells included
@@ -77,33 +87,42 @@ class CellScheduler(Searcher):
 
     # --- Searcher interface ---------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        cell = self._next_ready()
-        if cell is None and not self._upstream_open():
+        ready = self._ready()
+        if not ready and not self._upstream_open():
             self._plan_more()
-            cell = self._next_ready()
-        if cell is None:
+            ready = self._ready()
+        if not ready:
             if RUNNING in self.state.values():
                 return None
             self._show()  # cells blocked just now, and the end of a live display
             return Searcher.FINISHED
-        self.state[cell.key] = RUNNING
-        self.trials[trial_id] = cell.key
-        self.started[cell.key] = self.clock()
+        cells = self._pack(ready)
+        for cell in cells:
+            self.state[cell.key] = RUNNING
+            self.started[cell.key] = self.clock()
+        self.trials[trial_id] = [cell.key for cell in cells]
         self._show()
-        return {"cell": cell.key, **self.config_of(cell)}
+        first = cells[0]
+        if len(cells) == 1:
+            return {"cell": first.key, **self.config_of(first)}
+        label = f"{first.label} (+{len(cells) - 1} packed)"
+        return {"cell": first.key, "label": label, "pack": [{"cell": c.key, **self.config_of(c)} for c in cells]}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        key = self.trials.pop(trial_id, None)
-        if key is None:
+        keys = self.trials.pop(trial_id, None)
+        if keys is None:
             return
-        ran = self.clock() - self.started.pop(key)
-        if error:
-            self.state[key] = FAILED
-            self.why.setdefault(self.cells[key].label, "the trial failed (its MLflow run has the error tag)")
-        else:  # only finished cells time the ETA: a failure may end at once or after its retries
-            self.durations[self.cells[key].stage].append(ran)
-            self.state[key] = DONE
-            self.done.add(key)
+        alone = json.loads((result or {}).get("failed_cells", "{}"))  # cells of a pack that failed on their own
+        for key in keys:
+            ran = self.clock() - self.started.pop(key)
+            if error or key in alone:
+                self.state[key] = FAILED
+                why = alone.get(key, "the trial failed (its MLflow run has the error tag)")
+                self.why.setdefault(self.cells[key].label, why)
+            else:  # only finished cells time the ETA: a failure may end at once or after its retries
+                self.durations[self.cells[key].stage].append(ran)
+                self.state[key] = DONE
+                self.done.add(key)
         if not self._upstream_open():  # plan now, so the progress line and ETA count the planned cells
             self._plan_more()
         self._show()
@@ -112,8 +131,9 @@ class CellScheduler(Searcher):
         """Nothing to save: a study resumes from the MLflow ledger, never from Tune's experiment state."""
 
     # --- bookkeeping ------------------------------------------------------------------------------------
-    def _next_ready(self) -> Cell | None:
-        """The first pending cell whose inputs are done; cells whose inputs failed become blocked."""
+    def _ready(self) -> list[Cell]:
+        """The pending cells whose inputs are done, in order; cells whose inputs failed become blocked."""
+        ready = []
         for key, state in self.state.items():
             if state != PENDING:
                 continue
@@ -124,8 +144,18 @@ class CellScheduler(Searcher):
                 self.why[cell.label] = f"{lost[0].label} did not finish"
                 continue
             if all(c.key in self.done for c in cell.inputs):
-                return cell
-        return None
+                ready.append(cell)
+        return ready
+
+    def _pack(self, ready: list[Cell]) -> list[Cell]:
+        """The first ready cell, and up to cells_per_trial - 1 more of its pack key, its own stage's first (runs
+        of one stage have one length: the pack stays full longer)."""
+        first, key = ready[0], self.pack_key(ready[0])
+        if key is None or self.cells_per_trial == 1:
+            return [first]
+        mates = [c for c in ready[1:] if self.pack_key(c) == key]
+        mates.sort(key=lambda c: c.stage is not first.stage)  # stable: each group keeps its order
+        return [first, *mates[: self.cells_per_trial - 1]]
 
     def _plan_more(self) -> None:
         if self.plan_more:

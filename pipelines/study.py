@@ -33,10 +33,11 @@ from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.scheduler import CellScheduler
 from pipelines.tracking import check_store, normalise_uri, open_store
 from spot_core.backbones import check_backbone
+from spot_core.config import check_int
 from spot_core.errors import ConfigError
 from spot_core.report.study import write_report
 from spot_core.stages.base import StageDef
-from spot_core.stages.catalogue import CATALOGUE, parse_stages, plan_stages, runnable
+from spot_core.stages.catalogue import CATALOGUE, parse_stages, plan_stages, runnable, stage_of
 from spot_core.study import Cell, StudyConfig
 from spot_core.tasks import check_data
 
@@ -78,6 +79,13 @@ def late_planner(stages: list[StageDef], study: StudyConfig, root: Path):
     return plan_more, tuple(kind for s in late for kind in s.waits_for)
 
 
+def pack_key(cell: Cell) -> tuple | None:
+    """What cells share to train as one pack: their stage's pack runner and their backbone (None: a stage whose
+    cells run alone)."""
+    run_pack = stage_of(cell.stage).run_pack
+    return None if run_pack is None else (run_pack, cell.model)
+
+
 def run_cells(
     cells: list[Cell],
     stages: list[StageDef],
@@ -100,7 +108,9 @@ def run_cells(
         lambda c: cell_config(c, study, root),
         plan_more,
         waits_for=waits_for,
-        concurrency=r.max_concurrent_trials or 1,
+        concurrency=(r.max_concurrent_trials or 1) * r.cells_per_trial,
+        cells_per_trial=r.cells_per_trial,
+        pack_key=pack_key,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_cell, threads=r.cpus_per_trial, **ctx),
@@ -126,7 +136,9 @@ def run_cells(
     )
     grid = tuner.fit() if scheduler.cells else []
     failed = dict(scheduler.why)
-    failed.update({res.config["label"]: reason(res.error) for res in grid if res.error})
+    for res in grid:  # a failed trial's own reason for its cells (a trial that died unreported has no config)
+        if res.error and res.config:
+            failed.update({c["label"]: reason(res.error) for c in res.config.get("pack", [res.config])})
     if scheduler.complete_plan:  # cells planned from an earlier ranking are no longer the study's
         kinds = [kind for s in stages if s.plan_later for kind in s.kinds]
         keep = {c.key for c in scheduler.planned}
@@ -179,6 +191,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if stages:
         check_store(uri)  # an unreachable server or an unwritable store: fail here, before Ray starts
         check_gpus(cfg.ray)  # more GPUs per trial than a local Ray would have: fail here too
+        check_int(cfg.ray.cells_per_trial, "ray.cells_per_trial", hint=" (1: a cell per trial, no packing)")
     summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
     if stages:
         summary.update(train(cfg, study, stages, cells, uri, root))

@@ -23,7 +23,7 @@ rounding, and a resumed pack equals an uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,6 +31,8 @@ import torch
 from spot_core.data import Codec, Encoded, collate, length, to_device
 from spot_core.prompted import PromptedLM
 from spot_core.trainer import Trainer
+
+ResultHook = Callable[[int, "dict[str, Any] | Exception"], None]
 
 
 def packed_gradients(
@@ -82,9 +84,12 @@ class Pack:
         trainers: one per run, as each would train alone.
         chunk: examples per forward pass (None: the sum of each run's micro-batch size, or batch size: the memory
             each run would use alone, all at once).
+        on_result: called with a run's index and its result (or error) as soon as it leaves the pack.
     """
 
-    def __init__(self, trainers: Sequence[Trainer], chunk: int | None = None):
+    def __init__(
+        self, trainers: Sequence[Trainer], chunk: int | None = None, on_result: ResultHook | None = None
+    ):
         if not trainers:
             raise ValueError("a pack needs at least one run")
         backbones = {id(t.model.backbone.model) for t in trainers}
@@ -92,23 +97,29 @@ class Pack:
             raise ValueError("the runs of a pack must share one backbone (load it once, give it to every model)")
         self.trainers = list(trainers)
         self.chunk = chunk or sum(t.config.micro_batch_size or t.config.batch_size for t in trainers)
+        self.on_result = on_result or (lambda index, result: None)
 
     def fit(self) -> list[dict[str, Any] | Exception]:
         """Trains (or resumes) every run; returns each run's result (its final metrics), or the error that
         stopped it. A finished run returns its saved result and does not train again."""
         results: list[dict[str, Any] | Exception | None] = [None] * len(self.trainers)
+
+        def settle(i: int, result: dict[str, Any] | Exception) -> None:
+            results[i] = result
+            self.on_result(i, result)
+
         states = {}
         for i, t in enumerate(self.trainers):
             if t.run.finished():
-                results[i] = t.run.result()
+                settle(i, t.run.result())
                 continue
             try:
                 states[i] = t.start()
             except Exception as error:  # noqa: BLE001 - the run's own failure (its data, its prompt), not the pack's
-                results[i] = error
+                settle(i, error)
         codec = self.trainers[0].data.codec
         for i in [i for i, state in states.items() if self.trainers[i].done(state)]:  # resumed at its last step
-            results[i] = self.trainers[i].finish(states.pop(i))
+            settle(i, self.trainers[i].finish(states.pop(i)))
         while states:
             live = list(states)
             trainers = [self.trainers[i] for i in live]
@@ -121,11 +132,11 @@ class Pack:
                         checkpointed.add(i)
                 except Exception as error:  # noqa: BLE001 - a NaN (or its evaluation failing) stops this run only
                     t.optimizer.zero_grad(set_to_none=True)
-                    results[i] = error
                     del states[i]
+                    settle(i, error)
             if checkpointed:  # all at the same step: a resumed pack is the same pack, step for step
                 for i in states.keys() - checkpointed:
                     self.trainers[i].checkpoint(states[i])
             for i in [i for i, state in states.items() if self.trainers[i].done(state)]:
-                results[i] = self.trainers[i].finish(states.pop(i))  # it leaves the pack
+                settle(i, self.trainers[i].finish(states.pop(i)))  # it leaves the pack
         return results  # type: ignore[return-value]

@@ -20,7 +20,7 @@ from spot_core.config import check_int, check_number, nested, parse_choice
 from spot_core.data import Codec
 from spot_core.errors import ConfigError
 from spot_core.evaluation import MixtureData, TaskData
-from spot_core.packing import Pack
+from spot_core.packing import Pack, ResultHook
 from spot_core.prompt_files import read_prompt_file
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptInit, SoftPrompt
@@ -222,11 +222,15 @@ def backbone_key(spec: RunSpec) -> tuple:
 
 
 def tune_prompts(
-    specs: Sequence[RunSpec], out_dirs: Sequence[str | Path], trackers: Sequence[Tracker | None]
+    specs: Sequence[RunSpec],
+    out_dirs: Sequence[str | Path],
+    trackers: Sequence[Tracker | None],
+    on_result: ResultHook | None = None,
 ) -> list[dict[str, Any] | Exception]:
     """Trains (or resumes) several runs that share a backbone as one pack (`spot_core.packing`): the backbone loads
     once. Returns each run's final metrics, or the error that stopped it (a NaN, its own data or prompt file): one
-    run's failure leaves the others training."""
+    run's failure leaves the others training. `on_result(i, result)`: as soon as run i has its result."""
+    on_result = on_result or (lambda index, result: None)
     if len({backbone_key(spec) for spec in specs}) != 1:
         raise ValueError("the runs of a pack must share the model, its dtype and device, and prompt_once")
     first = specs[0]
@@ -242,8 +246,10 @@ def tune_prompts(
         except Exception as error:  # noqa: BLE001 - this run's own input is wrong: it alone fails
             trainers.append(None)
             results.append(error)
-    packed = [t for t in trainers if t is not None]
-    done = iter(Pack(packed).fit() if packed else [])
+            on_result(len(results) - 1, error)
+    index = [i for i, t in enumerate(trainers) if t is not None]  # a pack member's index among the specs
+    packed = [trainers[i] for i in index]
+    done = iter(Pack(packed, on_result=lambda i, result: on_result(index[i], result)).fit() if packed else [])
     return [next(done) if r is None else r for r in results]  # type: ignore[misc]
 
 

@@ -2,6 +2,7 @@
 reads as short lines in a log and as a live table in a terminal."""
 
 import io
+import json
 import pickle
 
 from ray.tune.search import Searcher
@@ -258,3 +259,47 @@ def test_display_for_picks_lines_for_a_callable_or_a_log_file(capsys):
     assert isinstance(display_for(None), LogLines)  # pytest's stdout is no terminal
     display_for(None).update(Progress((StageProgress("source", 2, done=1),), eta_s=30.0))
     assert capsys.readouterr().out == "source 1/2 done | ETA 30 s\n"
+
+
+def packing(cells, cells_per_trial, lines=None) -> CellScheduler:
+    """A scheduler that packs every cell but the transfers (as if their stage had no pack runner)."""
+    return CellScheduler(
+        cells,
+        set(),
+        lambda c: {"label": c.label},
+        waits_for=(Stage.SOURCE, Stage.TARGET),
+        concurrency=2,
+        show=(lines.append if lines is not None else lambda line: None),
+        clock=Clock(),
+        cells_per_trial=cells_per_trial,
+        pack_key=lambda c: None if c.stage is Stage.TRANSFER else "tiny-llama",
+    )
+
+
+def test_a_trial_packs_ready_cells_of_one_pack_key_its_stage_first():
+    config = StudyConfig(name="t", model="tiny-llama", sources=["mnli", "sst2"], targets=["rte", "cb"], seeds=[0])
+    cells = plan_stages(config, ["source", "target", "transfer"])  # 2 sources, 2 targets, 4 transfers
+    lines = []
+    s = packing(cells, 3, lines)
+    first = s.suggest("t0")
+    assert first["label"] == "source:mnli_v1:s0 (+2 packed)" and first["cell"] == cells[0].key
+    assert labels(first["pack"]) == ["source:mnli_v1:s0", "source:sst2_v1:s0", "target:rte_v1:s0"]
+    assert [c["cell"] for c in first["pack"]] == [c.key for c in cells[:3]]
+    second = s.suggest("t1")  # the one cell left ready: a lone trial, as without packing
+    assert "pack" not in second and second["label"] == "target:cb_v1:s0"
+    assert lines[-1] == "target 0/2 done, 2 running"  # cells, not trials
+    assert {r.stage: r.running for r in s.progress().stages} == {"source": 2, "target": 2, "transfer": 0}
+    assert s.suggest("t2") is None  # the transfers wait for their sources
+    # in the pack, sst2's source failed on its own (a NaN): it alone is failed, and blocks its transfers
+    s.on_trial_complete("t0", {"failed_cells": json.dumps({cells[1].key: "NonFiniteLossError: loss is nan"})})
+    assert s.why == {"source:sst2_v1:s0": "NonFiniteLossError: loss is nan"}
+    assert s.state[cells[0].key] == "done" and s.state[cells[2].key] == "done"
+    transfers = [s.suggest(f"t{i}") for i in range(3, 5)]  # not packable: one per trial
+    assert labels(transfers) == ["transfer:mnli_v1->rte_v1:s0", "transfer:mnli_v1->cb_v1:s0"]
+    s.on_trial_complete("t1", error=True)  # a trial that died takes all its cells
+    assert s.why["target:cb_v1:s0"].startswith("the trial failed")
+
+
+def test_one_cell_per_trial_never_packs():
+    s = packing(design(), 1)
+    assert all("pack" not in s.suggest(f"t{i}") for i in range(3))

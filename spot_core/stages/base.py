@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from spot_core.packing import ResultHook
 from spot_core.study import Cell, StudyConfig, run_spec
 from spot_core.tags import Stage
 from spot_core.tracking import Tracker
@@ -16,7 +17,7 @@ Planner = Callable[[StudyConfig], list[Cell]]
 LatePlanner = Callable[[StudyConfig, Path, set[str]], tuple[list[Cell], dict[str, str]]]
 SpecBuilder = Callable[[StudyConfig, Cell, Path], dict[str, Any]]
 Runner = Callable[[dict[str, Any], Path, Tracker], dict[str, Any]]
-PackRunner = Callable[[list[dict[str, Any]], list[Path], list[Tracker]], list[dict[str, Any] | Exception]]
+PackRunner = Callable[[list[dict[str, Any]], list[Path], list[Tracker], ResultHook], list[dict[str, Any] | Exception]]
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class StageDef:
         core: one of SPoT's stages, which make up a study's design: once all of them have been asked for, the
             report's coverage line counts the cells planned.
         run_pack: runs several of its cells on one backbone as one pack (`spot_core.packing`), each writing into
-            its own folder and tracker; returns each one's result, or the error that stopped it alone. None: its
-            cells run one per trial.
+            its own folder and tracker, calling the hook with each one's index and result (or the error that
+            stopped it alone) as it leaves the pack; returns them all. None: its cells run one per trial.
     """
 
     name: str
@@ -66,9 +67,9 @@ def run_tune(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str,
 
 
 def run_tune_pack(
-    specs: list[dict[str, Any]], out_dirs: list[Path], trackers: list[Tracker]
+    specs: list[dict[str, Any]], out_dirs: list[Path], trackers: list[Tracker], on_result: ResultHook
 ) -> list[dict[str, Any] | Exception]:
-    return tune_prompts([RunSpec(**spec) for spec in specs], out_dirs, trackers)
+    return tune_prompts([RunSpec(**spec) for spec in specs], out_dirs, trackers, on_result)
 
 
 def run_evaluate(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]:
