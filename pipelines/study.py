@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
-from pipelines import ledger
+from pipelines import ledger, plan
 from pipelines.cells import cell_config, reason, train_cell
 from pipelines.deprecated import upgrade
 from pipelines.errors import entry_point
@@ -39,7 +39,7 @@ from spot_core.report.study import write_report
 from spot_core.stages.base import StageDef
 from spot_core.stages.catalogue import CATALOGUE, parse_stages, plan_stages, runnable, stage_of
 from spot_core.study import Cell, StudyConfig
-from spot_core.tasks import check_data
+from spot_core.tasks import TaskDataError, check_data
 
 REPORT = "report"  # the last of `stages`: pipelines.report on this study's runs
 
@@ -177,22 +177,45 @@ def start_ray(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Trains the stages asked for (only cells without a FINISHED run), then writes the report if asked."""
+    """Prints the plan (cells per stage, finished, trials), trains the stages asked for (only cells without a
+    FINISHED run), then writes the report if asked. With plan=true (or plan=DEVICE) it prints the plan and the
+    estimate of the rest instead, and writes nothing: what this machine lacks (data, models) is listed, not fatal."""
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    planning, device = plan.asked(cfg.get("plan", False))  # a bad value: fail here
     study = build_study(cfg)  # unknown tasks, bad values: fail here
     stages = parse_stages([n for n in cfg.stages if n != REPORT], also=[REPORT])
     cells = plan_stages(study, stages)  # a stage the design cannot plan: fail here
+    if device:
+        plan.stored_costs(device, study, cells, cfg.ray.cells_per_trial)  # a GPU without figures: fail here
+    lacking = []
     for name in [*study.sources, *study.targets]:
-        check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
+        try:
+            check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
+        except TaskDataError as e:
+            if not planning:
+                raise
+            lacking.append(str(e))
     for model in dict.fromkeys([study.model, *(c.model for c in cells if c.model)]):
         # an unknown or uninstalled model, or prompt_once on an encoder-decoder one: fail here too
-        check_backbone(model, study.cache_dir, study.prompt_once if model == study.model else None)
+        prompt_once = study.prompt_once if model == study.model else None
+        if not planning:
+            check_backbone(model, study.cache_dir, prompt_once)
+        elif why := plan.lacking_model(model, study.cache_dir, prompt_once):  # from this machine's files only
+            lacking.append(why)
     uri, root = normalise_uri(cfg.tracking.uri), check_writable(cfg.out_dir, "out_dir")
     if stages:
+        check_int(cfg.ray.cells_per_trial, "ray.cells_per_trial", hint=" (1: a cell per trial, no packing)")
         check_store(uri)  # an unreachable server or an unwritable store: fail here, before Ray starts
         check_gpus(cfg.ray)  # more GPUs per trial than a local Ray would have: fail here too
-        check_int(cfg.ray.cells_per_trial, "ray.cells_per_trial", hint=" (1: a cell per trial, no packing)")
     summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
+    if stages or planning:  # the ledger is only read: a store that does not exist yet is not created
+        store = (uri, cfg.tracking.experiment)
+        the_plan = plan.make_plan(study, stages, cells, store, cfg.ray.cells_per_trial, pack_key, lacking)
+        print(plan.render(the_plan, study), flush=True)
+    if planning:
+        text = plan.estimate(the_plan, study, device)
+        print(text)
+        return {**summary, "plan": the_plan, "estimate": text}
     if stages:
         summary.update(train(cfg, study, stages, cells, uri, root))
     if REPORT in cfg.stages:  # also for a partial study: missing cells show as missing

@@ -237,6 +237,8 @@ def test_bad_input_fails_before_any_training(tmp_path, data_dir):
         run(compose_study(*overrides(tmp_path, data_dir, "stages=[sources]")))
     with pytest.raises(TrackingError, match="unreachable"):
         run(compose_study(*overrides(tmp_path, data_dir, "tracking.uri=http://127.0.0.1:9")))
+    with pytest.raises(ConfigError, match=r"ray.cells_per_trial must be an integer >= 1, got 0 \(1: a cell per"):
+        run(compose_study(*overrides(tmp_path, data_dir, "ray.cells_per_trial=0")))
     with pytest.raises(ConfigError, match=r"ray.gpus_per_trial=1 but ray.num_gpus=0: lower it"):
         run(compose_study(*overrides(tmp_path, data_dir, "ray.gpus_per_trial=1", "ray.num_gpus=0")))
     (tmp_path / "a-file").write_text("")

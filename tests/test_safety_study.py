@@ -203,7 +203,7 @@ def faulty(trainable, marker: str):
     def cell(config, **kwargs):
         from spot_core.trainer import Trainer
 
-        label, checkpoint, fit = config["label"], Trainer._checkpoint, Trainer.fit
+        label, checkpoint, fit = config["label"], Trainer.checkpoint, Trainer.fit
 
         def checkpoint_then_die(self, state):
             checkpoint(self, state)
@@ -215,13 +215,13 @@ def faulty(trainable, marker: str):
             raise RuntimeError("test: this cell always fails")
 
         if label == KILLED:
-            Trainer._checkpoint = checkpoint_then_die
+            Trainer.checkpoint = checkpoint_then_die
         if label == BROKEN:
             Trainer.fit = broken
         try:
             return trainable(config, **kwargs)
         finally:
-            Trainer._checkpoint, Trainer.fit = checkpoint, fit
+            Trainer.checkpoint, Trainer.fit = checkpoint, fit
 
     return cell
 

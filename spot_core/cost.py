@@ -1,0 +1,356 @@
+"""What a study's cells cost before they run: seconds per token of a model's training step and of its evaluation
+forward pass, measured here by a short calibration or read from a stored figure for a named GPU, and the
+arithmetic from a cell's steps, batch and evaluations to seconds.
+
+The unit is the token that runs through the model: a cell's step at batch B runs its prompt once (prompt once) or
+once per example (concatenated; encoder-decoder models), then each example's input and target, all at their
+maximum length (`Shape.step_tokens`). Real inputs are often shorter, so estimates are upper bounds.
+
+Calibration (`calibrate`) times the trainer's own step (`accumulate_gradients`, or `packed_gradients` for K packed
+cells) on a model of the study's architecture with random weights (`random_backbone`: no download; the weights'
+values do not change the time). On a CPU it keeps 2 of the model's layers, at most 2 cells, and enough examples per
+cell to make 512 tokens (1 at T5's 612), then scales by depth and tokens: every layer costs the same, and a CPU is
+as busy at 512 tokens as at 20,000. The embedding and output layers are then counted (layers / 2) times over: an
+overestimate, small where they are a small share of a step (on this 2-core CPU, against the whole model: T5 Base's
+training step +3 %, SmolLM2-135M's +20 %, its evaluation +50 %). On a GPU it times the whole model at the packed
+shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, T5Config
+
+from spot_core.backbones import (
+    BUILTIN_MODELS,
+    DTYPES,
+    Backbone,
+    BackboneError,
+    byte_tokenizer,
+    freeze,
+    model_config,
+)
+from spot_core.data import Codec, Encoded, collate, to_device
+from spot_core.errors import ConfigError
+from spot_core.packing import packed_gradients
+from spot_core.projector import ProjectorMethod
+from spot_core.prompted import PromptedLM
+from spot_core.prompts import SoftPrompt
+from spot_core.run_dir import write_json
+from spot_core.study import Cell, StudyConfig
+from spot_core.tags import Stage
+from spot_core.trainer import TrainerConfig, accumulate_gradients
+
+# T5 1.1 LM-adapted (SPoT's models), so that a plan can cost them without their files: d_model, d_ff, layers, heads
+T5_LM_ADAPT = {
+    "google/t5-small-lm-adapt": (512, 1024, 8, 6),
+    "google/t5-base-lm-adapt": (768, 2048, 12, 12),
+    "google/t5-large-lm-adapt": (1024, 2816, 24, 16),
+    "google/t5-xl-lm-adapt": (2048, 5120, 24, 32),
+    "google/t5-xxl-lm-adapt": (4096, 10240, 24, 64),
+}
+CPU_LAYERS = 2  # layers a CPU calibration keeps (all on a GPU)
+CPU_TOKENS = 512  # a CPU calibration's examples per cell make at least this many tokens (fewer run less efficiently)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The tokens of one cell's step: its prompt, and each example's input and target at their maximum length."""
+
+    prompt_length: int
+    input_tokens: int
+    target_tokens: int
+    prompt_once: bool  # the prompt runs once per step (decoder-only), else once per example
+
+    def step_tokens(self, examples: int) -> int:
+        """Tokens through the model in a step of `examples` examples (prompt included)."""
+        prompt = self.prompt_length * (1 if self.prompt_once else examples)
+        return prompt + examples * (self.input_tokens + self.target_tokens)
+
+
+@dataclass(frozen=True)
+class TokenCost:
+    """Seconds per token of a model: in a training step (forward and input-gradient backward) and in an evaluation
+    forward pass; `how` says where the figures come from; `gpu`: they are a GPU's."""
+
+    model: str
+    train: float
+    evaluate: float
+    how: str
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a cell runs through its model: `steps` training steps of `batch_size` examples, and `evaluations`
+    passes over `eval_examples` validation examples each (None: the whole split, whose size is not known here)."""
+
+    steps: int = 0
+    batch_size: int = 0
+    evaluations: int = 0
+    eval_examples: int | None = None
+    eval_batch_size: int = 1
+
+    def seconds(self, shape: Shape, cost: TokenCost) -> tuple[float, float]:
+        """(training, evaluation) seconds; evaluation 0 when its size is not known."""
+        train = self.steps * shape.step_tokens(self.batch_size) * cost.train
+        return train, self.evaluations * (self.eval_examples or 0) * self.example_seconds(shape, cost)
+
+    def example_seconds(self, shape: Shape, cost: TokenCost) -> float:
+        """One evaluation example's forward pass (its share of its batch's prompt in prompt-once mode)."""
+        return shape.step_tokens(self.eval_batch_size) / self.eval_batch_size * cost.evaluate
+
+
+def evaluations(trainer: TrainerConfig) -> int:
+    """How many times a run of these settings evaluates: every `eval_every` steps and at the last (and at 0)."""
+    return trainer.steps // trainer.eval_every + bool(trainer.steps % trainer.eval_every) + trainer.eval_at_start
+
+
+def trains(cell: Cell) -> bool:
+    """Whether the cell trains a prompt (its key holds the trainer settings) rather than only scoring one."""
+    return cell.trainer is not None and "trainer" in json.loads(cell.identity)
+
+
+def cell_work(cell: Cell, study: StudyConfig) -> Work:
+    """What `cell` runs. Neurons cells (one forward pass of a prompt) and a projector's own MLP count as nothing."""
+    evals = dict(eval_examples=study.max_eval_examples)
+    if cell.stage is Stage.PROJECTOR:  # task tuning: through the other model, the projector's batch per step
+        p = study.cross_model.projector
+        steps = p.steps if p.method is ProjectorMethod.TASK_TUNING else 0
+        tasks = len(study.cross_model.train_tasks)
+        return Work(steps, p.batch_size, tasks, eval_batch_size=p.eval_batch_size, **evals)
+    if cell.trainer is None:
+        return Work()
+    t = cell.trainer
+    if not trains(cell):
+        return Work(evaluations=1, eval_batch_size=t.eval_batch_size, **evals)
+    return Work(t.steps, t.batch_size, evaluations(t), eval_batch_size=t.eval_batch_size, **evals)
+
+
+# --- a model to time ----------------------------------------------------------------------------------------
+def architecture(name: str, cache_dir: str | Path | None = None) -> PretrainedConfig:
+    """The config of model `name` from this machine's files only (no hub lookups): a known architecture, a
+    built-in model, or a local directory or Hugging Face cache entry.
+
+    Raises:
+        BackboneError: none of these has it.
+    """
+    if name in T5_LM_ADAPT:
+        d_model, d_ff, layers, heads = T5_LM_ADAPT[name]
+        return T5Config(
+            vocab_size=32128, d_model=d_model, d_ff=d_ff, d_kv=64, num_layers=layers, num_heads=heads,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
+            decoder_start_token_id=0,
+        )  # fmt: skip
+    try:
+        if name in BUILTIN_MODELS:
+            return model_config(name, cache_dir)
+        return AutoConfig.from_pretrained(name, local_files_only=True)  # a local directory, or the HF cache
+    except (OSError, ValueError) as e:
+        known = ", ".join(T5_LM_ADAPT)
+        raise BackboneError(
+            f"cannot cost model {name!r}: its config is not on this machine and it is not an architecture spot knows "
+            f"offline ({known}): download it once with internet, or plan with a stored figure (plan=DEVICE)"
+        ) from e
+
+
+def shallow(config: PretrainedConfig, layers: int | None) -> tuple[PretrainedConfig, float]:
+    """The config with at most `layers` layers (None: all; an encoder-decoder keeps as many in each stack), and
+    how many times the full model's layers outnumber the kept ones."""
+    full = config.num_hidden_layers + (config.num_decoder_layers if config.is_encoder_decoder else 0)
+    if layers is None or layers >= config.num_hidden_layers:
+        return config, 1.0
+    config = copy.deepcopy(config)
+    config.num_hidden_layers = layers
+    if config.is_encoder_decoder:
+        config.num_decoder_layers = layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:layers]
+    return config, full / (layers * (2 if config.is_encoder_decoder else 1))
+
+
+def random_backbone(
+    name: str, config: PretrainedConfig, dtype: str = "float32", device: str = "cpu", seed: int = 0
+) -> Backbone:
+    """A frozen model of `config` with random weights (fixed seed) and the byte tokenizer (its pad id is 0)."""
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = auto.from_config(config)
+    model = freeze(model.to(device=device, dtype=DTYPES[dtype]))
+    return Backbone(name=name, model=model, tokenizer=byte_tokenizer())
+
+
+# --- calibration --------------------------------------------------------------------------------------------
+def _batch(backbone: Backbone, shape: Shape, examples: int, gen: torch.Generator) -> list[Encoded]:
+    vocab = backbone.model.config.vocab_size
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(3, vocab, (n,), generator=gen).tolist()
+
+    return [Encoded(ids(shape.input_tokens), ids(shape.target_tokens), "") for _ in range(examples)]
+
+
+def _fastest(run: Callable[[], object], device: torch.device, budget: float = 2.0, most: int = 3) -> float:
+    """The fastest of up to `most` timed calls, until `budget` seconds have passed (a long call times itself well:
+    once is enough). A GPU gets one untimed call first (kernel choices, allocations); on a CPU the first call is
+    no slower at these shapes."""
+    times: list[float] = []
+    for i in range(most + (device.type == "cuda")):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if device.type != "cuda" or i > 0:
+            times.append(time.perf_counter() - start)
+        if times and sum(times) >= budget:
+            break
+    return min(times)
+
+
+def calibrate(
+    backbone: Backbone, shape: Shape, cells: int = 1, examples: int = 1, depth: float = 1.0
+) -> tuple[float, float]:
+    """Times the trainer's step for `cells` cells of `examples` examples each (`packed_gradients` when more than
+    one, else `accumulate_gradients`, in one pass) and a forward pass without gradients over one cell's examples;
+    returns (training, evaluation) seconds per token, times `depth` (the layers left out, see `shallow`)."""
+    gen = torch.Generator().manual_seed(0)
+    codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, shape.input_tokens, shape.target_tokens)
+    device = backbone.model.get_input_embeddings().weight.device
+
+    def prompted() -> PromptedLM:
+        prompt = SoftPrompt(0.5 * torch.randn(shape.prompt_length, backbone.hidden_size, generator=gen))
+        return PromptedLM(backbone, prompt.to(device), shape.prompt_once).train()
+
+    models = [prompted() for _ in range(cells)]
+    batches = [_batch(backbone, shape, examples, gen) for _ in range(cells)]
+
+    def step() -> None:
+        if cells == 1:
+            accumulate_gradients(models[0], batches[0], codec, examples)
+        else:
+            packed_gradients(models, batches, codec, cells * examples)
+        for model in models:
+            model.zero_grad(set_to_none=True)
+
+    def forward() -> None:
+        with torch.no_grad():
+            models[0].eval().loss(to_device(collate(batches[0], codec), models[0].device))
+
+    train = _fastest(step, device) / (cells * shape.step_tokens(examples))
+    evaluate = _fastest(forward, device) / shape.step_tokens(examples)
+    return train * depth, evaluate * depth
+
+
+def measure(
+    name: str, config: PretrainedConfig, shape: Shape, cells: int, batch_size: int, dtype: str, device: str
+) -> TokenCost:
+    """Calibrates model `name` here: on a CPU at 2 of its layers, min(cells, 2) cells of as many examples as make
+    CPU_TOKENS tokens (at least 1, at most the batch); on a GPU at all its layers and the full packed shape."""
+    gpu = torch.device(device).type == "cuda"
+    kept, depth = shallow(config, None if gpu else CPU_LAYERS)
+    measured = cells if gpu else min(cells, 2)
+    examples = batch_size if gpu else min(batch_size, -(-CPU_TOKENS // (shape.input_tokens + shape.target_tokens)))
+    train, evaluate = calibrate(random_backbone(name, kept, dtype, device), shape, measured, examples, depth)
+    where = torch.cuda.get_device_name(device) if gpu else f"cpu, {torch.get_num_threads()} threads"
+    layers = "all its layers" if depth == 1 else f"{kept.num_hidden_layers} of its {config.num_hidden_layers} layers"
+    scaled = "the study's tokens" if depth == 1 else "all layers and the study's tokens"
+    how = (
+        f"measured here ({where}, {dtype}) on {layers} with random weights: a {'packed ' if measured > 1 else ''}"
+        f"step of {measured} cell{'s' if measured > 1 else ''} x {examples} example{'s' if examples > 1 else ''} "
+        f"at full length, scaled to {scaled}"
+    )
+    return TokenCost(name, train, evaluate, how, gpu)
+
+
+# --- stored figures ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """A training step measured on a named device (bench/packed.py records them with `record_figure`).
+
+    `device`: the name `plan=NAME` asks for (compared in lower case); `model`: the name a study gives the model
+    (a random-weight model of its architecture counts); `cells` cells of `batch_size` examples each trained as one
+    pack in `step_seconds`; `eval_seconds_per_example` (optional): one evaluation example's forward pass;
+    `measured`: when and with what (date, torch version, script)."""
+
+    device: str
+    model: str
+    dtype: str
+    cells: int
+    batch_size: int
+    prompt_length: int
+    input_tokens: int
+    target_tokens: int
+    prompt_once: bool
+    step_seconds: float
+    eval_seconds_per_example: float | None = None
+    measured: str = ""
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self.prompt_length, self.input_tokens, self.target_tokens, self.prompt_once)
+
+    def same_setting(self, other: Figure) -> bool:
+        skip = {"step_seconds", "eval_seconds_per_example", "measured"}
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name not in skip)
+
+
+def load_figures(path: str | Path) -> list[Figure]:
+    """The figures in a stored-figures file (none if it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [Figure(**row) for row in json.loads(path.read_text())["figures"]]
+
+
+def record_figure(path: str | Path, figure: Figure, about: str = "") -> Path:
+    """Adds a figure to a stored-figures file, replacing one of the same setting (device, model, dtype, shape)."""
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.is_file() else {"about": about, "figures": []}
+    kept = [row for row in data["figures"] if not Figure(**row).same_setting(figure)]
+    data["figures"] = [*kept, asdict(figure)]
+    return write_json(path, data)
+
+
+def stored_cost(
+    figures: Sequence[Figure], device: str, model: str, dtype: str, cells: int, source: str | Path
+) -> TokenCost:
+    """A model's cost on a named device from its stored figure of that dtype with the pack size nearest `cells`.
+
+    Raises:
+        ConfigError: the device, or that model in that dtype on it, has no figure (one line: what to do).
+    """
+    todo = f"measure it with bench/packed.py on that GPU (it records {source}), or plan=true to calibrate here"
+    on_device = [f for f in figures if f.device.lower() == device.lower()]
+    if not on_device:
+        stored = sorted({f.device for f in figures})
+        raise ConfigError(
+            f"plan={device}: no stored figure for device {device!r} in {source} "
+            f"(devices with figures: {', '.join(stored) or 'none yet'}): {todo}"
+        )
+    found = [f for f in on_device if f.model == model and f.dtype == dtype]
+    if not found:
+        has = sorted({f"{f.model} in {f.dtype}" for f in on_device})
+        raise ConfigError(
+            f"plan={device}: no stored figure for model {model!r} in {dtype} on {device} (it has {', '.join(has)}): "
+            f"{todo}"
+        )
+    f = min(found, key=lambda f: (abs(f.cells - cells), f.cells))
+    train = f.step_seconds / (f.cells * f.shape.step_tokens(f.batch_size))
+    per_example = f.shape.step_tokens(f.batch_size) / f.batch_size
+    evaluate = train / 2 if f.eval_seconds_per_example is None else f.eval_seconds_per_example / per_example
+    how = (
+        f"stored figure for {f.device} ({f.measured or 'no date'}): {f.cells} cell(s) x {f.batch_size} examples at "
+        f"prompt {f.prompt_length} + {f.input_tokens} + {f.target_tokens} tokens, scaled to the study by tokens"
+        + ("; evaluation taken as half a training step per token" if f.eval_seconds_per_example is None else "")
+    )
+    return TokenCost(model, train, evaluate, how, gpu=True)

@@ -1,0 +1,188 @@
+"""plan=true: a study's cells per stage, the finished ones in the ledger, the trials they pack into and the cost of
+the rest, printed without training or writing anything (pipelines/plan.py on spot_core/cost.py)."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+
+from pipelines import plan
+from pipelines.errors import EXIT_USER_ERROR
+from pipelines.study import build_study, pack_key, run
+from spot_core import cost
+from spot_core.errors import ConfigError
+from spot_core.stages.catalogue import parse_stages, plan_stages
+from spot_core.tags import Stage
+
+SMOKE = {"source": 2, "target": 4, "transfer": 8, "cross_model": 7, "zero_shot": 4, "neurons": 6, "retrieval": 10}
+
+
+def compose_study(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("study", overrides=list(overrides))
+
+
+def local(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
+    uri = f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"
+    return ["study=smoke", f"data_dir={data_dir}", f"out_dir={tmp_path}/out", uri, "ray.num_cpus=2", *extra]
+
+
+def planned(tmp_path: Path, *overrides: str) -> plan.Plan:
+    """The plan of a composed study (no calibration), against a store under tmp_path that does not exist."""
+    cfg = compose_study(*overrides)
+    study = build_study(cfg)
+    stages = parse_stages([n for n in cfg.stages if n != "report"])
+    store = (f"sqlite:///{tmp_path}/mlflow.db", cfg.tracking.experiment)
+    return plan.make_plan(study, stages, plan_stages(study, stages), store, cfg.ray.cells_per_trial, pack_key)
+
+
+def table(p: plan.Plan, column: str) -> dict[str, int]:
+    return {
+        r.stage.name: len(getattr(r, column)) if column in ("cells", "todo") else getattr(r, column) for r in p.rows
+    }
+
+
+def test_cells_per_stage_of_the_smoke_and_spot_studies(tmp_path):
+    smoke = planned(tmp_path, "study=smoke")
+    assert table(smoke, "cells") == SMOKE and table(smoke, "finished") == dict.fromkeys(SMOKE, 0)
+    assert table(smoke, "trials") == SMOKE  # ray=local: one cell per trial
+    assert smoke.finished_from == f"no tracking store yet at {tmp_path}/mlflow.db"
+    spot = planned(tmp_path, "study=spot")
+    # 16 sources, 10 targets x 3 seeds, 480 transfers (the 526 SPoT cells); Su et al.'s: 160 zero-shot, 46 neurons,
+    # T5 Large's 16 own prompts + a projector + 16 zero-shot + 16 transfers; retrieval per target and k in
+    # [3, 6, 9, 12]: a mixture prompt and, per seed, a weighted-average and a mixture-init run
+    assert table(spot, "cells") == {
+        "source": 16, "target": 30, "transfer": 480, "cross_model": 49, "zero_shot": 160, "neurons": 46,
+        "retrieval": 10 * 4 * (1 + 3 * 2),
+    }  # fmt: skip
+    # ray=cluster packs 16 cells of one backbone per trial where the stage can (not cross_model, zero_shot, neurons)
+    assert table(spot, "trials") == {
+        "source": 1,
+        "target": 2,
+        "transfer": 30,
+        "cross_model": 49,
+        "zero_shot": 160,
+        "neurons": 46,
+        "retrieval": 18,
+    }
+    retrieval = next(r for r in spot.rows if r.stage.name == "retrieval")
+    assert retrieval.later and sum(c.stage is Stage.RETRIEVAL_MIXTURE for c in retrieval.cells) == 40
+
+
+def test_packing_counts_with_four_cells_per_trial(tmp_path):
+    p = planned(tmp_path, "study=smoke", "ray.cells_per_trial=4")
+    # source, target, transfer and retrieval pack (ceil(n / 4)); the others run one cell per trial
+    assert table(p, "trials") == {
+        "source": 1, "target": 1, "transfer": 2, "cross_model": 7, "zero_shot": 4, "neurons": 6, "retrieval": 3
+    }  # fmt: skip
+    assert "packs of up to 4 cells with one backbone" in plan.render(p, build_study(compose_study("study=smoke")))
+
+
+def test_plan_prints_the_plan_and_the_estimate_and_writes_nothing(tmp_path, data_dir, capsys):
+    summary = run(compose_study(*local(tmp_path, data_dir, "plan=true")))
+    out = capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == [], "plan=true wrote files (a store, out_dir)"
+    assert "plan of study smoke (tiny-llama)" in out and "no tracking store yet" in out
+    assert "estimate of the cells still to run" in out and "device-hours of this machine" in out
+    assert "measured here (cpu" in out and "tiny-llama-wide" in out  # the cross-model cells' model too
+    assert summary["estimate"] in out and "cells" not in summary and "report" not in summary
+    assert [line for line in out.splitlines() if line.startswith("  source ")][0].split()[1:4] == ["2", "0", "2"]
+
+
+def test_plan_lists_what_this_machine_lacks_instead_of_stopping(tmp_path):
+    empty = tmp_path / "mirror"
+    empty.mkdir()
+    summary = run(compose_study(*local(tmp_path, empty, "plan=true", "stages=[source,target]")))
+    lacking = summary["plan"].lacking
+    assert len(lacking) == 4 and all("no data for its 'train' split" in line for line in lacking)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror"]
+
+
+def test_finished_counts_after_a_smoke_study_ran(tmp_path, data_dir, capsys):
+    steps = ["study.source_trainer.steps=2", "study.target_trainer.steps=2", "study.targets=[rte]", "study.seeds=[0]"]
+    first = run(compose_study(*local(tmp_path, data_dir, "stages=[source,target]", *steps)))
+    assert first["failed"] == {} and first["finished"] == 3
+    before = capsys.readouterr().out  # make study prints the plan before it trains: nothing finished yet
+    assert before.index("plan of study smoke") < before.index("study smoke: 3 cells, 0 already finished")
+    db = tmp_path / "mlflow.db"
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    again = run(compose_study(*local(tmp_path, data_dir, "stages=[source,target,transfer]", "plan=true", *steps)))
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest, "plan=true changed the tracking store"
+    p = again["plan"]
+    assert table(p, "finished") == {"source": 2, "target": 1, "transfer": 0}
+    assert table(p, "todo") == {"source": 0, "target": 0, "transfer": 2}
+    assert p.finished_from == f"the ledger in sqlite:///{db}"
+
+
+def test_the_estimate_scales_with_steps(tmp_path):
+    per_token = {m: cost.TokenCost(m, 1e-3, 5e-4, "fixed") for m in ("tiny-llama", "tiny-llama-wide")}
+
+    def seconds(steps: int) -> dict[str, float]:
+        trainers = [f"study.{t}_trainer.steps={steps}" for t in ("source", "target")]
+        study = build_study(compose_study("study=smoke", *trainers))
+        p = planned(tmp_path, "study=smoke", *trainers)
+        return {k.kind: k.train for k in plan.cost_by_kind(p, study, per_token)}
+
+    four, eight = seconds(4), seconds(8)
+    assert four["source"] > 0 and four["zero_shot"] == 0  # scoring cells train nothing
+    assert all(eight[kind] == pytest.approx(2 * four[kind]) for kind in four if kind != "projector")
+    # smoke: prompt 4, input 128 and target 16 tokens, batch 4, prompt once: 4 + 4 x 144 tokens a step
+    assert four["source"] == pytest.approx(2 * 4 * (4 + 4 * 144) * 1e-3)
+
+
+def test_work_and_tokens_of_a_step():
+    once, concatenated = cost.Shape(10, 20, 2, True), cost.Shape(10, 20, 2, False)
+    assert (once.step_tokens(4), concatenated.step_tokens(4)) == (10 + 4 * 22, 4 * (10 + 22))
+    trainer = cost.TrainerConfig(steps=250, eval_every=100, eval_at_start=True)
+    assert cost.evaluations(trainer) == 1 + 2 + 1  # at 0, 100, 200 and the last step
+    work = cost.Work(steps=10, batch_size=4, evaluations=3, eval_examples=50, eval_batch_size=4)
+    train, evaluate = work.seconds(concatenated, cost.TokenCost("m", 2.0, 1.0, ""))
+    assert (train, evaluate) == (10 * 4 * 32 * 2.0, 3 * 50 * 32 * 1.0)
+
+
+def test_a_named_device_reads_its_stored_figure(tmp_path, data_dir, capsys, monkeypatch):
+    figures = tmp_path / "figures.json"
+    for model in ("tiny-llama", "tiny-llama-wide"):
+        shape = dict(prompt_length=4, input_tokens=128, target_tokens=16, prompt_once=True)
+        timed = dict(step_seconds=0.5, eval_seconds_per_example=0.01, measured="a test")
+        figure = cost.Figure("testgpu", model, "float32", 1, 4, **shape, **timed)
+        cost.record_figure(figures, figure)
+    cost.record_figure(figures, figure)  # the same setting again: replaced, not added
+    assert len(cost.load_figures(figures)) == 2
+    monkeypatch.setattr(plan, "FIGURES", figures)
+    monkeypatch.setattr(plan, "REPO", tmp_path)
+    out_dir = tmp_path / "run"
+    run(compose_study(*local(out_dir, data_dir, "plan=TestGPU", "stages=[source,target]")))
+    out = capsys.readouterr().out
+    # 2 sources + 4 targets: 4 steps at 0.5 s (the figure's own shape), 3 evaluations of 16 examples at 0.01 s per
+    # example of 145 tokens (4 + 4 x 144 over 4), theirs 144.25 tokens (prompt 4 shared by 16, 144 each)
+    total = 6 * (4 * 0.5 + 3 * 16 * 0.01 * 144.25 / 145)
+    assert "stored figure for testgpu (a test)" in out and "GPU-hours" in out
+    assert f"on 1 GPU: {plan.hours(total)}; on 8 GPUs: {plan.hours(total / 8)}" in out and not out_dir.exists()
+
+
+def test_a_bad_plan_value_is_a_config_error():
+    assert plan.asked(False) == (False, None) and plan.asked(True) == (True, None)
+    assert plan.asked(" h200 ") == (True, "h200")
+    with pytest.raises(ConfigError, match="plan must be true, false or the name of a GPU"):
+        plan.asked(3)
+
+
+def test_a_named_device_without_a_figure_is_one_line_and_exit_2(tmp_path, data_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SPOT_CACHE": str(tmp_path / "cache")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("SPOT_VERBOSE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.study", *local(tmp_path, data_dir, "plan=nosuchgpu")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = done.stderr.splitlines()
+    assert done.returncode == EXIT_USER_ERROR and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: plan=nosuchgpu: no stored figure for device 'nosuchgpu' in bench/figures.json")
+    assert "bench/packed.py" in lines[0] and "plan=true" in lines[0]
+    assert done.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == []
