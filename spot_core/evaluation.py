@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from spot_core.data import Codec, Encoded
-from spot_core.prompted import PromptedLM
+from spot_core.prompted import PromptedLM, PromptStates
 from spot_core.scoring import generate, has_sliding_window, label_scores
 from spot_core.tasks.base import Mixture, Task
 
@@ -20,7 +20,10 @@ def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Enco
 
     Generation left-pads its batches, and a sliding-window layer (Gemma 3) counts the padding as positions of its
     window: a short input batched with a long one would lose the prompt from the window and generate something
-    else than alone. With such a model, generation batches hold inputs of one length only."""
+    else than alone. With such a model, generation batches hold inputs of one length only.
+
+    `batch_size` is an upper bound: a batch that does not fit the GPU (CUDA out of memory) is retried in halves,
+    and the rest of the evaluation keeps the smaller size, so one eval_batch_size fits every device."""
     was_training = model.training
     model.eval()
     label_ids = [codec.encode_target(w) for w in task.label_words] if task.label_words else None
@@ -30,17 +33,39 @@ def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Enco
     preds: list[str] = [""] * len(examples)
     with torch.no_grad():  # prompt once: its states serve every batch of the evaluation
         prompt = model.prompt_states() if model.shares_prompt else None
-    for idx in batches(order, lengths, batch_size, one_length):
-        inputs = [examples[i].input_ids for i in idx]
-        if label_ids is not None:
-            best = label_scores(model, inputs, label_ids, prompt).argmax(-1).tolist()
-            texts = [task.label_words[k] for k in best]
-        else:
-            texts = [codec.decode(ids) for ids in generate(model, inputs, task.max_target_tokens, prompt)]
+    pending = batches(order, lengths, batch_size, one_length)
+    while pending:
+        idx = pending.pop(0)
+        try:
+            texts = _predict_batch(model, codec, task, [examples[i].input_ids for i in idx], label_ids, prompt)
+        except torch.OutOfMemoryError:
+            if len(idx) == 1:
+                raise
+            texts = None
+        if texts is None:  # after the handler: its traceback held the failed batch's tensors
+            torch.cuda.empty_cache()
+            pending = batches([i for b in (idx, *pending) for i in b], lengths, (len(idx) + 1) // 2, one_length)
+            continue
         for i, text in zip(idx, texts, strict=True):
             preds[i] = text
     model.train(was_training)
     return preds
+
+
+def _predict_batch(
+    model: PromptedLM,
+    codec: Codec,
+    task: Task,
+    inputs: list[list[int]],
+    label_ids: list[list[int]] | None,
+    prompt: PromptStates | None,
+) -> list[str]:
+    """One batch's predicted strings: its best label word (`label_ids`: the label words' target ids), or greedy
+    generation."""
+    if label_ids is not None:
+        best = label_scores(model, inputs, label_ids, prompt).argmax(-1).tolist()
+        return [task.label_words[k] for k in best]
+    return [codec.decode(ids) for ids in generate(model, inputs, task.max_target_tokens, prompt)]
 
 
 def batches(order: Sequence[int], lengths: Sequence[int], size: int, one_length: bool) -> list[list[int]]:

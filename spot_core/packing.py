@@ -82,8 +82,9 @@ class Pack:
 
     Args:
         trainers: one per run, as each would train alone.
-        chunk: examples per forward pass (None: the sum of each run's micro-batch size, or batch size: the memory
-            each run would use alone, all at once).
+        chunk: examples per forward pass. None: on a GPU, the sum of each run's micro-batch size (or batch size):
+            the memory each run would use alone, all at once, in one pass; on a CPU, which runs a pass no faster for
+            being larger, the largest of them: the memory of one run (docs/benchmarks.md, "Packed training").
         on_result: called with a run's index and its result (or error) as soon as it leaves the pack.
     """
 
@@ -96,7 +97,9 @@ class Pack:
         if len(backbones) != 1:
             raise ValueError("the runs of a pack must share one backbone (load it once, give it to every model)")
         self.trainers = list(trainers)
-        self.chunk = chunk or sum(t.config.micro_batch_size or t.config.batch_size for t in trainers)
+        sizes = [t.config.micro_batch_size or t.config.batch_size for t in trainers]
+        on_gpu = self.trainers[0].model.device.type == "cuda"
+        self.chunk = chunk or (sum(sizes) if on_gpu else max(sizes))
         self.on_result = on_result or (lambda index, result: None)
 
     def fit(self) -> list[dict[str, Any] | Exception]:

@@ -24,10 +24,17 @@ from collections.abc import Sequence
 
 import torch
 
-from spot_core.data import pad
+from spot_core.data import pad, to_device
 from spot_core.prompted import PromptedLM, PromptStates, position_ids
 
 FULL, SLIDING = "full_attention", "sliding_attention"  # the attention layer types the trie's masks are built for
+
+
+def _on(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A padded batch's host tensors on `device`: to a GPU through pinned memory, as training's batches go
+    (`spot_core.data.to_device`). The trie's few indices are copied plainly: each batch waits for its scores
+    (`argmax().tolist()`) anyway."""
+    return tuple(to_device({str(i): t for i, t in enumerate(tensors)}, device).values())
 
 
 def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -154,7 +161,7 @@ def label_scores(
         return label_scores_repeated(model, inputs, labels, prompt)
     device = model.device
     B = len(inputs)
-    ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id))  # right padding
+    ids, mask = _on(device, *pad(inputs, model.backbone.tokenizer.pad_token_id))  # right padding
     out = model.hidden(ids, mask, prompt, use_cache=True)
     last = mask.sum(-1) - 1  # each row's last input token
     first = torch.log_softmax(model.head(out.states[torch.arange(B, device=device), last]), -1)  # [B, V]
@@ -185,9 +192,9 @@ def label_scores_repeated(
     lab, lab_mask = pad(labels, model.backbone.tokenizer.pad_token_id)  # [K, S]
     lab, lab_mask = lab.repeat(B, 1), lab_mask.repeat(B, 1)  # [B*K, S], example-major
     device = model.device
-    lab, lab_mask = lab.to(device), lab_mask.to(device)
+    lab, lab_mask = _on(device, lab, lab_mask)
     if model.is_encoder_decoder:
-        ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id))
+        ids, mask = _on(device, *pad(inputs, model.backbone.tokenizer.pad_token_id))
         embeds, full_mask = model.embed(ids, mask)
         enc = model.model.get_encoder()(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
         dec_in = model.model.prepare_decoder_input_ids_from_labels(labels=lab.masked_fill(lab_mask == 0, -100))
@@ -198,7 +205,7 @@ def label_scores_repeated(
         ).logits
         return _token_logprobs(logits, lab, lab_mask).view(B, K)
     # Decoder-only: left-pad so every row's last position is its last input token.
-    ids, mask = (t.to(device) for t in pad(inputs, model.backbone.tokenizer.pad_token_id, left=True))
+    ids, mask = _on(device, *pad(inputs, model.backbone.tokenizer.pad_token_id, left=True))
     out = model.hidden(ids, mask, prompt, use_cache=True)
     first = torch.log_softmax(model.head(out.states[:, -1]), -1)  # [B, V]
     first = first.repeat_interleave(K, 0).gather(-1, lab[:, :1]).squeeze(-1)  # [B*K]
@@ -246,7 +253,7 @@ def generate(
     on the cache. Otherwise transformers' `generate` on the concatenated embeddings (the reference path)."""
     tok = model.backbone.tokenizer
     device = model.device
-    ids, mask = (t.to(device) for t in pad(inputs, tok.pad_token_id, left=not model.is_encoder_decoder))
+    ids, mask = _on(device, *pad(inputs, tok.pad_token_id, left=not model.is_encoder_decoder))
     if model.shares_prompt:
         rows = _greedy(model, ids, mask, max_new_tokens, prompt)
     else:

@@ -40,6 +40,19 @@ def prompted(name: str, length: int = 4, seed: int = 0, prompt_once: bool | None
     return model, Codec(backbone.tokenizer, backbone.is_encoder_decoder, 64, 8)
 
 
+def no_dropout(model):
+    """`model` (a torch module) with its dropout off (tiny-t5 has 0.1): runs compared with each other draw no masks
+    (a pack draws its masks from one stream, a lone run from its own)."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "dropout", None), float):  # T5's attention: functional dropout at this rate
+            module.dropout = 0.0
+    return model
+
+
 def concatenated(model):
     """The same backbone and prompt (shared parameter) on the concatenated reference path."""
     from spot_core.prompted import PromptedLM

@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import prompted
-from torch import nn
+from conftest import no_dropout, prompted
 
 from spot_core.data import encode_examples
 from spot_core.evaluation import TaskData
@@ -37,20 +36,10 @@ RUNS = [
 ]
 
 
-def no_dropout(model: PromptedLM) -> PromptedLM:
-    """Dropout off in the backbone (tiny-t5 has 0.1): a pack draws its masks from one stream, a lone run its own."""
-    for module in model.model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "dropout", None), float):  # T5's attention: functional dropout at this rate
-            module.dropout = 0.0
-    return model
-
-
 def build(name, out, runs=RUNS, prompt_once=None, overrides=None):
     """One Trainer per run, all on one backbone (the tiny model, loaded once)."""
     base, codec = prompted(name, length=4, prompt_once=prompt_once)
-    no_dropout(base)
+    no_dropout(base.model)
     trainers = []
     for n, run in enumerate(runs):
         run = {**run, **(overrides or {}).get(n, {})}
