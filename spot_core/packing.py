@@ -84,7 +84,8 @@ class Pack:
         trainers: one per run, as each would train alone.
         chunk: examples per forward pass. None: on a GPU, the sum of each run's micro-batch size (or batch size):
             the memory each run would use alone, all at once, in one pass; on a CPU, which runs a pass no faster for
-            being larger, the largest of them: the memory of one run (docs/benchmarks.md, "Packed training").
+            being larger, the largest of them: the memory of one run (docs/benchmarks.md, "Packed training"). A
+            pass that runs out of GPU memory is taken again in halves, and the pack keeps the smaller size.
         on_result: called with a run's index and its result (or error) as soon as it leaves the pack.
     """
 
@@ -127,7 +128,7 @@ class Pack:
             live = list(states)
             trainers = [self.trainers[i] for i in live]
             batches = [t.batch(states[i]) for i, t in zip(live, trainers, strict=True)]
-            losses = packed_gradients([t.model for t in trainers], batches, codec, self.chunk)
+            losses = self._gradients(trainers, batches, codec)
             checkpointed = set()
             for i, t, loss in zip(live, trainers, losses, strict=True):
                 try:
@@ -143,3 +144,18 @@ class Pack:
             for i in [i for i, state in states.items() if self.trainers[i].done(state)]:
                 settle(i, self.trainers[i].finish(states.pop(i)))  # it leaves the pack
         return results  # type: ignore[return-value]
+
+    def _gradients(self, trainers: list[Trainer], batches: list[list[Encoded]], codec: Codec) -> list[torch.Tensor]:
+        """`packed_gradients` of the step; a pass that runs out of GPU memory is taken again in passes of half as
+        many examples (the step's gradients so far dropped), and the pack keeps the smaller passes."""
+        while True:
+            try:
+                return packed_gradients([t.model for t in trainers], batches, codec, self.chunk)
+            except torch.OutOfMemoryError:
+                if self.chunk == 1:
+                    raise
+            for t in trainers:  # after the handler: its traceback held the failed pass's tensors
+                t.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.chunk = (self.chunk + 1) // 2

@@ -158,3 +158,23 @@ def test_runs_on_other_backbones_cannot_pack(tmp_path):
     b = build("tiny-llama", tmp_path / "b", runs=RUNS[:1])
     with pytest.raises(ValueError, match="share one backbone"):
         Pack(a + b)
+
+
+def test_a_pass_that_runs_out_of_gpu_memory_is_taken_again_in_halves(tmp_path, monkeypatch):
+    """Passes of more than 5 examples 'do not fit': the pack halves its passes until they do, and trains the same
+    runs (to float rounding) as passes that fit from the start."""
+    fits = Pack(build("tiny-llama", tmp_path / "fits"), chunk=4).fit()
+    real_loss = PromptedLM.loss
+
+    def small_passes_only(self, batch, *args, **kwargs):
+        if len(batch["input_ids"]) > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_loss(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(PromptedLM, "loss", small_passes_only)
+    pack = Pack(build("tiny-llama", tmp_path / "halved"), chunk=17)
+    halved = pack.fit()
+    assert pack.chunk == 5  # 17 -> 9 -> 5
+    for n, result in enumerate(halved):
+        assert result == pytest.approx(fits[n], rel=1e-4, abs=1e-5)
+        assert_same_run(tmp_path / "halved" / f"run{n}", tmp_path / "fits" / f"run{n}")
