@@ -50,7 +50,8 @@ from dataclasses import dataclass
 import torch
 
 from bench.train_step import peak_rss_kb
-from spot_core.backbones import Backbone, byte_tokenizer, freeze, load_backbone
+from spot_core import cost
+from spot_core.backbones import Backbone, load_backbone
 from spot_core.data import Codec, Encoded
 from spot_core.packing import packed_gradients
 from spot_core.prompted import PromptedLM
@@ -69,22 +70,6 @@ class Shape:
 
 
 DEMO, SPOT, TINY = Shape(100, 8, 64, 2), Shape(100, 32, 512, 2), Shape(4, 2, 8, 2)
-# The models' configs (SmolLM2-135M's and Gemma 3 270M's as their built-in caches hold them; T5 1.1 Base's).
-CONFIGS = {
-    "smollm2-135m": ("LlamaConfig", dict(
-        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-        head_dim=64, vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=8192, rms_norm_eps=1e-5,
-        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"})),
-    "gemma3-270m": ("Gemma3TextConfig", dict(
-        hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
-        head_dim=256, vocab_size=262144, tie_word_embeddings=True, max_position_embeddings=32768, sliding_window=512,
-        query_pre_attn_scalar=256, layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
-        rope_parameters={"full_attention": {"rope_theta": 1e6, "rope_type": "default"},
-                         "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"}})),
-    "t5-base": ("T5Config", dict(
-        vocab_size=32128, d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.1, decoder_start_token_id=0)),
-}  # fmt: skip
 # study=spot's training cells (conf/study/spot.yaml: 16 sources, 10 targets x 3 seeds, retrieval k in 3, 6, 9, 12).
 SPOT_CELLS = (
     ("source", 16, 262_144),
@@ -100,17 +85,11 @@ CHAIN = (262_144, 262_144, 100_000)  # the longest dependency chain: source -> m
 
 
 def shaped_backbone(name: str, dtype: str, device: str) -> Backbone:
-    """`name` built from its config with random weights on `device` (a tiny model: as the project builds it)."""
-    import transformers
-
-    if name not in CONFIGS:
+    """`name` built from its config with random weights on `device` (`spot_core.cost`: no weights travel to a GPU);
+    a tiny model as the project builds it."""
+    if name in TINY_OF.values():
         return load_backbone(name, dtype=dtype, device=device)
-    kind, settings = CONFIGS[name]
-    config = getattr(transformers, kind)(pad_token_id=0, eos_token_id=1, bos_token_id=1, **settings)
-    auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM
-    with torch.device(device):  # initialised where it runs: seconds instead of a minute on the host
-        model = auto.from_config(config)
-    return Backbone(name, freeze(model.to(getattr(torch, dtype))), byte_tokenizer())
+    return cost.random_backbone(name, cost.architecture(STUDY_NAMES.get(name, name)), dtype, device)
 
 
 class Cells:
@@ -365,13 +344,10 @@ def figure(args: argparse.Namespace, row: dict, backbone: Backbone, shape: Shape
 
 
 def record(path: str, figures: str) -> None:
-    """Adds the figures of a GPU run's JSON (`--json` on the device) to the stored figures (needs the project's
-    full environment: spot_core.cost)."""
-    from spot_core.cost import Figure, record_figure
-
+    """Adds the figures of a GPU run's JSON (`--json` on the device) to the stored figures."""
     rows = json.loads(open(path).read())["gpu"]
     for row in (r for r in rows if r.get("figure")):
-        record_figure(figures, Figure(**row["figure"]))
+        cost.record_figure(figures, cost.Figure(**row["figure"]))
         print(f"recorded {row['figure']['device']} {row['figure']['model']} {row['figure']['dtype']} "
               f"K={row['figure']['cells']} into {figures}")  # fmt: skip
 

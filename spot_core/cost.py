@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, T5Config
 
 from spot_core.backbones import (
@@ -56,6 +57,20 @@ T5_LM_ADAPT = {
     "google/t5-xl-lm-adapt": (2048, 5120, 24, 32),
     "google/t5-xxl-lm-adapt": (4096, 10240, 24, 64),
 }
+# The built-in models' architectures as their caches hold them, so that a machine without their packages (a GPU
+# lent for a benchmark) builds them too; tests/test_plan.py checks them against the installed models.
+BUILTIN_ARCHITECTURES = {
+    "smollm2-135m": ("LlamaConfig", dict(
+        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        head_dim=64, vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=8192, rms_norm_eps=1e-5,
+        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"})),
+    "gemma3-270m": ("Gemma3TextConfig", dict(
+        hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=256, vocab_size=262144, tie_word_embeddings=True, max_position_embeddings=32768, sliding_window=512,
+        query_pre_attn_scalar=256, layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
+        rope_parameters={"full_attention": {"rope_theta": 1e6, "rope_type": "default"},
+                         "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"}})),
+}  # fmt: skip
 CPU_LAYERS = 2  # layers a CPU calibration keeps (all on a GPU)
 CPU_TOKENS = 512  # a CPU calibration's examples per cell make at least this many tokens (fewer run less efficiently)
 
@@ -136,8 +151,8 @@ def cell_work(cell: Cell, study: StudyConfig) -> Work:
 
 # --- a model to time ----------------------------------------------------------------------------------------
 def architecture(name: str, cache_dir: str | Path | None = None) -> PretrainedConfig:
-    """The config of model `name` from this machine's files only (no hub lookups): a known architecture, a
-    built-in model, or a local directory or Hugging Face cache entry.
+    """The config of model `name` from this machine's files only (no hub lookups): a known architecture (T5 1.1
+    LM-adapted, the built-in models), or a local directory or Hugging Face cache entry.
 
     Raises:
         BackboneError: none of these has it.
@@ -149,6 +164,9 @@ def architecture(name: str, cache_dir: str | Path | None = None) -> PretrainedCo
             feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
             decoder_start_token_id=0,
         )  # fmt: skip
+    if name in BUILTIN_ARCHITECTURES:
+        kind, settings = BUILTIN_ARCHITECTURES[name]
+        return getattr(transformers, kind)(pad_token_id=0, eos_token_id=1, bos_token_id=1, **settings)
     try:
         if name in BUILTIN_MODELS:
             return model_config(name, cache_dir)
@@ -179,12 +197,13 @@ def shallow(config: PretrainedConfig, layers: int | None) -> tuple[PretrainedCon
 def random_backbone(
     name: str, config: PretrainedConfig, dtype: str = "float32", device: str = "cpu", seed: int = 0
 ) -> Backbone:
-    """A frozen model of `config` with random weights (fixed seed) and the byte tokenizer (its pad id is 0)."""
+    """A frozen model of `config` with random weights (fixed seed) and the byte tokenizer (its pad id is 0),
+    initialised where it runs (on a GPU: seconds, where the host takes a minute for Gemma 3's embeddings)."""
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), torch.device(device):
         torch.manual_seed(seed)
         model = auto.from_config(config)
-    model = freeze(model.to(device=device, dtype=DTYPES[dtype]))
+    model = freeze(model.to(dtype=DTYPES[dtype]))
     return Backbone(name=name, model=model, tokenizer=byte_tokenizer())
 
 

@@ -135,6 +135,17 @@ def test_the_estimate_scales_with_steps(tmp_path):
     assert four["source"] == pytest.approx(2 * 4 * (4 + 4 * 144) * 1e-3)
 
 
+@pytest.mark.parametrize("name", sorted(cost.BUILTIN_ARCHITECTURES))
+def test_the_built_in_models_known_architectures_are_their_installed_configs(name):
+    from spot_core.backbones import model_config
+
+    known, installed = cost.architecture(name), model_config(name)
+    assert type(known) is type(installed)
+    for key in cost.BUILTIN_ARCHITECTURES[name][1]:
+        ours, theirs = getattr(known, key), getattr(installed, key)
+        assert ours == (pytest.approx(theirs) if isinstance(theirs, float) else theirs), key  # eps: float32 in GGUF
+
+
 def test_work_and_tokens_of_a_step():
     once, concatenated = cost.Shape(10, 20, 2, True), cost.Shape(10, 20, 2, False)
     assert (once.step_tokens(4), concatenated.step_tokens(4)) == (10 + 4 * 22, 4 * (10 + 22))
