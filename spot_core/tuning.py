@@ -210,9 +210,21 @@ def tune_prompt(
     spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None, callbacks: Sequence[Callback] = ()
 ) -> dict[str, Any]:
     """Runs (or resumes) one prompt-tuning run; returns its final metrics."""
-    model, data = prepare(spec)
+    return trainer_for(spec, out_dir, tracker, callbacks).fit()
+
+
+def trainer_for(
+    spec: RunSpec,
+    out_dir: str | Path,
+    tracker: Tracker | None = None,
+    callbacks: Sequence[Callback] = (),
+    backbone: Backbone | None = None,
+) -> Trainer:
+    """The Trainer of one run (`prepare`: its checks, model and data; `backbone`: one already loaded), recording where
+    its prompt and data came from."""
+    model, data = prepare(spec, backbone=backbone)
     meta = {**prompt_record(spec), **data_record(spec)}
-    return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta).fit()
+    return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta)
 
 
 def backbone_key(spec: RunSpec) -> tuple:
@@ -239,9 +251,7 @@ def tune_prompts(
     results: list[dict[str, Any] | Exception | None] = []
     for spec, out_dir, tracker in zip(specs, out_dirs, trackers, strict=True):
         try:
-            model, data = prepare(spec, backbone=backbone)
-            meta = {**prompt_record(spec), **data_record(spec)}
-            trainers.append(Trainer(spec.trainer, model, data, out_dir, tracker, metadata=meta))
+            trainers.append(trainer_for(spec, out_dir, tracker, backbone=backbone))
             results.append(None)
         except Exception as error:  # noqa: BLE001 - this run's own input is wrong: it alone fails
             trainers.append(None)
