@@ -17,6 +17,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from pipelines.tracking import MlflowTracker
+from pipelines.user_tasks import carried, receive
 from spot_core.run_dir import RunDir
 from spot_core.stages.catalogue import stage_of
 from spot_core.study import Cell, StudyConfig, cell_tags
@@ -30,6 +31,7 @@ def cell_config(cell: Cell, study: StudyConfig, root: Path) -> dict[str, Any]:
         "stage": cell.stage.value,
         "spec": stage_of(cell.stage).spec(study, cell, root),
         "tags": cell_tags(cell, study),
+        "tasks": carried(),  # task files and modules: registered in the worker before the cell runs
     }
 
 
@@ -53,6 +55,7 @@ def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threa
     """A trial: one cell, or a pack of cells (`train_pack`)."""
     if "pack" in config:
         return train_pack(config["pack"], uri, experiment_id, parent_id, threads)
+    receive(config.get("tasks"))
     client = MlflowClient(uri)
     run_id = open_run(client, experiment_id, parent_id, config)
     out_dir = Path(config["out_dir"])
@@ -79,6 +82,8 @@ def train_pack(configs: list[dict], uri: str, experiment_id: str, parent_id: str
 
     `time/cell_seconds` of a packed cell is its share of the trial (the pack's time until it left, over the
     cells still in the pack), so that a study's cell seconds still add up to its trials' busy time."""
+    for config in configs:
+        receive(config.get("tasks"))
     client = MlflowClient(uri)
     todo = [c for c in configs if not finished_before(client, experiment_id, c)]
     if not todo:

@@ -14,9 +14,12 @@ from omegaconf import DictConfig
 
 from pipelines.errors import MissingFileError, entry_point
 from pipelines.paths import REPO, check_writable
-from spot_core.tasks import TaskDataError, get_task, task_names
+from pipelines.user_tasks import resolve
+from spot_core.tasks import TaskDataError, check_data, get_task, task_names
 from spot_core.tasks.export import export_task, update_manifest
 from spot_core.tasks.loading import availability
+
+TASK_DIRS = [Path("tasks")]  # where `tasks=[my_reviews]` finds tasks/my_reviews.yaml (the default of tasks.dirs)
 
 
 def resolve_source(value: str) -> Path | None:
@@ -33,13 +36,19 @@ def resolve_source(value: str) -> Path | None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    names = task_names() if cfg.tasks == "all" else [get_task(n).name for n in cfg.tasks]  # unknown names fail here
+    # unknown names fail here; a task file (tasks/<name>.yaml, or its path) is read and checked here
+    named = [] if cfg.tasks == "all" else [resolve(str(n), TASK_DIRS, cfg.out_dir) for n in cfg.tasks]
+    names = task_names() if cfg.tasks == "all" else [get_task(n).name for n in named]
     source = resolve_source(str(cfg.source))
     out_dir = check_writable(cfg.out_dir, "out_dir")
     print(f"preparing {len(names)} tasks in {out_dir} from {source or 'the Hugging Face hub'}", flush=True)
     written, unavailable, failed = [], [], {}
     for name in names:
         task = get_task(name)
+        if task.files:  # a task file's task reads its own data files: checked, nothing to export
+            check_data(name, out_dir)
+            print(f"  {name:<18} {'its own files':<16} {', '.join(task.files.values())}", flush=True)
+            continue
         try:
             files, _ = export_task(task, out_dir, source, link=cfg.link)
         except TaskDataError as e:

@@ -24,6 +24,7 @@ from pipelines.errors import entry_point
 from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.specs import build_spec
 from pipelines.tracking import MlflowTracker, check_store, open_store
+from pipelines.user_tasks import use_tasks
 from spot_core.backbones import model_dims
 from spot_core.prompt_files import read_prompt
 from spot_core.prompts import PromptInit, check_shape
@@ -46,8 +47,10 @@ def check(cfg: DictConfig) -> RunSpec:
     """Everything a user can get wrong, checked without the model's weights, before anything is written: the task,
     the model, the settings, the validation data and the prompt files' shapes. Returns the run's spec, with
     `prompt.length` the files' length where it was left null."""
-    task = get(cfg.task).name  # "rte" -> "rte_v1"; an unknown name is answered with the closest ones
-    check_data(task, resolve_data_dir(cfg.data_dir), ("validation",))  # the only split an evaluation reads
+    data_dir = resolve_data_dir(cfg.data_dir)
+    task = use_tasks(cfg, [cfg.task], data_dir)[0]  # a task file: read and checked here
+    cfg.task = task = get(task).name  # "rte" -> "rte_v1"; an unknown name is answered with the closest ones
+    check_data(task, data_dir, ("validation",))  # the only split an evaluation reads
     dims = model_dims(cfg.model.name, cfg.model.cache_dir, cfg.model.get("prompt_once"))
     loaded = read_prompt_files(cfg, dims.hidden_size)
     if cfg.prompt.length is None:

@@ -6,6 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines.deprecated import upgrade
 from pipelines.paths import resolve_data_dir
+from pipelines.user_tasks import use_tasks
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec
 
@@ -13,12 +14,13 @@ from spot_core.tuning import PromptConfig, RunSpec
 def build_spec(cfg: DictConfig) -> RunSpec:
     upgrade(cfg)  # renamed keys: their values move to the new names
     m = cfg.model
+    data_dir = resolve_data_dir(cfg.data_dir)
     return RunSpec(
         model=m.name,
-        task=cfg.task,
+        task=use_tasks(cfg, [cfg.task], data_dir)[0],  # a task file: read and checked here
         prompt=PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True)),
         trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
-        data_dir=resolve_data_dir(cfg.data_dir),
+        data_dir=data_dir,
         cache_dir=m.cache_dir,
         max_input_tokens=m.max_input_tokens,
         max_target_tokens=m.max_target_tokens,

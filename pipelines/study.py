@@ -32,6 +32,7 @@ from pipelines.errors import entry_point
 from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.scheduler import CellScheduler
 from pipelines.tracking import check_store, normalise_uri, open_store
+from pipelines.user_tasks import use_tasks
 from spot_core.backbones import check_backbone
 from spot_core.config import check_int
 from spot_core.errors import ConfigError
@@ -47,12 +48,15 @@ REPORT = "report"  # the last of `stages`: pipelines.report on this study's runs
 def build_study(cfg: DictConfig) -> StudyConfig:
     upgrade(cfg)  # renamed keys: their values move to the new names
     s, m = OmegaConf.to_container(cfg.study, resolve=True), cfg.model
+    data_dir = resolve_data_dir(cfg.data_dir)
+    for role in ("sources", "targets"):  # task files: read and checked here, their names from then on
+        s[role] = use_tasks(cfg, s.get(role) or [], data_dir)
     return StudyConfig(
         **s,
         model=m.name,
         max_input_tokens=m.max_input_tokens,
         max_target_tokens=m.max_target_tokens,
-        data_dir=resolve_data_dir(cfg.data_dir),
+        data_dir=data_dir,
         cache_dir=m.cache_dir,
         device=m.device,
         dtype=m.dtype,

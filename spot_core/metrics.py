@@ -117,3 +117,31 @@ def multirc(
     correct = pd.Series([a == b for a, b in zip(targets, predictions, strict=True)], index=list(groups))
     exact_match = 100.0 * float(correct.groupby(level=0).all().mean())
     return {"exact_match": exact_match, "f1a": f1(targets, predictions, positive)["f1"]}
+
+
+def named_metric(name: str, label_words: Sequence[str] | None = None):
+    """A metric function by its name, as a task file names it (`metrics: [accuracy, f1]`); `f1` and
+    `mean_multiclass_f1` take the label set from `label_words` (`f1`'s positive class is the last word, as `True`
+    in MRPC's `(False, True)`); `squad` scores a target string as the one gold answer.
+
+    Raises:
+        KeyError: an unknown name, or a label-set metric for a task without label words (the message says which).
+    """
+    words = tuple(label_words or ())
+    if name in LABEL_METRICS and len(words) < 2:
+        raise KeyError(f"metric {name!r} needs label words (a classification task)")
+    metrics = {
+        "accuracy": accuracy,
+        "matthews_corr": matthews_corr,
+        "pearson_spearman": pearson_spearman,
+        "squad": lambda t, p: squad([[x] if isinstance(x, str) else list(x) for x in t], p),
+        "f1": lambda t, p: f1(t, p, words[-1]),
+        "mean_multiclass_f1": lambda t, p: mean_multiclass_f1(t, p, words),
+    }
+    if name not in metrics:
+        raise KeyError(f"unknown metric {name!r}; choose from {', '.join(METRIC_NAMES)}")
+    return metrics[name]
+
+
+LABEL_METRICS = ("f1", "mean_multiclass_f1")
+METRIC_NAMES = ("accuracy", "matthews_corr", "pearson_spearman", "squad", *LABEL_METRICS)

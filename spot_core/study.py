@@ -22,7 +22,9 @@ from spot_core.projector import ProjectorConfig
 from spot_core.prompts import PromptInit, check_class_label_length
 from spot_core.run_dir import RunDir
 from spot_core.tags import Retrieval, Stage
-from spot_core.tasks import get, get_task
+from spot_core.tasks import get, get_task, members
+from spot_core.tasks.definitions import fingerprint
+from spot_core.tasks.loading import data_config
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, check_data_settings, label_words
 
@@ -269,6 +271,7 @@ def make_cell(
             "blend": [[c.key, round(w, 6)] for c, w in blend],
         },
         "data": data_limits(study),
+        **data_identity(study, task),
     }
     trainer = replace(trainer, seed=seed)
     if trained:
@@ -286,6 +289,18 @@ def make_cell(
 def data_limits(study: StudyConfig) -> list[int | None]:
     """The data settings every cell's key includes."""
     return [study.max_input_tokens, study.max_target_tokens, study.max_train_examples, study.max_eval_examples]
+
+
+def data_identity(study: StudyConfig, task: str) -> dict[str, Any]:
+    """What of a cell's data, beyond its limits, enters its key: `data_configs`, each task (of a mixture: each
+    member) that the study's mirror serves from a fallback configuration instead of its own (WinoGrande L for XL)
+    -> that configuration, since it changes the result; and `task_definitions`, each task defined by a task file ->
+    its definition's fingerprint (an edited template trains again). Empty where every task is built in and reads its
+    own `hub_config` (always, from the hub), so those cells keep their keys."""
+    configs = {t.name: (data_config(t, study.data_dir), t.hub_config) for t in members(task)}
+    other = {name: read for name, (read, own) in configs.items() if read != own}
+    defined = {t.name: fingerprint(t.name) for t in members(task) if fingerprint(t.name)}
+    return {**({"data_configs": other} if other else {}), **({"task_definitions": defined} if defined else {})}
 
 
 def prompt_files(cell: Cell, root: str | Path) -> list[str]:

@@ -27,6 +27,7 @@ from spot_core.prompts import PromptInit, SoftPrompt
 from spot_core.run_dir import RunDir
 from spot_core.tasks import Mixture, check_data, get, members, resolve_splits
 from spot_core.tasks.cache import encoded_split
+from spot_core.tasks.loading import data_config
 from spot_core.tracking import NullTracker, Tracker
 from spot_core.trainer import Callback, Trainer, TrainerConfig
 
@@ -187,7 +188,12 @@ def load_data(spec: RunSpec, codec: Codec, train: bool = True) -> TaskData | Mix
 
 def data_record(spec: RunSpec) -> dict[str, str]:
     """Where a run's examples came from: task versions, source and the split specs used (a carve-out shows
-    here), recorded with the run. For a mixture, `task=spec` pairs."""
+    here), recorded with the run. For a mixture, `task=spec` pairs.
+
+    `data_config`, only where a mirror serves a task from a fallback configuration instead of its own (`data_config`
+    of spot_core.tasks.loading: WinoGrande L for XL), names that configuration (a mixture: `task=config` pairs of
+    those members); absent, every task read its own `hub_config`, so the records of other runs stay as they were.
+    """
     item, tasks = get(spec.task), members(spec.task)
     if spec.data_dir:
         source = f"mirror {spec.data_dir}"
@@ -198,6 +204,10 @@ def data_record(spec: RunSpec) -> dict[str, str]:
     for role in ("train", "validation"):
         specs = [f"{name}={s[role]}" if len(tasks) > 1 else s[role] for name, s in splits.items()]
         record[f"{role}_split"] = "; ".join(specs)
+    configs = {t.name: (data_config(t, spec.data_dir), t.hub_config) for t in tasks}
+    other = {name: read for name, (read, own) in configs.items() if read != own}
+    if other:
+        record["data_config"] = "; ".join(f"{name}={c}" if len(tasks) > 1 else str(c) for name, c in other.items())
     return record
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from spot_core.stages.catalogue import plan_stages
 from spot_core.stages.retrieval import plan_retrieval
-from spot_core.study import StudyConfig, cell_tags, run_spec
+from spot_core.study import StudyConfig, cell_tags, data_identity, run_spec
 from spot_core.tags import Stage
 from spot_core.tasks import UnknownNameError
 from spot_core.trainer import TrainerConfig
@@ -57,6 +57,26 @@ def test_keys_are_stable_and_change_only_with_what_determines_a_result():
     longer_sources = plan_stages(study(source_trainer=TrainerConfig(steps=7)), SPOT)
     transfers = [(a.key, b.key) for a, b in zip(first, longer_sources, strict=True) if a.stage is Stage.TRANSFER]
     assert all(a != b for a, b in transfers)  # a transfer's key follows its source cell's
+
+
+def test_a_cell_on_a_fallback_configuration_has_its_own_key_and_the_others_keep_theirs(tmp_path):
+    """A mirror without WinoGrande XL serves it from L (another result, so another key); other keys stay."""
+    for config in ("winogrande_l", "winogrande_xl"):
+        for split in ("train", "validation"):
+            path = tmp_path / config / "allenai__winogrande" / config / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('{"sentence": "Al met _.", "option1": "Al", "option2": "Bo", "answer": "1"}\n')
+    design = {"sources": ["winogrande", "sst2"], "targets": ["rte"], "seeds": [0]}
+    on_l = study(**design, data_dir=str(tmp_path / "winogrande_l"))
+    keys = {d: {c.label: c.key for c in plan_stages(study(**design, data_dir=d), SPOT)} for d in (None, "/elsewhere")}
+    keys["l"] = {c.label: c.key for c in plan_stages(on_l, SPOT)}
+    keys["xl"] = {c.label: c.key for c in plan_stages(study(**design, data_dir=str(tmp_path / "winogrande_xl")), SPOT)}
+    assert keys[None] == keys["/elsewhere"] == keys["xl"]  # the hub and a mirror with XL: its own configuration
+    changed = sorted(label for label, key in keys["l"].items() if key != keys["xl"][label])
+    assert changed == ["source:winogrande_v1:s0", "transfer:winogrande_v1->rte_v1:s0"]  # a transfer follows its source
+    assert data_identity(on_l, "winogrande_v1") == {"data_configs": {"winogrande_v1": "winogrande_l"}}
+    assert data_identity(on_l, "sst2_v1+winogrande_v1") == {"data_configs": {"winogrande_v1": "winogrande_l"}}
+    assert data_identity(on_l, "sst2_v1") == {} == data_identity(study(**design), "winogrande_v1")
 
 
 def test_a_transfer_reads_its_source_cells_best_prompt(tmp_path):

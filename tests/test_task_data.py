@@ -24,10 +24,10 @@ from spot_core.tasks import (
 from spot_core.tasks import cache as task_cache
 from spot_core.tasks.cache import encoded_split
 from spot_core.tasks.export import export_task, update_manifest
-from spot_core.tasks.loading import availability, sample_rows, slice_rows
+from spot_core.tasks.loading import availability, check_data, data_config, sample_rows, slice_rows
 from spot_core.tracking import MemoryTracker
 from spot_core.trainer import TrainerConfig
-from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
+from spot_core.tuning import PromptConfig, RunSpec, data_record, tune_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 SPOT_SOURCES = (
@@ -145,13 +145,55 @@ def test_carve_outs_apply_only_where_the_mirror_lacks_a_split(data_dir, tmp_path
     assert resolve_splits(mnli, data_dir) == {"train": "train[:90%]", "validation": "train[90%:]"}
     assert availability(mnli, data_dir) == "carve-out"
     assert availability(get_task("rte_v1"), data_dir) == "official splits"
-    assert availability(get_task("winogrande_v1"), data_dir) == "missing"
+    assert availability(get_task("doc_nli_v1"), data_dir) == "missing"
     # With every official split present, the carve-out is not used.
     for split in ("train", "validation_matched"):
         path = mnli.mirror_path(tmp_path, split)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"premise": "p", "hypothesis": "h", "label": 0, "idx": 0}\n')
     assert resolve_splits(mnli, tmp_path) == dict(mnli.splits)
+
+
+def winogrande_mirror(root: Path, config: str, who: str) -> Path:
+    """A mirror holding WinoGrande's `config` folder: 3 training and 2 validation questions about `who`."""
+    for split, n in (("train", 3), ("validation", 2)):
+        path = root / "allenai__winogrande" / config / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"sentence": f"{who} {i} met _.", "option1": who, "option2": "Bo", "answer": "1"} for i in range(n)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_a_mirror_without_winogrande_xl_is_read_from_winogrande_l(tmp_path):
+    task = get_task("winogrande_v1")
+    assert (task.hub_config, task.fallback_configs) == ("winogrande_xl", ("winogrande_l",))
+    with pytest.raises(TaskDataError, match=r"winogrande_xl/train.jsonl \(nor a folder of .* winogrande_l beside it"):
+        load_examples(task, "train", tmp_path)
+    mirror = winogrande_mirror(tmp_path / "l", "winogrande_l", "Al")
+    assert data_config(task, mirror) == "winogrande_l" and data_config(task, None) == "winogrande_xl"
+    assert task.mirror_path(mirror, "train") == mirror / "allenai__winogrande/winogrande_l/train.jsonl"
+    assert task.mirror_path(mirror, "train", own=True).parent.name == "winogrande_xl"  # where a mirror is written
+    assert availability(task, mirror) == "official splits"
+    check_data("winogrande_v1", mirror)
+    assert [e["inputs"].split(" met")[0] for e in load_examples(task, "train", mirror)] == [
+        "winogrande sentence: Al 0",
+        "winogrande sentence: Al 1",
+        "winogrande sentence: Al 2",
+    ]
+    spec = RunSpec(model="tiny-llama", task="winogrande", data_dir=str(mirror))
+    assert data_record(spec)["data_config"] == "winogrande_l"
+    mixed = RunSpec(model="tiny-llama", task="winogrande_v1+rte_v1", data_dir=str(mirror))
+    assert data_record(mixed)["data_config"] == "winogrande_v1=winogrande_l"
+    codec = Codec(load_backbone("tiny-llama").tokenizer, False, 64, 8)
+    on_l = task_cache.cache_key(task, "train", mirror, codec, None)
+    # With both folders, the task's own configuration is read (and the tokenised cache is another entry).
+    winogrande_mirror(mirror, "winogrande_xl", "Cy")
+    assert data_config(task, mirror) == "winogrande_xl" and "data_config" not in data_record(spec)
+    assert load_examples(task, "validation", mirror)[0]["inputs"].startswith("winogrande sentence: Cy 0")
+    assert task_cache.cache_key(task, "train", mirror, codec, None) != on_l
+    assert data_config(get_task("rte_v1"), mirror) == "rte"  # a task without fallbacks: its own, present or not
+    with pytest.raises(ValueError, match="fallback_configs must be a tuple"):
+        dataclasses.replace(task, fallback_configs="winogrande_l")
 
 
 def test_hub_and_mirror_give_the_same_examples_and_export_round_trips(data_dir, tmp_path):

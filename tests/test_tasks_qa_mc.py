@@ -6,8 +6,8 @@ import pytest
 
 import spot_core.tasks.multiple_choice
 import spot_core.tasks.qa  # noqa: F401  (registrations)
-from spot_core.tasks import get_task, load_examples
-from spot_core.tasks.loading import resolve_splits
+from spot_core.tasks import check_data, get_task, load_examples
+from spot_core.tasks.loading import availability, data_config, resolve_splits
 
 SQUAD_CONTEXT_0 = (
     "Super Bowl 50 was an American football game to determine the champion of the National Football League (NFL) "
@@ -118,6 +118,46 @@ def test_hellaswag_hub_row():
         "targets": "ending0",
     }
     assert get_task("hellaswag_v1").preprocess({**row, "label": "3"})["targets"] == "ending3"
+
+
+def hellaswag_rows(n: int, start: int = 0) -> str:
+    """`n` HellaSwag rows as the mirror holds them (string labels, four endings), each with its own context."""
+    rows = [
+        {"activity_label": "a", "ctx": f"context {i}", "endings": ["w", "x", "y", "z"], "label": str(i % 4)}
+        for i in range(start, start + n)
+    ]
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_hellaswag_trains_on_the_first_half_of_a_validation_only_mirror(tmp_path):
+    task = get_task("hellaswag_v1")
+    path = task.mirror_path(tmp_path, "validation")
+    path.parent.mkdir(parents=True)
+    path.write_text(hellaswag_rows(10))
+    assert availability(task, tmp_path) == "carve-out" and data_config(task, tmp_path) is None
+    train, val = load_examples(task, "train", tmp_path), load_examples(task, "validation", tmp_path)
+    assert [e["inputs"].split(" ending0")[0] for e in train] == [f"hellaswag context: context {i}" for i in range(5)]
+    assert [e["inputs"].split(" ending0")[0] for e in val] == [f"hellaswag context: context {i}" for i in range(5, 10)]
+    assert [e["targets"] for e in val] == ["ending1", "ending2", "ending3", "ending0", "ending1"]
+    # With a train split in the mirror, the official splits.
+    task.mirror_path(tmp_path, "train").write_text(hellaswag_rows(3, start=100))
+    assert resolve_splits(task, tmp_path) == {"train": "train", "validation": "validation"}
+    assert len(load_examples(task, "train", tmp_path)) == 3 and len(load_examples(task, "validation", tmp_path)) == 10
+
+
+def test_winogrande_and_hellaswag_run_from_the_offline_mirror(data_dir):
+    """The shared mirror's WinoGrande L and HellaSwag validation parse whole; HellaSwag's halves are disjoint."""
+    for name in ("winogrande_v1", "hellaswag_v1"):
+        check_data(name, data_dir)
+    winogrande = get_task("winogrande_v1")
+    if not winogrande.mirror_path(data_dir, "train", own=True).is_file():
+        assert data_config(winogrande, data_dir) == "winogrande_l"
+        assert len(load_examples(winogrande, "train", data_dir)) == 10234
+    task = get_task("hellaswag_v1")
+    assert resolve_splits(task, data_dir) == {"train": "validation[:50%]", "validation": "validation[50%:]"}
+    train, val = load_examples(task, "train", data_dir), load_examples(task, "validation", data_dir)
+    assert len(train) == len(val) == 5021
+    assert not {e["inputs"] for e in train} & {e["inputs"] for e in val}
 
 
 def test_race_hub_row():

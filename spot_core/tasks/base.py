@@ -43,6 +43,7 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "text": ("a string", lambda v: isinstance(v, str)),
     "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "number": ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    "value": ("a string or a number", lambda v: isinstance(v, str | int | float) and not isinstance(v, bool)),
     "texts": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "integers": (
         "a list of integers",
@@ -92,6 +93,10 @@ class Task:
         label_words: the closed label set (rank classification), or None (greedy generation).
         fallback_splits: a documented, deterministic carve-out used in place of `splits` for the roles it names
             when a mirror lacks one of their splits (e.g. no validation file: carve it from train).
+        fallback_configs: configurations read, in this order, from a mirror that lacks the folder of `hub_config`
+            (WinoGrande: `winogrande_l` where the mirror has no `winogrande_xl`); the first whose folder the mirror
+            has is read (`mirror_config`). The hub always serves `hub_config`. Results on another configuration
+            are not comparable: a run records the one it read and a study cell's key includes it.
         train_filter: turns one preprocessed training example into zero or more (ReCoRD: one per answer;
             WSC: positives only). Evaluation always sees the plain examples.
         postprocess: applied to each prediction before scoring.
@@ -101,6 +106,8 @@ class Task:
         reads: the row fields the preprocessor reads and their kinds (KINDS): every row read is checked against
             them (a missing field, null or a value of another kind is a TaskDataError naming the row). Default:
             what the preprocessor declares with `@reads`.
+        files: split name -> the data file it reads (JSONL, CSV or TSV), whatever the data directory: a task
+            defined by a file of its own (spot_core.tasks.definitions) reads its data from where that file says.
     """
 
     name: str
@@ -112,6 +119,7 @@ class Task:
     label_words: tuple[str, ...] | None = None
     max_target_tokens: int = 16
     fallback_splits: Mapping[str, str] = field(default_factory=dict)
+    fallback_configs: tuple[str, ...] = ()
     train_filter: Callable[[Example], list[Example]] | None = None
     postprocess: Callable[[str], str] = str.strip
     revision: str | None = None
@@ -120,6 +128,7 @@ class Task:
     family: str = ""
     notes: str = field(default="", compare=False)
     reads: Mapping[str, str] = field(default_factory=dict, compare=False)
+    files: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.reads:
@@ -129,6 +138,11 @@ class Task:
         unknown = set(self.splits) - set(ROLES)
         if unknown or "train" not in self.splits or "validation" not in self.splits:
             raise ValueError(f"task {self.name!r}: splits need train and validation, roles from {ROLES}")
+        if isinstance(self.fallback_configs, str) or self.hub_config in self.fallback_configs:
+            raise ValueError(
+                f"task {self.name!r}: fallback_configs must be a tuple of configuration names other than its "
+                f"hub_config {self.hub_config!r}, got {self.fallback_configs!r}"
+            )
 
     @property
     def base_name(self) -> str:
@@ -146,12 +160,27 @@ class Task:
             values.update(metric(references, predictions))
         return {**values, "score": task_score(values)}
 
-    def mirror_dir(self, data_dir: str | Path) -> Path:
-        return Path(data_dir) / self.hub_id.replace("/", "__") / (self.hub_config or "default")
+    def mirror_config(self, data_dir: str | Path) -> str | None:
+        """The configuration a mirror serves the task from: its own `hub_config` where the mirror has that folder,
+        else the first of `fallback_configs` it has, else its own (whose folder is then absent)."""
+        root = Path(data_dir) / self.hub_id.replace("/", "__")
+        for config in (self.hub_config, *self.fallback_configs):
+            if (root / (config or "default")).is_dir():
+                return config
+        return self.hub_config
 
-    def mirror_path(self, data_dir: str | Path, split: str) -> Path:
-        """The mirror file of a data split name (not a role): `<data_dir>/<hub id, / as __>/<config>/<split>.jsonl`."""
-        return self.mirror_dir(data_dir) / f"{split}.jsonl"
+    def mirror_dir(self, data_dir: str | Path, own: bool = False) -> Path:
+        """The one place that picks a task's mirror folder, `<data_dir>/<hub id, / as __>/<config>`: that of
+        `mirror_config`, which every reader follows; `own`: that of `hub_config`, present or not (to write one)."""
+        config = self.hub_config if own else self.mirror_config(data_dir)
+        return Path(data_dir) / self.hub_id.replace("/", "__") / (config or "default")
+
+    def mirror_path(self, data_dir: str | Path, split: str, own: bool = False) -> Path:
+        """The mirror file of a data split name (not a role): `<data_dir>/<hub id, / as __>/<config>/<split>.jsonl`,
+        the configuration as in `mirror_dir`; a task's own file where it names one (`files`)."""
+        if split in self.files:
+            return Path(self.files[split])
+        return self.mirror_dir(data_dir, own) / f"{split}.jsonl"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Tokenised task splits cached on disk, so the hundreds of runs of a study tokenise each task once.
 
 The key hashes everything that determines the token ids: the task (versioned name, split spec, the source
-of its preprocessor), the data (mirror file contents, or hub id / config / revision), the row limit, the
-tokenizer and the codec's settings. A cache entry is written beside its final place and renamed, so a
-concurrent worker never reads half of one.
+of its preprocessor), the data (the contents of the mirror files read, so a fallback configuration read in
+place of the task's own gets entries of its own; or hub id / config / revision), the row limit, the tokenizer and
+the codec's settings. A cache entry is written beside its final place and renamed, so a concurrent worker never
+reads half of one.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _file_digest(path: Path) -> str:
 
 def cache_key(task: Task, role: str, data_dir: str | Path | None, codec: Codec, limit: int | None) -> str:
     spec = resolve_splits(task, data_dir)[role]
-    if data_dir is None:
+    if data_dir is None and not task.files:
         source = {
             "hub": task.hub_id,
             "config": task.hub_config,
@@ -65,6 +66,7 @@ def cache_key(task: Task, role: str, data_dir: str | Path | None, codec: Codec, 
         "role": role,
         "spec": spec,
         "code": [_source_code(f) for f in (task.preprocess, task.train_filter) if f is not None],
+        "definition": getattr(task.preprocess, "definition", None),  # a file task's: its preprocessor is shared code
         "source": source,
         "limit": limit,
         "tokenizer": Hasher.hash(codec.tokenizer),

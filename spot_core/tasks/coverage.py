@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spot_core.tasks.base import KINDS, Task, get_mixture, get_task, mixture_names, task_names
-from spot_core.tasks.loading import availability, load_rows, preprocess_rows, resolve_splits
+from spot_core.tasks.loading import availability, data_config, load_rows, preprocess_rows, resolve_splits
 
 STUDY_SOURCES = (
     "c4 doc_nli yelp_polarity mnli qqp qnli record cxc squad drop sst2 winogrande hellaswag multirc cosmos_qa race"
@@ -42,6 +42,9 @@ def task_row(task: Task, data_dir: str | Path) -> dict[str, str]:
             sizes.append(f"{role} {len(rows):,} ({splits[role]})")
             if example is None:
                 example = preprocess_rows(task, rows.select(range(1)), "validation")[0]
+    config = data_config(task, data_dir)
+    if status != "missing" and config != task.hub_config:
+        status += f" of `{config}`"
     hub = f"`{task.hub_id}`" + (f" ({task.hub_config})" if task.hub_config else "") if task.on_hub else "none"
     shown = f"`{_clip(example['inputs'])}` → `{_clip(example['targets'], 60)}`" if example else "no offline data"
     return {
@@ -53,6 +56,16 @@ def task_row(task: Task, data_dir: str | Path) -> dict[str, str]:
         "mirror rows": "; ".join(sizes) or "-",
         "offline here": status,
     }
+
+
+def study_offline(data_dir: str | Path) -> list[str]:
+    """How many of SPoT's source and target tasks the mirror serves (`availability`), and which it does not."""
+    lines = []
+    for role, names in (("source", STUDY_SOURCES.split()), ("target", STUDY_TARGETS.split())):
+        missing = [name for name in names if availability(get_task(name), data_dir) == "missing"]
+        gaps = f"; missing: {', '.join(f'`{get_task(n).name}`' for n in missing)}" if missing else ""
+        lines.append(f"- {len(names) - len(missing)} of SPoT's {len(names)} {role} tasks run offline here{gaps}.")
+    return lines
 
 
 def coverage_markdown(data_dir: str | Path) -> str:
@@ -74,7 +87,10 @@ def coverage_markdown(data_dir: str | Path) -> str:
             "(`../shared/data` here); do not edit by hand. Formats follow T5 (task-name prefix kept, fields as "
             '`name: value`); metric values are 0-100 and a task\'s score is their mean. "offline here": whether the '
             "mirror serves the task's train and validation splits, as official splits or through the task's "
-            "documented carve-out.",
+            "documented carve-out (and, where the mirror lacks the task's own configuration, from which one it "
+            "reads).",
+            "",
+            *study_offline(data_dir),
             "",
             *lines,
             "",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from spot_core.run_dir import follow_umask, write_json
 from spot_core.tasks.base import Task, split_file
-from spot_core.tasks.loading import load_rows
+from spot_core.tasks.loading import data_config, load_rows
 
 MANIFEST = "MANIFEST.json"
 
@@ -90,8 +90,10 @@ def export_task(
     out_dir = Path(out_dir)
     written, missing = [], []
     known = _source_manifest(Path(source_dir)) if source_dir else {}
+    config = task.hub_config if source_dir is None else data_config(task, source_dir)
     for name in split_names(task):
-        dst = task.mirror_path(out_dir, name)
+        # the configuration the source serves (WinoGrande L where a mirror lacks XL) keeps its own folder
+        dst = task.mirror_dir(out_dir, own=True).parent / (config or "default") / f"{name}.jsonl"
         rel = dst.relative_to(out_dir).as_posix()
         if source_dir is None:
             _write_hub_split(task, name, dst)
@@ -106,7 +108,7 @@ def export_task(
             source, completeness = str(Path(source_dir).resolve()), known.get(rel, {}).get("completeness", "unknown")
         sha, rows = _digest_and_rows(dst)
         written.append(
-            ExportedFile(rel, task.name, task.hub_id, task.hub_config, name, rows, sha, source, completeness)
+            ExportedFile(rel, task.name, task.hub_id, config, name, rows, sha, source, completeness)
         )
     return written, missing
 

@@ -2,7 +2,9 @@
 
 Both sources give rows in the hub's schema, so one preprocessor serves both. Split specs are applied
 here, the same way for both sources: `name`, `name[a:b]` with integers (negative counts from the end) or
-percentages (`[:50%]`, boundaries rounded to the nearest row), and `+` to join splits.
+percentages (`[:50%]`, boundaries rounded to the nearest row), and `+` to join splits. A mirror without a task's
+configuration folder serves it from a fallback configuration where the task names one (`data_config`), and a
+mirror without a split serves it through the task's carve-out where it has one (`resolve_splits`).
 
 Data is checked, not guessed: every row read is checked against the fields its task reads (`Task.reads`) before
 the preprocessor sees it, and a row that is not JSON, lacks a field, holds a value of another kind, or a label
@@ -61,6 +63,13 @@ def resolve_splits(task: Task, data_dir: str | Path | None) -> dict[str, str]:
     return {**splits, **task.fallback_splits}
 
 
+def data_config(task: Task, data_dir: str | Path | None) -> str | None:
+    """The configuration a task's rows are read from: from the hub (`data_dir` None) always its own `hub_config`;
+    from a mirror the one whose folder it reads (`Task.mirror_config`: its own, or where the mirror lacks that
+    folder, the first of its `fallback_configs` the mirror has)."""
+    return task.hub_config if data_dir is None else task.mirror_config(data_dir)
+
+
 def availability(task: Task, data_dir: str | Path) -> str:
     """Whether a mirror can serve a task's train and validation: "official splits", "carve-out", or "missing"."""
     splits = resolve_splits(task, data_dir)
@@ -72,6 +81,8 @@ def availability(task: Task, data_dir: str | Path) -> str:
 
 def _missing(task: Task, role: str, data_dir: str | Path, path: Path) -> TaskDataError:
     absent = "" if Path(data_dir).is_dir() else f" (the data directory {data_dir} does not exist)"
+    if task.fallback_configs and data_config(task, data_dir) == task.hub_config:
+        absent += f" (nor a folder of its fallback configurations {', '.join(task.fallback_configs)} beside it)"
     return TaskDataError(
         f"task {task.name!r}: no data for its {role!r} split at {path}{absent}. Either point the data directory "
         "(data_dir=..., or $SPOT_DATA_DIR) at a mirror that has it, e.g. one written by `make data`, "
@@ -80,12 +91,14 @@ def _missing(task: Task, role: str, data_dir: str | Path, path: Path) -> TaskDat
 
 
 def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -> Rows:
-    if data_dir is not None:
+    if data_dir is not None or name in task.files:
         path = task.mirror_path(data_dir, name)
         if not path.is_file():
             raise _missing(task, role, data_dir, path)
         try:
             return Rows.from_file(path)
+        except RowError as e:
+            raise TaskDataError(f"task {task.name!r}: {e}. {FIX['line']}") from None
         except OSError as e:
             raise TaskDataError(f"task {task.name!r}: cannot read {path}: {e.strerror or e}") from e
     if not task.on_hub:
@@ -156,7 +169,7 @@ def preprocess_rows(task: Task, rows: Rows, role: str) -> list[Example]:
 
 def describe_source(task: Task, role: str, data_dir: str | Path | None, splits: Mapping[str, str]) -> str:
     spec = splits[role]
-    if data_dir is None:
+    if data_dir is None and not task.files:
         return f"{spec!r} of hub {task.hub_id} ({task.hub_config}) at {task.revision or 'main'}"
     return f"{spec!r} of " + " + ".join(str(task.mirror_path(data_dir, name)) for name in split_file(spec))
 
@@ -192,7 +205,8 @@ def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("
     for task in members(name):
         splits = resolve_splits(task, data_dir)
         for role in roles:
-            identity = _mirror_identity(task, role, data_dir, splits) if data_dir is not None else None
+            from_files = data_dir is not None or bool(task.files)
+            identity = _mirror_identity(task, role, data_dir, splits) if from_files else None
             if identity in _CHECKED:
                 continue
             rows = load_rows(task, role, data_dir, splits)
@@ -202,7 +216,7 @@ def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("
                     f"task {task.name!r}: no rows in its {role} split ({where}). Point data_dir at a mirror that has "
                     "them, or rebuild it (make data)"
                 )
-            for _ in examples(task, rows if data_dir is not None else sample_rows(rows, 1), role):
+            for _ in examples(task, rows if from_files else sample_rows(rows, 1), role):
                 pass
             if identity is not None:
                 _CHECKED.add(identity)

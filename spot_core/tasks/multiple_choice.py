@@ -75,12 +75,16 @@ register(
         hub_id="allenai/winogrande",
         hub_config="winogrande_xl",
         splits=TRAIN_VAL,
+        fallback_configs=("winogrande_l",),
         preprocess=winogrande,
         metrics=(accuracy,),
         label_words=WINOGRANDE_LABELS,
         family="multiple_choice",
-        notes="Format not in the T5 reference code. Test answers are hidden (''): no test split. Not in the "
-        "offline mirror.",
+        notes="Format not in the T5 reference code. Test answers are hidden (''): no test split. SPoT trains on the "
+        "XL configuration (40,398 questions); the offline mirror has only `winogrande_l` (10,234 training questions, "
+        "the same 1,267 validation questions), so a mirror without a `winogrande_xl` folder is read from "
+        "`winogrande_l`, and results on L are not comparable with XL's: a run records the configuration it read "
+        "(`data_config`) and a study cell's key includes it.",
     )
 )
 register(
@@ -89,12 +93,17 @@ register(
         hub_id="Rowan/hellaswag",
         hub_config=None,
         splits=TRAIN_VAL,
+        fallback_splits={"train": "validation[:50%]", "validation": "validation[50%:]"},
         preprocess=hellaswag,
         metrics=(accuracy,),
         label_words=HELLASWAG_LABELS,
         family="multiple_choice",
         notes="Format not in the T5 reference code; `ctx` is written as `context:`. Test labels are hidden (''): "
-        "no test split. Not in the offline mirror.",
+        "no test split. The offline mirror has only the official validation set (10,042 questions, from a text copy "
+        "whose `ctx` lacks the `[header]`/`[title]` markers), so from a mirror without train.jsonl the task trains "
+        "on its first half and validates on its second half (rows in file order: the first half holds all 3,243 "
+        "ActivityNet questions and 1,778 WikiHow ones, the second only WikiHow); from the hub it uses the official "
+        "train and validation splits, and the two sets of numbers are not comparable.",
     )
 )
 register(
@@ -125,6 +134,7 @@ register(
         label_words=RACE_LABELS,
         family="multiple_choice",
         notes="Format not in the T5 reference code. RACE-M and RACE-H together (config `all`); test labels are "
-        "public, so the test split is declared. Not in the offline mirror.",
+        "public, so the test split is declared. The offline mirror's train split is a sample: every question of "
+        "6,000 of the 25,137 training articles (21,054 questions).",
     )
 )

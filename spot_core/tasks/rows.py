@@ -10,6 +10,7 @@ A line that is not a JSON object, a row without a field its task reads, or with 
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -75,10 +76,32 @@ class Rows:
 
     @classmethod
     def from_file(cls, path: Path) -> Rows:
-        """A JSON-lines file's rows: its non-blank lines, unparsed."""
+        """A JSON-lines file's rows: its non-blank lines, unparsed; a CSV or TSV file's (`from_table`)."""
+        if path.suffix in (".csv", ".tsv"):
+            return cls.from_table(path)
         lines = path.read_bytes().split(b"\n")
         keep = [i for i, line in enumerate(lines) if line.strip()]
         return cls([Part(str(path), [lines[i] for i in keep], np.asarray(keep, dtype=np.int64) + 1)])
+
+    @classmethod
+    def from_table(cls, path: Path) -> Rows:
+        """A CSV (`.csv`) or tab-separated (`.tsv`) file with a header line: each record a row of strings, numbered by
+        the line it starts on (a quoted field may span lines). A record with more or fewer fields than the header
+        is a RowError naming its line."""
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            header = next(reader, None)
+            records, numbers, start = [], [], reader.line_num + 1
+            for values in reader:
+                if any(v.strip() for v in values):
+                    if len(values) != len(header):
+                        raise RowError(
+                            f"line {start} of {path}", f" has {len(values)} fields, the header {len(header)}"
+                        )
+                    records.append(json.dumps(dict(zip(header, values, strict=True))).encode())
+                    numbers.append(start)
+                start = reader.line_num + 1
+        return cls([Part(str(path), records, np.asarray(numbers, dtype=np.int64))])
 
     @classmethod
     def from_dataset(cls, rows: datasets.Dataset, source: str) -> Rows:

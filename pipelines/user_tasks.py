@@ -1,0 +1,86 @@
+"""Tasks beyond the built-in ones, as the entry points find them, and how they reach Ray workers.
+
+- A YAML task file (spot_core.tasks.definitions): `task=my_reviews` reads `tasks/my_reviews.yaml` (the folders of
+  `tasks.dirs`, relative to where you run), `task=path/to/file.yaml` any file.
+- Python modules that register tasks (`tasks.modules=[my_pkg.tasks]`), for formats a template cannot express:
+  imported here and in every Ray worker before its cells run (the module must be installed on every node).
+
+A study's cells carry the checked definitions of its file tasks and the module names (`carried`), and a worker
+registers them (`receive`) before running a cell: a worker on another node never reads the YAML file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from spot_core.errors import ConfigError
+from spot_core.tasks import UnknownNameError, get
+from spot_core.tasks.definitions import definitions, load_task_file, register_definitions
+
+SUFFIXES = (".yaml", ".yml")
+_MODULES: list[str] = []  # the task modules imported in this process, in order
+
+
+def use_tasks(cfg: DictConfig, names: Sequence[str], data_dir: str | None) -> list[str]:
+    """The registry names of `names` (task or mixture names, `a+b` ad-hoc mixtures, task files), after importing
+    `tasks.modules` and reading the task files they name; built-in names are returned as given.
+
+    Raises:
+        ConfigError: a module that does not import; a malformed task file (naming the file and the key).
+        UnknownNameError: a name that is neither registered nor a task file in `tasks.dirs`.
+    """
+    settings = cfg.get("tasks") or {}
+    import_modules(list(settings.get("modules") or []))
+    dirs = [Path(d) for d in settings.get("dirs") or []]
+    return [resolve(str(name), dirs, data_dir) for name in names]
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    for module in modules:
+        if module in _MODULES:
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - the user's module: whatever it raises is theirs to fix
+            raise ConfigError(
+                f"tasks.modules: cannot import {module!r} ({type(e).__name__}: {e}); install it (pip install -e "
+                "...) or put it on PYTHONPATH, on every node of the Ray cluster too"
+            ) from None
+        _MODULES.append(module)
+
+
+def resolve(name: str, dirs: Sequence[Path], data_dir: str | None) -> str:
+    """One name: a task file's path, a registered name, or a file `<dir>/<name>.yaml` in `dirs`."""
+    if "+" in name:
+        return "+".join(resolve(part.strip(), dirs, data_dir) for part in name.split("+"))
+    if name.endswith(SUFFIXES):
+        if not Path(name).is_file():
+            raise ConfigError(f"task file {name}: no such file")
+        return load_task_file(name, data_dir).name
+    try:
+        get(name)
+        return name
+    except UnknownNameError as unknown:
+        for folder in dirs:
+            for path in (folder / f"{name}{suffix}" for suffix in SUFFIXES):
+                if path.is_file():
+                    return load_task_file(path, data_dir).name
+        where = ", ".join(f"{d}/{name}.yaml" for d in dirs) or "no tasks.dirs set"
+        raise UnknownNameError(f"{unknown} Nor is there a task file ({where}).") from None
+
+
+def carried() -> dict[str, Any]:
+    """What a cell carries to its worker: the file tasks' checked definitions and the task modules."""
+    return {"definitions": definitions(), "modules": list(_MODULES)}
+
+
+def receive(carried_tasks: dict[str, Any] | None) -> None:
+    """In a worker: imports the task modules and registers the file tasks a cell carries."""
+    if carried_tasks:
+        import_modules(carried_tasks.get("modules", []))
+        register_definitions(carried_tasks.get("definitions", {}))
