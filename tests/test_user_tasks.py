@@ -2,6 +2,7 @@
 carried to Ray workers that never read the file. Every test defines its own task name (the registry is global)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -178,15 +179,21 @@ def test_train_and_a_two_worker_study_with_a_task_file_as_target(tmp_path, data_
     assert result["best/val_score"] >= 0 and (tmp_path / "train" / "result.json").is_file()
     cfg = compose_with(
         "study", "study=smoke", "study.sources=[sst2]", "study.targets=[reviews_s]", "study.seeds=[0]",
-        "stages=[source,target,transfer]", "ray.num_cpus=2", "ray.max_concurrent_trials=2",
+        "stages=[source,target,transfer,retrieval,zero_shot,report]", "study.retrieval_ks=[1]",
+        "ray.num_cpus=2", "ray.max_concurrent_trials=2",
         f"out_dir={tmp_path}/study", *common,
     )  # fmt: skip
     summary = study.run(cfg)
-    assert summary["failed"] == {} and summary["finished"] == summary["cells"] == 3
+    # source, target, transfer, zero-shot; retrieval: the weighted average (k=1), the mixture sst2+reviews_s
+    # and the target from it
+    assert summary["failed"] == {} and summary["finished"] == summary["cells"] == 7
+    assert "reviews_s_v1" in (tmp_path / "study" / "report" / "report.md").read_text()
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("spot-study")
     runs = client.search_runs([experiment.experiment_id], "tags.cell_key != ''")
-    assert sorted(r.data.tags["task"] for r in runs) == ["reviews_s_v1", "reviews_s_v1", "sst2_v1"]
+    assert sorted(r.data.tags["task"] for r in runs) == [
+        *["reviews_s_v1"] * 5, "sst2_v1", "sst2_v1+reviews_s_v1"
+    ]  # fmt: skip
     assert {r.info.status for r in runs} == {"FINISHED"}
     # the task file's fingerprint is in its cells' keys: an edited template is another cell
     design = StudyConfig(name="x", model="tiny-llama", sources=["sst2"], targets=["reviews_s_v1"], seeds=[0])
@@ -199,3 +206,48 @@ def test_an_unknown_name_says_where_a_task_file_would_be(tmp_path):
     with pytest.raises(UnknownNameError, match=r"Nor is there a task file \(.*/tasks/nothing_here.yaml\)"):
         train.run(compose_with("train", "model=tiny-llama", "task=nothing_here", f"tasks.dirs=[{tmp_path}/tasks]"))
     assert get_task("sst2").name == "sst2_v1"
+
+
+def test_a_task_module_is_imported_from_tasks_modules_and_again_in_a_worker(tmp_path, monkeypatch):
+    data = reviews(tmp_path)
+    (tmp_path / "my_task_plugin.py").write_text(
+        textwrap.dedent(f"""
+            from spot_core.metrics import accuracy
+            from spot_core.tasks import Task, register
+            WORDS = ("negative", "positive")
+            register(Task(
+                name="plugin_reviews_v1", hub_id="local/plugin", hub_config=None, on_hub=False,
+                splits={{"train": "all[:16]", "validation": "all[16:]"}}, files={{"all": {str(data)!r}}},
+                preprocess=lambda row: {{"inputs": row["text"][::-1], "targets": WORDS[row["label"]]}},
+                metrics=(accuracy,), label_words=("negative", "positive"),
+            ))
+        """)
+    )  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_with("train", "tasks.modules=[my_task_plugin]")
+    from pipelines.user_tasks import use_tasks
+
+    assert use_tasks(cfg, ["plugin_reviews", "sst2+plugin_reviews_v1"], None) == [
+        "plugin_reviews", "sst2+plugin_reviews_v1"
+    ]  # fmt: skip
+    assert "my_task_plugin" in carried()["modules"]
+    code = (
+        "from pipelines.user_tasks import receive; from spot_core.tasks import get_task, load_examples;"
+        "receive({'modules': ['my_task_plugin'], 'definitions': {}});"
+        "print(load_examples(get_task('plugin_reviews'), 'train', None)[0]['inputs'])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == ")0( taerg skrow dna eulav doog", done.stderr[-2000:]
+    with pytest.raises(ConfigError, match=r"^tasks.modules: cannot import 'no_such_plugin' \(ModuleNotFoundError"):
+        use_tasks(compose_with("train", "tasks.modules=[no_such_plugin]"), ["sst2"], None)
+
+
+def test_the_example_task_file_reads_the_mirror(data_dir):
+    from pipelines.user_tasks import resolve
+
+    name = resolve("product_reviews", [REPO / "tasks"], str(data_dir))
+    task = get_task(name)
+    assert name == "product_reviews_v1" and task.label_words == ("negative", "positive")
+    check_data(name, str(data_dir))
+    assert len(load_examples(task, "train", str(data_dir))) == 1775

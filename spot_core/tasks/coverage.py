@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spot_core.tasks.base import KINDS, Task, get_mixture, get_task, mixture_names, task_names
+from spot_core.tasks.definitions import KEYS
 from spot_core.tasks.loading import availability, data_config, load_rows, preprocess_rows, resolve_splits
 
 STUDY_SOURCES = (
@@ -112,5 +113,48 @@ def coverage_markdown(data_dir: str | Path) -> str:
             "",
             *reads,
             "",
+            *own_task_section(),
         ]
     )
+
+
+def own_task_section() -> list[str]:
+    """How to add a task with no Python: the keys of a task file (`definitions.KEYS`) and where it goes."""
+    return [
+        "## Your own task",
+        "",
+        "A YAML file and a data file (JSONL, CSV or TSV, with a header line), no Python "
+        "(`spot_core/tasks/definitions.py`). Put `my_reviews.yaml` in `tasks/` (the folders of `tasks.dirs`, "
+        "relative to where you run) and name it `task=my_reviews`, or name any file by its path "
+        "(`task=path/to/my_reviews.yaml`); in a study, `study.targets=[my_reviews]` or `study.sources=[...]`. "
+        "The example `tasks/product_reviews.yaml` reads the mirror's CR sentences in a format of its own:",
+        "",
+        "```yaml",
+        "name: product_reviews_v1",
+        "data:",
+        '  train: "{data_dir}/SetFit__SentEval-CR/default/train.jsonl"',
+        '  validation: "{data_dir}/SetFit__SentEval-CR/default/test.jsonl"',
+        'inputs: "Is this product review positive or negative? review: {text}"',
+        "label_field: label",
+        "label_words: [negative, positive]",
+        "metrics: [accuracy]",
+        "```",
+        "",
+        "Its keys:",
+        "",
+        *(f"- `{key}`: {meaning}" for key, meaning in KEYS.items()),
+        "",
+        "Data paths are relative to the task file, absolute, or start with `{data_dir}` (the data directory). A role "
+        "may read a slice of a file (`all.jsonl[:90%]`, `all.jsonl[90%:]`), as split specs do. The file is checked "
+        "when it is named, before anything is written: an unknown key, a template field or label the data's first "
+        "rows lack, an unknown metric is one line naming the file and the key; every row is checked before training, "
+        "as for built-in tasks. A study's cells carry the checked definition to their Ray workers, which never read "
+        "the YAML file (its data files must be on storage every node sees, like the data directory). A cell's key "
+        "includes the definition's fingerprint (templates, labels, metrics, slices; not where the files are), so an "
+        "edited template trains again; a new format deserves a new version in `name` all the same.",
+        "",
+        "Formats a template cannot express: a Python module that calls `spot_core.tasks.register(Task(...))` (see "
+        "`spot_core/tasks/sentiment.py`), named in `tasks.modules=[my_pkg.tasks]`. It is imported before the task "
+        "names are read, and in every Ray worker before its cells run, so it must be installed on every node.",
+        "",
+    ]
