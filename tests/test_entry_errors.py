@@ -280,3 +280,16 @@ def test_a_full_sqlite_store_inside_mlflow_is_the_users_to_fix():
         "to a store on a disk with room"
     )
     assert user_error(MlflowException("RESOURCE_DOES_NOT_EXIST: run 123")) is None  # not the user's: a traceback
+
+
+@pytest.mark.parametrize("module", ["train", "study"])
+def test_malformed_task_file(tmp_path, store, data_dir, module):
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text('{"text": "fine", "label": 1}\n')
+    (folder / "mine.yaml").write_text(
+        'name: mine_v1\ndata: {train: rows.jsonl, validation: rows.jsonl}\ninputs: "r: {text}"\nlabel_feild: label\n'
+    )
+    args = ["study=smoke", "study.targets=[mine]"] if module == "study" else [*TINY_TRAIN, "task=mine"]
+    line = fail(tmp_path, store, module, *args, f"data_dir={data_dir}", f"tasks.dirs=[{folder}]")
+    assert line == f"error: task file {folder}/mine.yaml: label_feild: unknown key (did you mean 'label_field'?)"

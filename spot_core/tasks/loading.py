@@ -98,7 +98,7 @@ def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -
         try:
             return Rows.from_file(path)
         except RowError as e:
-            raise TaskDataError(f"task {task.name!r}: {e}. {FIX['line']}") from None
+            raise TaskDataError(f"task {task.name!r}: {e}. {fix(task, e.place)}") from None
         except OSError as e:
             raise TaskDataError(f"task {task.name!r}: cannot read {path}: {e.strerror or e}") from e
     if not task.on_hub:
@@ -159,7 +159,12 @@ def examples(task: Task, rows: Rows, role: str) -> Iterator[Example]:
                 )
             yield from task.train_filter(ex) if role == "train" and task.train_filter else [ex]
     except RowError as e:
-        raise TaskDataError(f"task {task.name!r}: {e}. {FIX[e.place.split()[0]]}") from None
+        raise TaskDataError(f"task {task.name!r}: {e}. {fix(task, e.place)}") from None
+
+
+def fix(task: Task, place: str) -> str:
+    """What mends a bad row at `place`: a task's own data file is not a mirror that `make data` rebuilds."""
+    return "Fix or delete that line of the task's data file" if task.files else FIX[place.split()[0]]
 
 
 def preprocess_rows(task: Task, rows: Rows, role: str) -> list[Example]:
