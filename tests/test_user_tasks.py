@@ -13,14 +13,25 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from pipelines import study, train
+from pipelines import study, train, user_tasks
 from pipelines.user_tasks import carried
 from spot_core.errors import ConfigError
 from spot_core.metrics import named_metric
 from spot_core.stages.target import plan as plan_targets
 from spot_core.study import StudyConfig
-from spot_core.tasks import TaskDataError, UnknownNameError, check_data, get_task, load_examples
+from spot_core.tasks import TaskDataError, UnknownNameError, base, check_data, definitions, get_task, load_examples
 from spot_core.tasks.definitions import definition, fingerprint, fingerprint_of, load_task_file
+
+
+@pytest.fixture(autouse=True)
+def own_registry():
+    """Each test's task files and modules leave the process's registry as they found it (others list every task)."""
+    saved = dict(base._TASKS), dict(definitions._DEFINITIONS), list(user_tasks._MODULES)
+    yield
+    for registry, before in zip((base._TASKS, definitions._DEFINITIONS, user_tasks._MODULES), saved, strict=True):
+        registry.clear()
+        registry.update(before) if isinstance(registry, dict) else registry.extend(before)
+
 
 REVIEWS = ("good value and works great", "broke after a week", "the screen is sharp", "battery died, avoid")
 
