@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from spot_core.errors import ConfigError
 from spot_core.tasks import UnknownNameError, get
-from spot_core.tasks.definitions import definitions, load_task_file, register_definitions
+from spot_core.tasks.definitions import definition, definitions, load_task_file, register_definitions
 
 SUFFIXES = (".yaml", ".yml")
 _MODULES: list[str] = []  # the task modules imported in this process, in order
@@ -66,10 +66,12 @@ def resolve(name: str, dirs: Sequence[Path], data_dir: str | None) -> str:
         get(name)
         return name
     except UnknownNameError as unknown:
-        for folder in dirs:
-            for path in (folder / f"{name}{suffix}" for suffix in SUFFIXES):
-                if path.is_file():
-                    return load_task_file(path, data_dir).name
+        stems = dict.fromkeys([name, name.rsplit("_v", 1)[0]])  # my_reviews_v1 is found in my_reviews.yaml too
+        for path in (Path(folder) / f"{stem}{suffix}" for folder in dirs for stem in stems for suffix in SUFFIXES):
+            if path.is_file():
+                found = load_task_file(path, data_dir).name
+                if name in (found, found.rsplit("_v", 1)[0]):
+                    return found
         where = ", ".join(f"{d}/{name}.yaml" for d in dirs) or "no tasks.dirs set"
         raise UnknownNameError(f"{unknown} Nor is there a task file ({where}).") from None
 
@@ -84,3 +86,16 @@ def receive(carried_tasks: dict[str, Any] | None) -> None:
     if carried_tasks:
         import_modules(carried_tasks.get("modules", []))
         register_definitions(carried_tasks.get("definitions", {}))
+
+
+def definition_finder(cfg: DictConfig, data_dir: str | None):
+    """task name -> its task file's checked definition (None: a built-in or plugin task), for the prompt library's
+    entries; a task file is looked for in `tasks.dirs` as `task=` does."""
+
+    def find(name: str) -> dict[str, Any] | None:
+        try:
+            return definition(use_tasks(cfg, [name], data_dir)[0])
+        except UnknownNameError:  # a task of a module not imported here: its runs carry no definition
+            return None
+
+    return find
