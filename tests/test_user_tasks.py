@@ -8,12 +8,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from pipelines import study, train, user_tasks
+from pipelines import library, retrieve, study, train, user_tasks
 from pipelines.user_tasks import carried
 from spot_core.errors import ConfigError
 from spot_core.metrics import named_metric
@@ -173,9 +174,10 @@ def compose_with(config: str, *args: str):
         return compose(config, overrides=list(args))
 
 
-def test_train_and_a_two_worker_study_with_a_task_file_as_target(tmp_path, data_dir):
+def test_train_a_two_worker_study_library_and_retrieve_with_a_task_file(tmp_path, data_dir):
     """A new user's path: a JSONL file and a YAML file, then `make train`, then a smoke study with it as the target on
-    a local Ray with 2 workers (separate processes that never imported the file)."""
+    a local Ray with 2 workers (separate processes that never imported the file), then `make library` of that study
+    and `make retrieve` for the task against it."""
     reviews(tmp_path / "tasks", n=40)
     task_file(tmp_path / "tasks", "reviews_s_v1", train="reviews.jsonl[:32]", validation="reviews.jsonl[32:]")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -206,6 +208,23 @@ def test_train_and_a_two_worker_study_with_a_task_file_as_target(tmp_path, data_
         *["reviews_s_v1"] * 5, "sst2_v1", "sst2_v1+reviews_s_v1"
     ]  # fmt: skip
     assert {r.info.status for r in runs} == {"FINISHED"}
+    # a library of the study's source prompts, then `make retrieve` for the task file's task, training from the top 1
+    exported = library.run(
+        compose_with("library", "study=smoke", f"library={tmp_path}/library", f"out_dir={tmp_path}/study", *common)
+    )
+    assert exported["entries"] == 1
+    found = retrieve.run(
+        compose_with(
+            "retrieve", "model=tiny-llama", f"library={tmp_path}/library", "task=reviews_s", "train=true", "top_k=1",
+            "trainer.steps=4", "trainer.batch_size=4", "trainer.micro_batch_size=null", "trainer.eval_every=2",
+            "max_train_examples=32", "max_eval_examples=8", f"out_dir={tmp_path}/retrieve", *common,
+        )
+    )  # fmt: skip
+    ranking = pd.read_csv(tmp_path / "retrieve" / "ranking.csv")
+    assert list(ranking["task"]) == ["sst2_v1"] and found["parent_run_id"]
+    results = pd.read_csv(tmp_path / "retrieve" / "results.csv").set_index("method")
+    assert {"baseline", "best_of", "weighted_average", "mixture"} <= set(results.index)
+    assert results[["score", "abs", "rel"]].loc[["best_of", "weighted_average", "mixture"]].notna().all().all()
     # the task file's fingerprint is in its cells' keys: an edited template is another cell
     design = StudyConfig(name="x", model="tiny-llama", sources=["sst2"], targets=["reviews_s_v1"], seeds=[0])
     assert json.loads(plan_targets(design)[0].identity)["task_definitions"] == {
