@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipelines.deprecated import upgrade
 from pipelines.errors import entry_point
 from pipelines.paths import check_writable, resolve_data_dir
+from pipelines.specs import run_fields
 from pipelines.tracking import MlflowTracker, check_store, normalise_uri, open_store
 from pipelines.user_tasks import use_tasks
 from spot_core.backbones import check_backbone
@@ -103,20 +104,7 @@ def check(cfg: DictConfig) -> Retrieval:
     task = resolve_task(cfg, library, data_dir)
     check_data(task, data_dir)
     trainer = {**OmegaConf.to_container(cfg.trainer, resolve=True), "seed": cfg.seed, "embedding_step": None}
-    template = RunSpec(
-        model=m.name,
-        task=task,
-        trainer=TrainerConfig(**trainer),
-        data_dir=data_dir,
-        cache_dir=m.cache_dir,
-        max_input_tokens=m.max_input_tokens,
-        max_target_tokens=m.max_target_tokens,
-        max_train_examples=cfg.max_train_examples,
-        max_eval_examples=cfg.max_eval_examples,
-        device=m.device,
-        dtype=m.dtype,
-        prompt_once=m.get("prompt_once"),
-    )
+    template = RunSpec(model=m.name, task=task, trainer=TrainerConfig(**trainer), **run_fields(cfg, data_dir))
     embedding_run(template, sources)  # a class-label init too long for the prompt: fail here
     baseline_run(template, sources)  # a trainer setting: fail here
     check_backbone(m.name, m.cache_dir, m.get("prompt_once"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines.deprecated import upgrade
@@ -13,20 +15,28 @@ from spot_core.tuning import PromptConfig, RunSpec
 
 def build_spec(cfg: DictConfig) -> RunSpec:
     upgrade(cfg)  # renamed keys: their values move to the new names
-    m = cfg.model
     data_dir = resolve_data_dir(cfg.data_dir)
     return RunSpec(
-        model=m.name,
+        model=cfg.model.name,
         task=use_tasks(cfg, [cfg.task], data_dir)[0],  # a task file: read and checked here
         prompt=PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True)),
         trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
-        data_dir=data_dir,
-        cache_dir=m.cache_dir,
-        max_input_tokens=m.max_input_tokens,
-        max_target_tokens=m.max_target_tokens,
-        max_train_examples=cfg.max_train_examples,
-        max_eval_examples=cfg.max_eval_examples,
-        device=m.device,
-        dtype=m.dtype,
-        prompt_once=m.get("prompt_once"),
+        **run_fields(cfg, data_dir),
     )
+
+
+def run_fields(cfg: DictConfig, data_dir: str | None) -> dict[str, Any]:
+    """The RunSpec fields a command line gives beside the task, prompt and trainer: the data, its limits, where and
+    how the model loads."""
+    m = cfg.model
+    return {
+        "data_dir": data_dir,
+        "cache_dir": m.cache_dir,
+        "max_input_tokens": m.max_input_tokens,
+        "max_target_tokens": m.max_target_tokens,
+        "max_train_examples": cfg.max_train_examples,
+        "max_eval_examples": cfg.max_eval_examples,
+        "device": m.device,
+        "dtype": m.dtype,
+        "prompt_once": m.get("prompt_once"),
+    }
