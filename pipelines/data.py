@@ -36,10 +36,12 @@ def resolve_source(value: str) -> Path | None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    # unknown names fail here; a task file (tasks/<name>.yaml, or its path) is read and checked here
-    named = [] if cfg.tasks == "all" else [resolve(str(n), TASK_DIRS, cfg.out_dir) for n in cfg.tasks]
-    names = task_names() if cfg.tasks == "all" else [get_task(n).name for n in named]
     source = resolve_source(str(cfg.source))
+    # unknown names fail here; a task file (tasks/<name>.yaml, or its path) is read and checked here, its
+    # `{data_dir}` the mirror the files come from (else the one being written)
+    data_dir = str(source or cfg.out_dir)
+    named = [] if cfg.tasks == "all" else [resolve(str(n), TASK_DIRS, data_dir) for n in cfg.tasks]
+    names = task_names() if cfg.tasks == "all" else [get_task(n).name for n in named]
     out_dir = check_writable(cfg.out_dir, "out_dir")
     print(f"preparing {len(names)} tasks in {out_dir} from {source or 'the Hugging Face hub'}", flush=True)
     written, unavailable, failed = [], [], {}

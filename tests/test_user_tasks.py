@@ -281,3 +281,13 @@ def test_the_example_task_file_reads_the_mirror(data_dir):
     assert name == "product_reviews_v1" and task.label_words == ("negative", "positive")
     check_data(name, str(data_dir))
     assert len(load_examples(task, "train", str(data_dir))) == 1775
+
+
+def test_make_data_checks_a_task_file_and_exports_nothing_for_it(tmp_path):
+    from pipelines import data
+
+    reviews(tmp_path / "mine")
+    path = task_file(tmp_path / "mine", "reviews_d_v1")
+    result = data.run(compose_with("data", f"tasks=[{path}]", f"out_dir={tmp_path}/mirror", "source=hub"))
+    assert result["files"] == 0 and result["failed"] == {} and result["unavailable"] == []
+    assert get_task("reviews_d_v1").files
