@@ -89,7 +89,8 @@ class SelectionConfig:
             )
 
     def check_candidates(self, count: int, where: str) -> None:
-        if self.top_k > count:
+        """Training from the top k needs k candidates; a ranking alone lists however many there are."""
+        if self.train and self.top_k > count:
             raise ConfigError(f"top_k={self.top_k}, but {where} holds {count} source runs: set top_k<={count}")
 
 

@@ -282,7 +282,7 @@ def test_a_mixture_whose_source_data_is_missing_is_skipped_in_one_line(tmp_path,
         (["prompt_length=8"], "prompt_length=8, but the library"),
         (["task=rtee"], "unknown task or mixture 'rtee'. Did you mean: rte_v1"),
         (["data_dir={tmp}/empty"], "task 'rte_v1'"),
-        (["top_k=4"], "top_k=4, but the library"),
+        (["top_k=4", "train=true"], "top_k=4, but the library"),
         (["top_k=0"], "top_k must be an integer >= 1"),
         (["methods=[best_of,nope]"], "methods must be one of"),
         (["similarity=euclidean", "train=true"], "similarity=euclidean is a negated distance"),
@@ -311,3 +311,8 @@ def test_the_entry_point_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert caught.value.code == EXIT_USER_ERROR and len(err) == 1 and err[0].startswith("error: ")
     assert "nowhere" in err[0] and not any(tmp_path.iterdir())
+
+
+def test_a_ranking_alone_lists_every_run_whatever_top_k(tmp_path, library, data_dir):
+    run(compose_retrieve(*args(tmp_path, library, data_dir, "top_k=5")))
+    assert len(pd.read_csv(tmp_path / "out" / "ranking.csv")) == len(SOURCES)
