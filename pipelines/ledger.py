@@ -196,6 +196,14 @@ def task_embeddings(client: MlflowClient, runs: list, kind: str) -> dict[str, np
     return out
 
 
+def neurons_run(client: MlflowClient, experiment_id: str, cell_key: str):
+    """The latest FINISHED neurons run that probed the cell `cell_key`'s prompt, or None."""
+    query = f"tags.stage = '{Stage.NEURONS.value}' and tags.source_key = '{cell_key}'"
+    query += " and attributes.status = 'FINISHED'"
+    found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.end_time DESC"])
+    return found[0] if found else None
+
+
 def neuron_masks(client: MlflowClient, runs: list) -> dict[str, np.ndarray]:
     """Run key -> its activated-neuron mask (numpy bool [layers, L, I]), from the neurons runs' artifacts (keyed
     by the run they probed)."""

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines.deprecated import upgrade
 from pipelines.errors import entry_point
-from pipelines.ledger import STUDY_KIND, finished_runs, parent_config, study_parent
+from pipelines.ledger import STUDY_KIND, finished_runs, neurons_run, parent_config, study_parent
 from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.tracking import TrackingError, normalise_uri, open_store
 from pipelines.user_tasks import definition_finder
@@ -193,13 +193,10 @@ def neurons_file(client: MlflowClient, run, folder: Path) -> Path | None:
     """The activation mask a finished neurons run recorded of the run's task-embedding prompt, fetched; None if
     the study recorded none."""
     key = run.data.tags.get("cell_key")
-    if not key:
+    found = neurons_run(client, run.info.experiment_id, key) if key else None
+    if found is None or RunDir.NEURONS not in {a.path for a in client.list_artifacts(found.info.run_id)}:
         return None
-    query = f"tags.stage = '{Stage.NEURONS.value}' and tags.source_key = '{key}' and attributes.status = 'FINISHED'"
-    found = client.search_runs([run.info.experiment_id], query, max_results=1, order_by=["attributes.end_time DESC"])
-    if not found or RunDir.NEURONS not in {a.path for a in client.list_artifacts(found[0].info.run_id)}:
-        return None
-    return Path(client.download_artifacts(found[0].info.run_id, RunDir.NEURONS, str(folder)))
+    return Path(client.download_artifacts(found.info.run_id, RunDir.NEURONS, str(folder)))
 
 
 def best_metrics(client: MlflowClient, run) -> dict[str, float]:

@@ -30,7 +30,7 @@ from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.specs import run_fields
 from pipelines.tracking import MlflowTracker, check_store, normalise_uri, open_store
 from pipelines.user_tasks import use_tasks
-from spot_core.backbones import check_backbone
+from spot_core.backbones import Backbone, check_backbone, load_backbone
 from spot_core.config import check_int
 from spot_core.library import Library
 from spot_core.neurons import load_neurons, record_neurons
@@ -53,7 +53,7 @@ from spot_core.tasks import check_data, get
 from spot_core.tasks.definitions import register_definitions
 from spot_core.tracking import Tracker
 from spot_core.trainer import TrainerConfig
-from spot_core.tuning import RunSpec, data_record, prompt_record, tune_prompt
+from spot_core.tuning import RunSpec, data_record, prompt_record, trainer_for
 
 KIND = "retrieve"  # the parent run's `kind` tag
 NEURONS = "neurons"  # out_dir/neurons/<entry id or target-<key>>: the masks recorded here
@@ -78,6 +78,14 @@ class Retrieval:
     template: RunSpec
     root: Path
     uri: str
+    loaded: Backbone | None = None  # the model, once a run or a mask needed it: every one shares it
+
+    def backbone(self) -> Backbone:
+        """The model, loaded once for all the retrieval's runs and masks (they share its spec's model settings)."""
+        if self.loaded is None:
+            t = self.template
+            self.loaded = load_backbone(t.model, t.cache_dir, t.dtype, t.device)
+        return self.loaded
 
     @property
     def key(self) -> str:
@@ -121,6 +129,7 @@ class Ledger:
 
     def __init__(self, client: MlflowClient, experiment_id: str, retrieval: Retrieval):
         self.client, self.experiment_id, self.key = client, experiment_id, retrieval.key
+        self.backbone = retrieval.backbone
         query = f"tags.kind = '{KIND}' and tags.retrieve_key = '{self.key}'"
         found = client.search_runs([experiment_id], query, max_results=1)
         spec, s = retrieval.template, retrieval.sources
@@ -171,7 +180,7 @@ class Ledger:
                 tracker.log_params({**prompt_record(run.spec), **data_record(run.spec)})
                 tracker.log_metrics({k: float(v) for k, v in result.items()}, int(result["final/step"]))
             else:
-                result = tune_prompt(run.spec, folder.path, tracker)  # resumes from its checkpoint
+                result = trainer_for(run.spec, folder.path, tracker, backbone=self.backbone()).fit()  # or resumes
             if then:
                 then(tracker)
             self.client.log_artifact(child, str(folder.result_file))
@@ -196,11 +205,13 @@ class Ledger:
 # --- the retrieval ----------------------------------------------------------------------------------------------
 def record_mask(retrieval: Retrieval, prompt_file: Path, folder: Path, tracker: Tracker | None = None):
     """The activated-neuron mask of a task-embedding prompt (as the study's neurons stage records it)."""
-    spec = retrieval.template
-    record_neurons(
-        spec.model, prompt_file, folder, spec.cache_dir, spec.device, spec.dtype, tracker, spec.prompt_once
-    )  # fmt: skip
-    return load_neurons(RunDir(folder).neurons).numpy()
+    spec, run = retrieval.template, RunDir(folder)
+    if not run.finished():  # the backbone loads only for a mask still to record
+        record_neurons(
+            spec.model, prompt_file, folder, spec.cache_dir, spec.device, spec.dtype, tracker, spec.prompt_once,
+            retrieval.backbone(),
+        )  # fmt: skip
+    return load_neurons(run.neurons).numpy()
 
 
 def rank(retrieval: Retrieval, ledger: Ledger) -> tuple[pd.DataFrame, int]:

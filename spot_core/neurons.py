@@ -40,7 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from spot_core.backbones import load_backbone
+from spot_core.backbones import Backbone, load_backbone
 from spot_core.prompt_files import load_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, check_shape
@@ -188,14 +188,16 @@ def record_neurons(
     dtype: str = "float32",
     tracker: Tracker | None = None,
     prompt_once: bool | None = None,
+    backbone: Backbone | None = None,
 ) -> dict[str, float]:
     """The activated-neuron mask of one prompt file on `model`, written to `out_dir/neurons.safetensors` with a
-    result.json (the share of neurons active); a finished record is not repeated."""
+    result.json (the share of neurons active); a finished record is not repeated. `backbone`: `model` already
+    loaded (several prompts on one backbone load it once)."""
     run = RunDir(out_dir)
     if run.finished():
         return run.result()
     prompt = load_prompt(prompt_file)[0]
-    backbone = load_backbone(model, cache_dir, dtype, device)
+    backbone = backbone or load_backbone(model, cache_dir, dtype, device)
     mask = activated_neurons(PromptedLM(backbone, SoftPrompt(prompt), prompt_once))
     path = save_neurons(run.neurons, mask)
     result = {"neurons/active_share": float(mask.float().mean()), "neurons/layers": float(mask.shape[0])}

@@ -38,6 +38,7 @@ from spot_core.errors import ConfigError
 from spot_core.metrics import METRIC_NAMES, named_metric
 from spot_core.tasks.base import FieldError, Task, TaskDataError, get_task, register
 from spot_core.tasks.formats import fields
+from spot_core.tasks.loading import examples, load_rows
 
 KEYS = {
     "name": "the versioned task name, like my_reviews_v1",
@@ -215,12 +216,21 @@ def _roles(mapping: dict, source: Path, key: str) -> None:
             raise _fail(source, key, f"needs a {role} split")
 
 
+def template_fields(text: str) -> list[str]:
+    """The fields a template names, in order (`"r: {text} ({stars})"` -> text, stars).
+
+    Raises:
+        ValueError: a malformed template (an unclosed brace).
+    """
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+
+
 def _template(value: Any, source: Path, key: str) -> list[str]:
     """The fields a template reads."""
     if not isinstance(value, str) or not value.strip():
         raise _fail(source, key, f"must be a non-empty template string, got {value!r}")
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        names = template_fields(value)
     except ValueError as e:
         problem = f"is not a valid template ({e}); fields go in braces, a literal brace is doubled"
         raise _fail(source, key, problem) from None
@@ -309,9 +319,9 @@ def build_task(item: dict[str, Any]) -> Task:
 
 
 def _read_fields(item: dict[str, Any]) -> list[str]:
-    names = list(item.get("input_fields") or [f for _, f, _, _ in string.Formatter().parse(item["inputs"]) if f])
+    names = list(item.get("input_fields") or template_fields(item["inputs"]))
     if "target" in item:
-        names += [f for _, f, _, _ in string.Formatter().parse(item["target"]) if f]
+        names += template_fields(item["target"])
     else:
         names.append(item["label_field"])
     return list(dict.fromkeys(names))
@@ -340,22 +350,18 @@ def _preprocessor(item: dict[str, Any]):
 def check_first_rows(task: Task, item: dict[str, Any], data_dir: str | Path | None) -> None:
     """Reads the first rows of every split the task reads: a field the templates name that the data lacks, or a
     label outside label_words, is an error naming the task file, the key, the data file and its line."""
-    from spot_core.tasks.loading import examples, load_rows  # loading imports the registry this module feeds
-
     for role in task.splits:
         rows = load_rows(task, role, data_dir)
         if len(rows) == 0:
             raise TaskDataError(f"task file {item['source']}: data.{role}: no rows in {task.splits[role]}")
         first = rows.select(range(min(CHECKED_ROWS, len(rows))))
-        for place, row in first.located():
-            missing = [f for f in task.reads if f not in row]
-            if missing:
-                key = _key_reading(item, missing[0])
-                raise ConfigError(
-                    f"task file {item['source']}: {key}: field {missing[0]!r} is not in {place} "
-                    f"(it has: {', '.join(row) or 'nothing'})"
-                )
-            break
+        place, row = next(first.located())
+        missing = [f for f in task.reads if f not in row]
+        if missing:
+            raise ConfigError(
+                f"task file {item['source']}: {_key_reading(item, missing[0])}: field {missing[0]!r} is not in {place} "
+                f"(it has: {', '.join(row) or 'nothing'})"
+            )
         try:
             for _ in examples(task, first, role):
                 pass
@@ -366,6 +372,6 @@ def check_first_rows(task: Task, item: dict[str, Any], data_dir: str | Path | No
 def _key_reading(item: dict[str, Any], name: str) -> str:
     """The definition's key that reads field `name`."""
     for key in ("inputs", "target"):
-        if key in item and name in [f for _, f, _, _ in string.Formatter().parse(item[key]) if f]:
+        if key in item and name in template_fields(item[key]):
             return key
     return "input_fields" if name in item.get("input_fields", []) else "label_field"
