@@ -5,6 +5,7 @@ table the analysis reads. The study driver writes it, the report reads it; the q
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pipelines.tracking import TrackingError, open_store
-from spot_core.analysis.frames import CURVE_COLUMNS, RUN_COLUMNS, STAGES
+from spot_core.analysis.frames import ATTENTION_COLUMNS, CURVE_COLUMNS, FACT_COLUMNS, RUN_COLUMNS, STAGES
 from spot_core.analysis.similarity import task_embedding
 from spot_core.neurons import load_neurons
 from spot_core.prompt_files import load_prompt
@@ -163,14 +164,58 @@ def runs_table(runs: list, sources: list[str], targets: list[str]) -> pd.DataFra
     return table.drop(columns=["_s", "_a", "_b"]).reset_index(drop=True)
 
 
-def curves_table(client: MlflowClient, runs: list) -> pd.DataFrame:
-    """Every evaluation's validation score of every run."""
-    rows = [
-        (r.data.tags["cell_key"], m.step, m.value)
-        for r in runs
-        for m in client.get_metric_history(r.info.run_id, "val/score")
-    ]
+def score_histories(client: MlflowClient, runs: list) -> dict[str, list]:
+    """Run key -> its `val/score` history (MLflow Metric objects: step, value, timestamp in ms), fetched once for
+    the curves and the facts."""
+    return {r.data.tags["cell_key"]: client.get_metric_history(r.info.run_id, "val/score") for r in runs}
+
+
+def curves_table(histories: dict[str, list]) -> pd.DataFrame:
+    """Every evaluation's validation score of every run (a step logged twice, by a resumed run: the last)."""
+    rows = [(key, m.step, m.value) for key, history in histories.items() for m in history]
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).drop_duplicates(["key", "step"], keep="last")
+
+
+def seconds_to_best(history: list, best_step: int | None) -> float:
+    """Seconds from the first logged validation score to the one at `best_step` (the last logged at that step,
+    as the curves keep it); NaN without a best step or an evaluation logged at it. A resumed run's time counts
+    the pause in between."""
+    at_best = [m.timestamp for m in history if m.step == best_step]
+    if best_step is None or not at_best:
+        return float("nan")
+    return (at_best[-1] - min(m.timestamp for m in history)) / 1000.0
+
+
+def facts_table(runs: list, histories: dict[str, list]) -> pd.DataFrame:
+    """What each run's training cost (spot_core.analysis.frames.FACT_COLUMNS): its `trainable_params` param (NaN
+    for runs logged before it existed), the step of its best validation score (`best/step`) and the seconds to it."""
+    rows = []
+    for r in runs:
+        key = r.data.tags["cell_key"]
+        step = r.data.metrics.get("best/step")
+        best = int(step) if step is not None else None
+        params = r.data.params.get("trainable_params")
+        trainable = float(params) if params not in (None, "") else float("nan")
+        rows.append((key, trainable, best, seconds_to_best(histories.get(key, []), best)))
+    table = pd.DataFrame(rows, columns=list(FACT_COLUMNS))
+    return table.astype({"trainable_params": float, "best_step": "Int64", "seconds_to_best": float})
+
+
+def attention_table(client: MlflowClient, runs: list) -> pd.DataFrame:
+    """The mean attention over the prompts of every ATTEMPT run (its `RunDir.ATTENTION` artifact), long form
+    (spot_core.analysis.frames.ATTENTION_COLUMNS); a run without the artifact has no rows."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in runs:
+            if r.data.tags["stage"] != Stage.ATTEMPT:
+                continue
+            if RunDir.ATTENTION not in {a.path for a in client.list_artifacts(r.info.run_id)}:
+                continue
+            record = json.loads(Path(client.download_artifacts(r.info.run_id, RunDir.ATTENTION, tmp)).read_text())
+            key = r.data.tags["cell_key"]
+            # A run without validation examples logs an empty mean: no rows.
+            rows += [(key, prompt, float(w)) for prompt, w in zip(record["prompts"], record["mean"], strict=False)]
+    return pd.DataFrame(rows, columns=list(ATTENTION_COLUMNS))
 
 
 def fetch_prompt(client: MlflowClient, run_id: str, name: str, tmp: str) -> np.ndarray:
@@ -228,10 +273,13 @@ def load_results(uri: str, experiment: str, study: str) -> StudyResults:
     sources, targets = tags.get("sources", "").split(","), tags.get("targets", "").split(",")
     runs = finished_runs(client, experiment_id, study)
     cross = (r.data.tags.get("model", "") for r in runs if r.data.tags["stage"] == Stage.CROSS_SOURCE)
+    histories = score_histories(client, runs)
     return StudyResults(
         name=study,
         runs=runs_table(runs, sources, targets),
-        curves=curves_table(client, runs),
+        curves=curves_table(histories),
+        facts=facts_table(runs, histories),
+        attention=attention_table(client, runs),
         embeddings=task_embeddings(client, runs, tags.get("task_embedding", "prompt")),
         sources=[s for s in sources if s],
         targets=[t for t in targets if t],

@@ -22,6 +22,7 @@ from pipelines.tracking import TrackingError, open_store, sqlite_file
 from spot_core import cost
 from spot_core.backbones import BUILTIN_MODELS, BackboneError, check_backbone, resolve_prompt_once
 from spot_core.errors import ConfigError
+from spot_core.stages import attempt
 from spot_core.stages.base import StageDef
 from spot_core.stages.catalogue import stage_of
 from spot_core.stages.retrieval import plan_retrieval
@@ -86,7 +87,10 @@ class Plan:
 
 def designed_later(study: StudyConfig, stage: StageDef) -> list[Cell]:
     """The cells a stage plans from finished runs, from the design: retrieval for every target ranking every
-    source run (the real ranking changes which sources, not how many cells); none for another such stage."""
+    source run (the real ranking changes which sources, not how many cells); ATTEMPT's; none for another such
+    stage."""
+    if stage.name == "attempt":
+        return attempt.designed(study)
     if stage.name != "retrieval":
         return []
     ranked = [(c, 1.0) for c in plan_sources(study)]
@@ -171,9 +175,10 @@ def render(plan: Plan, study: StudyConfig) -> str:
     for r in plan.rows:
         note = ""
         if r.later:
+            per = f"k in {list(study.retrieval_ks)}" if r.stage.name == "retrieval" else "one mixture of sources"
             note = (
                 "  planned once the sources and targets have finished; counted from the design"
-                f" ({len(study.targets)} targets x k in {list(study.retrieval_ks)} x seeds {list(study.seeds)})"
+                f" ({len(study.targets)} targets x {per} x seeds {list(study.seeds)})"
             )
         lines.append(f"  {r.stage.name:<12} {len(r.cells):>7} {r.finished:>9} {len(r.todo):>7} {r.trials:>7}{note}")
     total = [sum(len(r.cells) for r in plan.rows), sum(r.finished for r in plan.rows)]
@@ -269,12 +274,12 @@ def cost_by_kind(plan: Plan, study: StudyConfig, costs: dict[str, cost.TokenCost
         works = [(cost.cell_work(c, study), c.model or study.model) for c in members]
         steps, batch = Counter((w.steps, w.batch_size) for w, _ in works).most_common(1)[0][0]
         row = KindCost(kind, len(members), steps, batch)
-        for w, m in works:
-            train, evaluate = w.seconds(shapes[m], costs[m])
+        for c, (w, m) in zip(members, works, strict=True):
+            train, evaluate = w.seconds(cost.cell_shape(c, shapes[m]), costs[m])
             row.train, row.evaluate = row.train + train, row.evaluate + evaluate
             if w.evaluations and w.eval_examples is None:
                 row.unsized += w.evaluations
-                row.per_1000 += w.evaluations * 1000 * w.example_seconds(shapes[m], costs[m])
+                row.per_1000 += w.evaluations * 1000 * w.example_seconds(cost.cell_shape(c, shapes[m]), costs[m])
         out.append(row)
     return out
 

@@ -22,7 +22,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -121,6 +121,15 @@ class Work:
     def example_seconds(self, shape: Shape, cost: TokenCost) -> float:
         """One evaluation example's forward pass (its share of its batch's prompt in prompt-once mode)."""
         return shape.step_tokens(self.eval_batch_size) / self.eval_batch_size * cost.evaluate
+
+
+PER_EXAMPLE = (Stage.ATTEMPT,)  # cells whose prompt depends on the input (spot_core.prompted): once per example
+
+
+def cell_shape(cell: Cell, shape: Shape) -> Shape:
+    """The tokens of `cell`'s step: the model's `shape`, with the prompt once per example where the cell's prompt
+    depends on the input (ATTEMPT's)."""
+    return replace(shape, prompt_once=False) if cell.stage in PER_EXAMPLE else shape
 
 
 def evaluations(trainer: TrainerConfig) -> int:

@@ -53,28 +53,47 @@ def packed_gradients(
     for runs in groups.values():
         engine = models[runs[0]]  # any model of the group: the backbone is shared and the prompts are passed
         prompts = torch.stack([models[i].prompt() for i in runs])  # [P, L, H], in each prompt's graph
-        if engine.shares_prompt:
-            states = engine.prompt_states(leaves=True, prompts=prompts)
-            leaf = None
-        else:  # the chunks' gradients gather on a leaf, then go through the prompt modules once
-            states, leaf = None, prompts.detach().requires_grad_(prompts.requires_grad)
-        # sorted by length: the sum is the same in any order, and chunks of like lengths pad less
-        items = sorted(((row, e) for row, i in enumerate(runs) for e in batches[i]), key=lambda item: length(item[1]))
+        items = [(row, e) for row, i in enumerate(runs) for e in batches[i]]
         run_of = torch.tensor(runs, device=device)
-        weight = 1.0 / counts[run_of]  # per row of the group
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
-            batch = to_device(collate([e for _, e in part], codec), device)
-            rows = torch.tensor([row for row, _ in part], device=device)
-            losses = engine.loss(batch, reduction="example", prompt=states if states is not None else leaf, rows=rows)
-            if losses.requires_grad:
-                (losses * weight[rows]).sum().backward()
-            sums.index_add_(0, run_of[rows], losses.detach())
-        if states is not None:
-            states.backward()
-        elif leaf is not None and leaf.grad is not None:
-            prompts.backward(leaf.grad)
+        sums.index_add_(0, run_of, row_gradients(engine, prompts, items, 1.0 / counts[run_of], codec, chunk))
     return list(sums / counts)
+
+
+def row_gradients(
+    engine: PromptedLM,
+    prompts: torch.Tensor,
+    items: Sequence[tuple[int, Encoded]],
+    weight: torch.Tensor,
+    codec: Codec,
+    chunk: int,
+) -> torch.Tensor:
+    """Backpropagates sum_i weight[row_i] * loss_i over `items` (row_i, example_i), example i prompted by
+    prompts[row_i] ([P, L, H], in their modules' graph); returns each row's summed loss [P] (detached).
+
+    The examples run sorted by length (the sum is the same in any order, and passes of like lengths pad less), in
+    passes of at most `chunk`; in prompt-once mode on the P prompts' states, run once. The passes' gradients gather
+    on the states (or a leaf), then go through the prompt modules once. What a pack does with its runs' prompts,
+    and MPT's multitask run with its tasks' prompts."""
+    device = engine.device
+    sums = torch.zeros(prompts.shape[0], device=device)
+    if engine.shares_prompt:
+        states, leaf = engine.prompt_states(leaves=True, prompts=prompts), None
+    else:
+        states, leaf = None, prompts.detach().requires_grad_(prompts.requires_grad)
+    items = sorted(items, key=lambda item: length(item[1]))
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
+        batch = to_device(collate([e for _, e in part], codec), device)
+        rows = torch.tensor([row for row, _ in part], device=device)
+        losses = engine.loss(batch, reduction="example", prompt=states if states is not None else leaf, rows=rows)
+        if losses.requires_grad:
+            (losses * weight[rows]).sum().backward()
+        sums.index_add_(0, rows, losses.detach())
+    if states is not None:
+        states.backward()
+    elif leaf is not None and leaf.grad is not None:
+        prompts.backward(leaf.grad)
+    return sums
 
 
 class Pack:
@@ -89,14 +108,14 @@ class Pack:
         on_result: called with a run's index and its result (or error) as soon as it leaves the pack.
     """
 
-    def __init__(
-        self, trainers: Sequence[Trainer], chunk: int | None = None, on_result: ResultHook | None = None
-    ):
+    def __init__(self, trainers: Sequence[Trainer], chunk: int | None = None, on_result: ResultHook | None = None):
         if not trainers:
             raise ValueError("a pack needs at least one run")
         backbones = {id(t.model.backbone.model) for t in trainers}
         if len(backbones) != 1:
             raise ValueError("the runs of a pack must share one backbone (load it once, give it to every model)")
+        if any(t.model.prompt.per_example for t in trainers):
+            raise ValueError("a per-example prompt (ATTEMPT's) trains alone: a pack runs one prompt per run")
         self.trainers = list(trainers)
         sizes = [t.config.micro_batch_size or t.config.batch_size for t in trainers]
         on_gpu = self.trainers[0].model.device.type == "cuda"

@@ -22,6 +22,9 @@ Dropout: SmolLM2, Gemma 3 and Llama have none (attention dropout 0). A decoder-o
 one dropout mask for the prompt's positions per batch instead of one per example: the same expectation, another
 sample.
 
+A per-example prompt (`PromptModule.per_example`: ATTEMPT's) is computed from each example's embedded input, so it
+always runs concatenated, whatever `prompt_once` says.
+
 Packed batches (`spot_core.packing`): the examples of one forward pass may each have their own prompt. `prompts`
 then holds P prompts of one length ([P, L, H], or their `PromptStates` in prompt-once mode) and `rows` [B] gives
 each example's prompt; nothing in the backbone mixes the examples of a batch, so each example sees exactly what
@@ -107,7 +110,8 @@ class PromptedLM(nn.Module):
 
     Args:
         prompt: its `forward()` returns the [L, H] prompt, run once per forward pass of the model.
-        prompt_once: decoder-only: run the prompt once per batch (None = wherever it applies; see the module).
+        prompt_once: decoder-only: run the prompt once per batch (None = wherever it applies; see the module). A
+            per-example prompt runs concatenated whatever it says.
     """
 
     def __init__(self, backbone: Backbone, prompt: PromptModule, prompt_once: bool | None = None):
@@ -119,7 +123,8 @@ class PromptedLM(nn.Module):
         self.model = backbone.model
         self.prompt = prompt
         self.prompt_length = first.shape[0]  # the same on every call (the interface); shares_prompt asks often
-        self.prompt_once = resolve_prompt_once(prompt_once, backbone.is_encoder_decoder, backbone.name)
+        once = resolve_prompt_once(prompt_once, backbone.is_encoder_decoder, backbone.name)
+        self.prompt_once = once and not prompt.per_example
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -144,9 +149,12 @@ class PromptedLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] ids -> ([B, L + T, H] embeddings with the prompt in front, [B, L + T] mask).
 
-        A packed batch: example b gets prompts[rows[b]] ([P, L, H] prompts) instead of the model's own."""
+        A packed batch: example b gets prompts[rows[b]] ([P, L, H] prompts) instead of the model's own; a
+        per-example prompt gives each example the prompt it computes from the example's embeddings."""
         embeds = self.model.get_input_embeddings()(input_ids)
-        return prefix(self.prompt() if prompts is None else prompts[rows], embeds, mask)
+        if prompts is not None:
+            return prefix(prompts[rows], embeds, mask)
+        return prefix(self.prompt.for_inputs(embeds, mask) if self.prompt.per_example else self.prompt(), embeds, mask)
 
     def prompt_states(self, leaves: bool = False, prompts: torch.Tensor | None = None) -> PromptStates:
         """Runs the prompt alone (positions 0..L-1, batch 1) and keeps its keys/values at every layer; or the

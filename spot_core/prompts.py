@@ -10,6 +10,11 @@ every call), computed from its parameters and buffers. The Trainer asks nothing 
 `parameters()`, checkpoints and restores `state_dict()`, and saves what `forward()` returns as the run's prompt
 files. `SoftPrompt` is the plain one (forward returns its one parameter); a prompt computed from other parameters
 (a projection of a fixed source prompt, a mixture of source prompts, a decomposition) is another.
+
+A prompt that depends on the input (ATTEMPT's attention over source prompts, `spot_core.methods.attempt`) sets
+`per_example = True` and gives each example its own prompt from `for_inputs(embeds, mask)`; its `forward()` is then
+the part of the prompt that does not depend on the input (what its prompt files hold). `PromptedLM` runs such a
+prompt on the concatenated path: a prompt computed per example cannot run once per batch.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class PromptInit(StrEnum):
     CLASS_LABELS = "class_labels"
     FILE = "file"
     WEIGHTED_AVERAGE = "weighted_average"
+    ZEROS = "zeros"  # ATTEMPT's target prompt: the instance prompts start as the attention's mixture of the sources
 
 
 class PromptShapeError(SpotError, ValueError):
@@ -41,9 +47,16 @@ class PromptModule(nn.Module):
     """The interface of a prompt module (see the module docstring): `forward() -> [L, H]`, plus nn.Module's
     `parameters()` and `state_dict()`."""
 
+    per_example = False  # True: each example gets its own prompt from `for_inputs`
+
     def forward(self) -> torch.Tensor:
-        """The prompt, [L, H]."""
+        """The prompt, [L, H] (a per-example prompt: the part that does not depend on the input)."""
         raise NotImplementedError
+
+    def for_inputs(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A per-example prompt's prompts for a batch: [B, T, H] embedded inputs and their [B, T] mask ->
+        [B, L, H]."""
+        raise NotImplementedError(f"{type(self).__name__} is not a per-example prompt")
 
 
 class SoftPrompt(PromptModule):
@@ -66,6 +79,57 @@ class SoftPrompt(PromptModule):
     def forward(self) -> torch.Tensor:
         """The prompt, [L, H] (the parameter itself)."""
         return self.weight
+
+
+class FactoredPrompt(PromptModule):
+    """MPT's prompt (Wang et al. 2023): a shared prompt P* [L, H] times, elementwise, a rank-r matrix u_k v_k^T of
+    task k's own (u_k [L, r], v_k [r, H]).
+
+    With one task, `forward()` is that task's prompt. With several (MPT's source run), `task` picks the one
+    `forward()` gives, None the shared prompt itself, and `task_prompts()` gives them all, [T, L, H].
+
+    The factors start at u = 1, v = 1/r, so every task's prompt starts at P* (r > 1: v gets noise of std 0.01/r
+    from `generator`, or the r components would stay alike). `train_shared` False: P* is a fixed buffer.
+    """
+
+    def __init__(
+        self,
+        shared: torch.Tensor,
+        tasks: int = 1,
+        rank: int = 1,
+        train_shared: bool = True,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if shared.dim() != 2:
+            raise PromptShapeError(f"a shared prompt is a 2-D [L, H] matrix; got shape {tuple(shared.shape)}")
+        shared = shared.detach().to(torch.float32).clone()
+        if train_shared:
+            self.shared = nn.Parameter(shared)
+        else:
+            self.register_buffer("shared", shared)
+        (L, H), r = shared.shape, rank
+        v = torch.full((tasks, r, H), 1.0 / r)
+        if r > 1:
+            v += torch.randn(tasks, r, H, generator=generator) * (0.01 / r)
+        self.u = nn.Parameter(torch.ones(tasks, L, r))
+        self.v = nn.Parameter(v)
+        self.task: int | None = 0 if tasks == 1 else None
+
+    def task_prompts(self) -> torch.Tensor:
+        """Every task's prompt, [T, L, H]."""
+        return self.shared[None] * (self.u @ self.v)
+
+    def forward(self) -> torch.Tensor:
+        """Task `task`'s prompt; the shared prompt when `task` is None."""
+        if self.task is None:
+            return self.shared
+        return self.shared * (self.u[self.task] @ self.v[self.task])
+
+
+def trainable_parameters(module: nn.Module) -> int:
+    """How many numbers training changes: the module's parameters that take gradients."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def check_shape(

@@ -97,6 +97,8 @@ class RunDir:
     PROJECTED_PROMPT = "projected_prompt.safetensors"  # a cross-model run's initial prompt, projected from A's
     PROJECTOR = "projector.safetensors"  # a projector run's weights
     NEURONS = "neurons.safetensors"  # a neurons run's activation mask
+    BEST_MODULE = "best_module.safetensors"  # ATTEMPT / MPT: the whole prompt module at the best score
+    ATTENTION = "attention.json"  # ATTEMPT: its attention over the prompts on each validation example
     CHECKPOINTS = "checkpoints"  # the prompt at each evaluation: checkpoints/step_XXXXXXX.safetensors
 
     result_file = RunFile(RESULT)
@@ -109,6 +111,8 @@ class RunDir:
     projected_prompt = RunFile(PROJECTED_PROMPT)
     projector = RunFile(PROJECTOR)
     neurons = RunFile(NEURONS)
+    best_module = RunFile(BEST_MODULE)
+    attention = RunFile(ATTENTION)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -18,6 +18,8 @@ from typing import Any
 from spot_core.analysis.similarity import Similarity, TaskEmbedding
 from spot_core.config import check_int, nested, parse_choice
 from spot_core.errors import ConfigError
+from spot_core.methods.attempt import AttemptConfig
+from spot_core.methods.mpt import MPTConfig
 from spot_core.projector import ProjectorConfig
 from spot_core.prompts import PromptInit, check_class_label_length
 from spot_core.run_dir import RunDir
@@ -79,7 +81,7 @@ class StudyPrompt:
 
     def __post_init__(self):
         check_int(self.length, "study.prompt.length")
-        fresh = [i for i in PromptInit if i not in (PromptInit.FILE, PromptInit.WEIGHTED_AVERAGE)]
+        fresh = [i for i in PromptInit if i not in (PromptInit.FILE, PromptInit.WEIGHTED_AVERAGE, PromptInit.ZEROS)]
         for name in ("source_init", "target_init"):
             value = parse_choice(PromptInit, getattr(self, name), f"study.prompt.{name}")
             if value not in fresh:
@@ -114,12 +116,16 @@ class StudyConfig:
     retrieval_similarity: Similarity = Similarity.AVG_TOKENS
     task_embedding: TaskEmbedding = TaskEmbedding.PROMPT  # or displacement: the early checkpoint minus the init
     cross_model: CrossModelConfig | None = None  # Su et al.'s projector into another model
+    attempt: AttemptConfig = field(default_factory=AttemptConfig)  # ATTEMPT's target runs (stage attempt)
+    mpt: MPTConfig = field(default_factory=MPTConfig)  # MPT's source and target runs (stage mpt)
     prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: results differ by rounding)
 
     def __post_init__(self):
         self.prompt = nested(StudyPrompt, self.prompt, "study.prompt")
         self.source_trainer = nested(TrainerConfig, self.source_trainer, "study.source_trainer")
         self.target_trainer = nested(TrainerConfig, self.target_trainer, "study.target_trainer")
+        self.attempt = nested(AttemptConfig, self.attempt, "study.attempt")
+        self.mpt = nested(MPTConfig, self.mpt, "study.mpt")
         self.sources = [get(n).name for n in self.sources]  # unknown names: UnknownNameError with hints
         self.targets = [get_task(n).name for n in self.targets]
         for name, values in (
@@ -165,12 +171,12 @@ class Cell:
     seed: int
     init: str
     identity: str  # canonical JSON of what determines the result
-    source: Cell | None = None  # transfer / mixture init: the cell whose prompt starts this one
+    source: Cell | None = None  # transfer / mixture / MPT init: the cell whose prompt starts this one
     blend: tuple[tuple[Cell, float], ...] = ()  # weighted-average init: (source cell, weight)
-    k: int = 0  # retrieval: how many top-ranked source runs
+    k: int = 0  # retrieval, ATTEMPT: how many top-ranked source runs
     model: str = ""  # cross-model cells: the other model ("" = the study's)
     projector: Cell | None = None  # cross-model cells: the projector that maps the source prompt
-    parts: tuple[Cell, ...] = ()  # a projector: the runs whose prompts it learns from
+    parts: tuple[Cell, ...] = ()  # a projector: the runs whose prompts it learns from; ATTEMPT: those it mixes
     target: str = ""  # the target task the run is scored as (the matrices' column); "" for source-like runs
     trainer: TrainerConfig | None = field(default=None, compare=False)  # how it trains (seed included)
 
@@ -194,11 +200,15 @@ class Cell:
 
     @property
     def origin(self) -> str:
-        """Where the prompt comes from: the source task, or the retrieval strategy and k."""
+        """Where the prompt comes from: the source task, or the retrieval strategy and k, or the method."""
         if self.blend:
             return f"wavg-top{self.k}"
         if self.stage is Stage.RETRIEVAL:
             return f"mix-top{self.k}"
+        if self.stage is Stage.ATTEMPT:
+            return f"attempt-top{self.k}" if self.k else "attempt-all"
+        if self.stage is Stage.MPT:
+            return "mpt"
         if self.stage is Stage.NEURONS:
             return ""
         return self.source.task if self.source else ""
@@ -245,6 +255,8 @@ def make_cell(
     k: int = 0,
     model: str = "",
     projector: Cell | None = None,
+    parts: tuple[Cell, ...] = (),
+    method: dict[str, Any] | None = None,
 ) -> Cell:
     """A cell that trains (or, with `trainer=None`, only scores) a prompt of the study's length.
 
@@ -254,6 +266,8 @@ def make_cell(
             not change its result, so they are not in its key.
         init: the initialiser when the prompt starts from no other cell's (see `initial`).
         target: the target task the run is scored as, "" for a source-like run.
+        parts: the runs whose prompts it mixes (ATTEMPT).
+        method: a transfer method's settings that change the result (ATTEMPT's attention, MPT's rank).
     """
     if blend:
         init = "weighted_average"
@@ -282,8 +296,12 @@ def make_cell(
             identity["retrieval"]["embedding"] = study.task_embedding
     if projector:
         identity["init"]["projector"] = projector.key
+    if parts:
+        identity["init"]["parts"] = [c.key for c in parts]
+    if method:
+        identity["method"] = method
     text = json.dumps(identity, sort_keys=True)
-    return Cell(stage, task, seed, init, text, source, blend, k, model, projector, (), target, trainer)
+    return Cell(stage, task, seed, init, text, source, blend, k, model, projector, parts, target, trainer)
 
 
 def data_limits(study: StudyConfig) -> list[int | None]:
@@ -321,6 +339,7 @@ def run_spec(study: StudyConfig, cell: Cell, root: str | Path) -> RunSpec:
             init=cell.init,
             files=prompt_files(cell, root),
             weights=[w for _, w in cell.blend],
+            **({"rank": study.mpt.rank, "train_shared": study.mpt.train_shared} if cell.stage is Stage.MPT else {}),
         ),
         trainer=cell.trainer,
         **data_fields(study, cell.model),

@@ -23,6 +23,9 @@ class Stage(StrEnum):
     PROJECTOR = "projector"  # the MLP from the study model's prompts into the other model
     CROSS_ZERO_SHOT = "cross_zero_shot"  # a projected prompt scored on the other model, no training
     CROSS_TRANSFER = "cross_transfer"  # the other model trained from a projected prompt
+    ATTEMPT = "attempt"  # ATTEMPT: a target prompt and an attention over frozen source prompts (Asai et al. 2022)
+    MPT_SOURCE = "mpt_source"  # MPT: the shared prompt and each source's factors, on the sources together
+    MPT = "mpt"  # MPT: a target prompt from the shared prompt, times factors of its own (Wang et al. 2023)
 
 
 class Retrieval(StrEnum):
@@ -32,15 +35,18 @@ class Retrieval(StrEnum):
     MIXTURE = "mixture"  # a prompt trained on the mixture of the top-k source tasks plus the target
 
 
+OWN_PROMPT = "target"  # ATTEMPT: the target's own prompt among the prompts its attention weighs (attention.json)
+
 # MLflow tag -> runs-table column, for the tags a cell's run carries besides study and model.
 TAGS = {
     "cell_key": "key",
     "stage": "stage",
     "task": "task",
-    "source": "source",  # transfer: the source task; retrieval: "wavg-top{k}" / "mix-top{k}" (display)
+    "source": "source",  # transfer: the source task; retrieval: "wavg-top{k}" / "mix-top{k}"; "attempt-all",
+    # "attempt-top{k}", "mpt" (display)
     "source_key": "source_key",  # the source run a transfer, zero-shot or cross-model run starts from
     "target": "target",
     "seed": "seed",
-    "k": "k",  # retrieval: how many top-ranked source runs
+    "k": "k",  # retrieval, ATTEMPT: how many top-ranked source runs
     "retrieval": "retrieval",  # retrieval: a Retrieval value
 }

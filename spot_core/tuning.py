@@ -7,7 +7,7 @@ any training starts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from spot_core.evaluation import MixtureData, TaskData
 from spot_core.packing import Pack, ResultHook
 from spot_core.prompt_files import read_prompt_file
 from spot_core.prompted import PromptedLM
-from spot_core.prompts import PromptInit, SoftPrompt
+from spot_core.prompts import FactoredPrompt, PromptInit, PromptModule, SoftPrompt, trainable_parameters
 from spot_core.run_dir import RunDir
 from spot_core.tasks import Mixture, check_data, get, members, resolve_splits
 from spot_core.tasks.cache import encoded_split
@@ -38,6 +38,10 @@ class PromptConfig:
 
     `files` is one path for init=file (spot .safetensors, a PEFT adapter directory, or a SPoT
     numpy prompt) and several for init=weighted_average, with `weights` (same length).
+
+    `rank`: MPT's factored prompt (`prompts.FactoredPrompt`): the initial prompt is the shared prompt P*, and the
+    prompt trained is P* times a rank-`rank` matrix u v^T that starts at ones; `train_shared` False keeps P* fixed.
+    None: a plain soft prompt.
     """
 
     length: int = 100
@@ -46,6 +50,8 @@ class PromptConfig:
     population: int = 5000  # sampled_vocab / class_labels: the first N token ids
     files: Sequence[str] = ()
     weights: Sequence[float] = ()
+    rank: int | None = None
+    train_shared: bool = True
 
     SETTING = "prompt"  # its settings' names as pipelines.train takes them
 
@@ -54,6 +60,8 @@ class PromptConfig:
         check_int(self.length, "prompt.length")
         check_number(self.scale, "prompt.scale", positive=True)
         check_int(self.population, "prompt.population")
+        if self.rank is not None:
+            check_int(self.rank, "prompt.rank", hint=" (or null: a plain soft prompt)")
         n = len(self.files)
         if self.init is PromptInit.FILE and n != 1:
             raise ConfigError(f"prompt.init=file needs exactly one path in prompt.files, got {n}")
@@ -72,6 +80,8 @@ def initial_prompt(
     emb, H = backbone.embeddings.detach().float().cpu(), backbone.hidden_size
     special = set(backbone.tokenizer.all_special_ids)  # control tokens are no vocabulary to sample
     population = [i for i in range(min(cfg.population, emb.shape[0])) if i not in special]
+    if cfg.init is PromptInit.ZEROS:
+        return torch.zeros(cfg.length, H)
     if cfg.init is PromptInit.RANDOM_UNIFORM:
         return prompts.random_uniform(cfg.length, H, cfg.scale, gen)
     if cfg.init is PromptInit.SAMPLED_VOCAB:
@@ -149,20 +159,33 @@ def check_class_labels(
     prompts.check_class_label_length(len(words), length, f"task {task!r}: ", length_setting, init_setting)
 
 
+ModuleBuilder = Callable[[Backbone], PromptModule]
+
+
 def prepare(
-    spec: RunSpec, train: bool = True, backbone: Backbone | None = None
+    spec: RunSpec, train: bool = True, backbone: Backbone | None = None, module: ModuleBuilder | None = None
 ) -> tuple[PromptedLM, TaskData | MixtureData]:
     """Checks the data first (most likely to be wrong: every row of each split of each task), then loads the model
-    (unless `backbone`, already loaded, is given) and the initial prompt, then the tokenised splits (cached under
+    (unless `backbone`, already loaded, is given) and the prompt module, then the tokenised splits (cached under
     `<cache_dir>/tokenized`). `spec.task` names a task or a mixture; `max_*_examples` apply to each task of a
-    mixture. `train` False: the validation split only (an evaluation; the data's `train` is empty)."""
+    mixture. `train` False: the validation split only (an evaluation; the data's `train` is empty).
+
+    The prompt module: `module(backbone)` where given (a transfer method's own), else `prompt_module` of the spec."""
     check_data(spec.task, spec.data_dir, ("train", "validation") if train else ("validation",))
     backbone = backbone or load_backbone(spec.model, spec.cache_dir, spec.dtype, spec.device)
     codec = codec_for(spec, backbone)
-    init = initial_prompt(spec.prompt, backbone, codec, label_words(spec.task) or None, spec.trainer.seed)
-    # a wrong prompt file fails before tokenising
-    model = PromptedLM(backbone, SoftPrompt(init), spec.prompt_once).to(spec.device)
+    prompt = module(backbone) if module else prompt_module(spec, backbone, codec)  # a wrong file fails before data
+    model = PromptedLM(backbone, prompt, spec.prompt_once).to(spec.device)
     return model, load_data(spec, codec, train)
+
+
+def prompt_module(spec: RunSpec, backbone: Backbone, codec: Codec) -> PromptModule:
+    """The run's prompt module from its initial prompt: a soft prompt, or MPT's factored one (`prompt.rank`)."""
+    init = initial_prompt(spec.prompt, backbone, codec, label_words(spec.task) or None, spec.trainer.seed)
+    if spec.prompt.rank is None:
+        return SoftPrompt(init)
+    generator = torch.Generator().manual_seed(spec.trainer.seed)
+    return FactoredPrompt(init, rank=spec.prompt.rank, train_shared=spec.prompt.train_shared, generator=generator)
 
 
 def codec_for(spec: RunSpec, backbone: Backbone) -> Codec:
@@ -213,7 +236,10 @@ def data_record(spec: RunSpec) -> dict[str, str]:
 
 def prompt_record(spec: RunSpec) -> dict[str, Any]:
     """How the run's prompt started, under its config names (MLflow params, prompt file metadata)."""
-    return {"prompt.init": spec.prompt.init.value, "prompt.length": spec.prompt.length}
+    record: dict[str, Any] = {"prompt.init": spec.prompt.init.value, "prompt.length": spec.prompt.length}
+    if spec.prompt.rank is not None:
+        record.update({"prompt.rank": spec.prompt.rank, "prompt.train_shared": spec.prompt.train_shared})
+    return record
 
 
 def tune_prompt(
@@ -229,12 +255,16 @@ def trainer_for(
     tracker: Tracker | None = None,
     callbacks: Sequence[Callback] = (),
     backbone: Backbone | None = None,
+    module: ModuleBuilder | None = None,
+    trainer: type[Trainer] = Trainer,
+    metadata: dict[str, Any] | None = None,
 ) -> Trainer:
-    """The Trainer of one run (`prepare`: its checks, model and data; `backbone`: one already loaded), recording where
-    its prompt and data came from."""
-    model, data = prepare(spec, backbone=backbone)
-    meta = {**prompt_record(spec), **data_record(spec)}
-    return Trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta)
+    """The Trainer of one run (`prepare`: its checks, model and data; `backbone`: one already loaded; `module`: the
+    prompt module's builder, where not the spec's), recording where its prompt and data came from and how many
+    parameters it trains. `trainer`: a Trainer subclass (MPT's multitask run); `metadata`: more to record."""
+    model, data = prepare(spec, backbone=backbone, module=module)
+    meta = {**prompt_record(spec), **data_record(spec), "trainable_params": trainable_parameters(model.prompt)}
+    return trainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata={**meta, **(metadata or {})})
 
 
 def backbone_key(spec: RunSpec) -> tuple:

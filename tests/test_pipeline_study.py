@@ -117,6 +117,40 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
     assert len(keys) == 14 + 6 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
 
 
+def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_dir):
+    methods = "stages=[source,target,transfer,mpt,attempt,report]"
+    result = run(compose_study(*overrides(tmp_path, data_dir, methods)))
+    # 2 sources; 2 targets x 2 seeds: baselines, 8 transfers, MPT's shared prompt and 4 runs, 4 ATTEMPT runs
+    assert result["failed"] == {} and result["cells"] == result["finished"] == 2 + 4 + 8 + 5 + 4
+    runs = cell_runs(tmp_path)
+    assert Counter(r.data.tags["stage"] for r in runs) == {
+        "source": 2, "target": 4, "transfer": 8, "mpt_source": 1, "mpt": 4, "attempt": 4
+    }  # fmt: skip
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    attempt = next(r for r in runs if r.data.tags["stage"] == "attempt")
+    assert attempt.data.tags["source"] == "attempt-all" and attempt.data.params["prompt.init"] == "zeros"
+    assert {"attention.json", "best_module.safetensors"} <= {a.path for a in client.list_artifacts(attempt.info.run_id)}
+    shared = next(r for r in runs if r.data.tags["stage"] == "mpt_source")
+    assert shared.data.tags["task"] == "sst2_v1+mnli_v1" and "val/sst2_v1/score" in shared.data.metrics
+    mpt = next(r for r in runs if r.data.tags["stage"] == "mpt")
+    assert mpt.data.tags["source_key"] == shared.data.tags["cell_key"] and mpt.data.params["prompt.rank"] == "1"
+    params = {r.data.tags["stage"]: int(r.data.params["trainable_params"]) for r in runs}
+    assert params["mpt"] == 4 * 32 + 4 + 32 and params["target"] == 4 * 32  # P* and u, v; a [4, 32] prompt
+    assert params["attempt"] > params["target"]  # the target prompt and the attention
+
+    report = Path(result["report"]).parent
+    values = pd.read_csv(report / "tables/methods_values.csv")
+    assert set(values["method"]) == {"baseline", "oracle", "attempt", "mpt"} and len(values) == 4 * 2
+    filled = ["mean", "std", "gain", "trainable_params", "best_step", "seconds_to_best", "source_runs", "target_runs"]
+    assert values[filled].notna().all().all() and (values["n"] == 2).all()
+    assert values.set_index("method")["source_runs"].to_dict() == {"baseline": 0, "oracle": 2, "attempt": 2, "mpt": 1}
+    attention = pd.read_csv(report / "tables/attention_all.csv", index_col=0)
+    assert attention.shape == (2, 3) and attention.notna().all().all()
+    assert (report / "figures/attention_all.png").is_file()
+    again = run(compose_study(*overrides(tmp_path, data_dir, methods)))
+    assert again["trained_now"] == 0 and again["finished"] == 23  # resumed: every cell found by its key
+
+
 def test_su_stages_zero_shot_neurons_and_a_projector_into_a_wider_model(tmp_path, data_dir):
     su = "stages=[source,target,zero_shot,neurons,cross_model,report]"
     result = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]", su)))

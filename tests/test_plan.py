@@ -19,7 +19,10 @@ from spot_core.errors import ConfigError
 from spot_core.stages.catalogue import parse_stages, plan_stages
 from spot_core.tags import Stage
 
-SMOKE = {"source": 2, "target": 4, "transfer": 8, "cross_model": 7, "zero_shot": 4, "neurons": 6, "retrieval": 10}
+SMOKE = {
+    "source": 2, "target": 4, "transfer": 8, "mpt": 5, "cross_model": 7, "zero_shot": 4, "neurons": 6, "retrieval": 10,
+    "attempt": 4,
+}  # fmt: skip
 
 
 def compose_study(*overrides: str):
@@ -55,20 +58,23 @@ def test_cells_per_stage_of_the_smoke_and_spot_studies(tmp_path):
     spot = planned(tmp_path, "study=spot")
     # 16 sources, 10 targets x 3 seeds, 480 transfers (the 526 SPoT cells); Su et al.'s: 160 zero-shot, 46 neurons,
     # T5 Large's 16 own prompts + a projector + 16 zero-shot + 16 transfers; retrieval per target and k in
-    # [3, 6, 9, 12]: a mixture prompt and, per seed, a weighted-average and a mixture-init run
+    # [3, 6, 9, 12]: a mixture prompt and, per seed, a weighted-average and a mixture-init run; MPT's shared prompt
+    # and a run per target and seed; ATTEMPT's run per target and seed (counted from the design)
     assert table(spot, "cells") == {
-        "source": 16, "target": 30, "transfer": 480, "cross_model": 49, "zero_shot": 160, "neurons": 46,
-        "retrieval": 10 * 4 * (1 + 3 * 2),
+        "source": 16, "target": 30, "transfer": 480, "mpt": 1 + 30, "cross_model": 49, "zero_shot": 160,
+        "neurons": 46, "retrieval": 10 * 4 * (1 + 3 * 2), "attempt": 30,
     }  # fmt: skip
     # ray=cluster packs 16 cells of one backbone per trial where the stage can (not cross_model, zero_shot, neurons)
     assert table(spot, "trials") == {
         "source": 1,
         "target": 2,
         "transfer": 30,
+        "mpt": 31,
         "cross_model": 49,
         "zero_shot": 160,
         "neurons": 46,
         "retrieval": 18,
+        "attempt": 30,
     }
     retrieval = next(r for r in spot.rows if r.stage.name == "retrieval")
     assert retrieval.later and sum(c.stage is Stage.RETRIEVAL_MIXTURE for c in retrieval.cells) == 40
@@ -78,7 +84,8 @@ def test_packing_counts_with_four_cells_per_trial(tmp_path):
     p = planned(tmp_path, "study=smoke", "ray.cells_per_trial=4")
     # source, target, transfer and retrieval pack (ceil(n / 4)); the others run one cell per trial
     assert table(p, "trials") == {
-        "source": 1, "target": 1, "transfer": 2, "cross_model": 7, "zero_shot": 4, "neurons": 6, "retrieval": 3
+        "source": 1, "target": 1, "transfer": 2, "mpt": 5, "cross_model": 7, "zero_shot": 4, "neurons": 6,
+        "retrieval": 3, "attempt": 4,
     }  # fmt: skip
     assert "packs of up to 4 cells with one backbone" in plan.render(p, build_study(compose_study("study=smoke")))
 

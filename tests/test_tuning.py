@@ -89,7 +89,7 @@ def test_user_errors_fail_before_any_model_is_loaded(data_dir, tmp_path, monkeyp
     with pytest.raises(TaskDataError, match=r"sst2_v1.*no data for its 'train' split at .*nowhere.*make data"):
         prepare(spec(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="prompt.init must be one of"):
-        PromptConfig(init="zeros")
+        PromptConfig(init="ones")
     with pytest.raises(ValueError, match="needs exactly one path"):
         PromptConfig(init="file")
 

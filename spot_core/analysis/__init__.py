@@ -12,8 +12,10 @@ run key. Outputs are DataFrames and small dataclasses with documented columns; r
     zero_shot    source prompts on targets without training: scores and relative performance
     cross_model  prompts projected into another model: zero-shot, as the init, speed-up
     correlation.indicator_summary  which indicator (embedding similarities, distance, neuron overlap) predicts best
+    methods      SPoT, ATTEMPT and MPT against the baseline: scores, gains, costs; ATTEMPT's attention matrix
 
-numpy, pandas and scipy only: task embeddings and neuron masks come in as numpy arrays, run key -> array.
+numpy, pandas and scipy only: task embeddings and neuron masks come in as numpy arrays, run key -> array; the
+runs' costs and ATTEMPT's attention as the facts and attention tables.
 """
 
 from spot_core.analysis.convergence import Convergence, baseline_convergence, convergence, transfer_convergence
@@ -29,7 +31,15 @@ from spot_core.analysis.correlation import (
     regret_at_k,
 )
 from spot_core.analysis.cross_model import cross_model_table, projector_tasks
-from spot_core.analysis.frames import check_curves, check_runs, study_seeds
+from spot_core.analysis.frames import check_attention, check_curves, check_facts, check_runs, study_seeds
+from spot_core.analysis.methods import (
+    attention_matrix,
+    attention_ranking,
+    method_average,
+    method_comparison,
+    method_label,
+    method_runs,
+)
 from spot_core.analysis.ranking import (
     embedding_keys,
     neuron_window_rankings,
@@ -75,10 +85,14 @@ __all__ = [
     "Similarity",
     "TaskEmbedding",
     "TransferMatrices",
+    "attention_matrix",
+    "attention_ranking",
     "baseline_convergence",
     "baseline_scores",
     "best_of_top_k",
+    "check_attention",
     "check_curves",
+    "check_facts",
     "check_runs",
     "convergence",
     "correlate",
@@ -110,6 +124,10 @@ __all__ = [
     "cross_model_table",
     "indicator_summary",
     "layer_windows",
+    "method_average",
+    "method_comparison",
+    "method_label",
+    "method_runs",
     "neuron_overlap",
     "neuron_window_rankings",
     "neuron_window_scores",

@@ -17,6 +17,20 @@
 
 `curves`: key, step, score: the validation score at each evaluation of each run.
 
+`facts`: one row per finished run, what its training cost (the run's MLflow param and metrics):
+    key                the run's key
+    trainable_params   how many numbers training changed (float; NaN for runs logged before the param existed)
+    best_step          the step of the best validation score (nullable int; NA for a run without evaluations)
+    seconds_to_best    wall-clock seconds from the first evaluation to the one at best_step (NaN when unknown):
+                       the time from the first logged val/score to the best one, so set-up and data loading
+                       before the first evaluation do not count
+
+`attention`: ATTEMPT runs' mean attention over the prompts they mix on the validation examples, long form:
+    key      the ATTEMPT run's key
+    prompt   a source task ("sst2_v1"), or OWN_PROMPT for the target's own prompt
+    weight   the mean attention weight (a run's weights sum to 1)
+    A run that mixed two source runs of one task has two rows for it: the rows count the prompts it mixed.
+
 A missing cell has no row. Nothing here fills a gap with zero: gaps are NaN and counts say what a number rests on.
 """
 
@@ -31,6 +45,8 @@ from spot_core.tags import Retrieval, Stage
 
 RUN_COLUMNS = ("key", "stage", "task", "source", "source_key", "target", "seed", "k", "score", "retrieval")
 CURVE_COLUMNS = ("key", "step", "score")
+FACT_COLUMNS = ("key", "trainable_params", "best_step", "seconds_to_best")
+ATTENTION_COLUMNS = ("key", "prompt", "weight")
 STAGES = tuple(s.value for s in Stage)  # the stage catalogue's cell stages, in the report's order
 RETRIEVALS = tuple(r.value for r in Retrieval)
 
@@ -66,6 +82,35 @@ def check_curves(curves: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"curves lacks columns {missing}; expected {list(CURVE_COLUMNS)}")
     out = curves.loc[:, list(CURVE_COLUMNS)].astype({"key": str, "step": int, "score": float})
     return out.sort_values(["key", "step"], kind="stable").reset_index(drop=True)
+
+
+def check_facts(facts: pd.DataFrame) -> pd.DataFrame:
+    """The facts table checked and typed (best_step a nullable int), one row per key (the last wins).
+
+    Raises:
+        ValueError: a column is missing.
+    """
+    _require(facts, FACT_COLUMNS, "facts")
+    out = facts.loc[:, list(FACT_COLUMNS)].astype({"key": str, "trainable_params": float, "seconds_to_best": float})
+    out["best_step"] = pd.to_numeric(out["best_step"]).astype("Int64")
+    return out.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def check_attention(attention: pd.DataFrame) -> pd.DataFrame:
+    """The attention table checked and typed (a copy; rows, repeated prompts included, kept in order).
+
+    Raises:
+        ValueError: a column is missing.
+    """
+    _require(attention, ATTENTION_COLUMNS, "attention")
+    out = attention.loc[:, list(ATTENTION_COLUMNS)].astype({"key": str, "prompt": str, "weight": float})
+    return out.reset_index(drop=True)
+
+
+def _require(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; expected {list(columns)}")
 
 
 def stage(runs: pd.DataFrame, name: str) -> pd.DataFrame:

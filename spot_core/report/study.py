@@ -24,6 +24,7 @@ from spot_core.analysis.similarity import Indicator, Similarity
 from spot_core.report.curves import k_curve
 from spot_core.report.document import Section, config_section, figure, write_document
 from spot_core.report.heatmap import heatmap
+from spot_core.report.methods import method_sections
 from spot_core.report.scatter import correlation_scatter
 from spot_core.report.su import (
     INDICATOR_NAMES,
@@ -50,6 +51,8 @@ class StudyResults:
         name: the study's name.
         runs: one row per finished run.
         curves: validation score per evaluation (key, step, score).
+        facts: each run's trainable parameters, step of and seconds to its best validation score (FACT_COLUMNS).
+        attention: ATTEMPT runs' mean attention over the prompts they mix (ATTENTION_COLUMNS), long form.
         embeddings: run key -> task embedding [L, H] (source and target runs), numpy.
         neurons: run key -> activated-neuron mask [layers, L, I] of its task-embedding prompt (the neurons stage),
             numpy bool.
@@ -77,6 +80,8 @@ class StudyResults:
     neurons: Mapping[str, np.ndarray] = field(default_factory=dict)
     cross_model: str = ""
     extra_sections: list[Section] = field(default_factory=list)
+    facts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(A.frames.FACT_COLUMNS)))
+    attention: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(A.frames.ATTENTION_COLUMNS)))
 
 
 def write_report(results: StudyResults, out_dir: str | Path) -> list[Path]:
@@ -89,6 +94,7 @@ def write_report(results: StudyResults, out_dir: str | Path) -> list[Path]:
     sections += _transfer_sections(results, runs, out)
     sections += zero_shot_sections(runs, results.sources, results.targets, out)
     sections += _similarity_sections(results, runs, out)
+    sections += method_sections(runs, results.facts, results.attention, results.sources, results.targets, out)
     sections += convergence_sections(runs, results.curves, results.sources, results.targets, out)
     sections += cross_model_sections(runs, A.check_curves(results.curves), results.cross_model, out)
     sections += results.extra_sections

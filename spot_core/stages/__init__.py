@@ -2,6 +2,8 @@
 
     source, target, transfer, retrieval     SPoT (Vu et al. 2022)
     zero_shot, neurons, cross_model         Su et al. 2022
+    attempt                                 ATTEMPT (Asai et al. 2022)
+    mpt                                     MPT (Wang et al. 2023)
 
 `catalogue.py` lists them in planning order; the study pipeline, its scheduler and the ledger ask it, and keep
 no list of their own. `spot_core/tags.py` holds the names results carry (cell stages, MLflow tags), free of the

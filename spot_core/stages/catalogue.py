@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spot_core.errors import ConfigError
-from spot_core.stages import cross_model, neurons, retrieval, source, target, transfer, zero_shot
+from spot_core.stages import attempt, cross_model, mpt, neurons, retrieval, source, target, transfer, zero_shot
 from spot_core.stages.base import StageDef
 from spot_core.study import Cell, StudyConfig
 from spot_core.tags import Stage
 
 # Planning order: upstream first; the cross-model chain (the longest) before the short scoring cells.
 CATALOGUE: tuple[StageDef, ...] = tuple(
-    m.STAGE for m in (source, target, transfer, cross_model, zero_shot, neurons, retrieval)
+    m.STAGE for m in (source, target, transfer, mpt, cross_model, zero_shot, neurons, retrieval, attempt)
 )
 NAMES = tuple(s.name for s in CATALOGUE)
 

@@ -1,0 +1,59 @@
+"""MPT (Wang et al. 2023) as a source stage and a target method (spot_core.methods.mpt):
+mpt_source  the shared prompt and each source task's rank-r factors, trained on the source tasks together
+            (a run per source seed)
+mpt         a target run per target and seed from the shared prompt (of the first source seed's run), training
+            its own factors and, unless study.mpt.train_shared is off, the shared prompt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spot_core.methods.mpt import tune_mpt_source
+from spot_core.stages.base import StageDef, run_tune, tune_spec
+from spot_core.study import Cell, StudyConfig, initial, make_cell
+from spot_core.tags import Stage
+from spot_core.tasks import members
+from spot_core.tracking import Tracker
+from spot_core.tuning import RunSpec
+
+
+def source_tasks(study: StudyConfig) -> str:
+    """The mixture MPT's source run trains on: every task of the study's sources (a mixture source's members)."""
+    return "+".join(dict.fromkeys(t.name for name in study.sources for t in members(name)))
+
+
+def plan(study: StudyConfig) -> list[Cell]:
+    """MPT's source runs, then a target run per target and seed from the first one's shared prompt."""
+    tasks, rank = source_tasks(study), study.mpt.rank
+    shared = [
+        make_cell(study, Stage.MPT_SOURCE, tasks, seed, trainer=study.mpt.trainer or study.source_trainer,
+                  init=initial(tasks, study.prompt.source_init), method={"rank": rank})
+        for seed in study.source_seeds
+    ]  # fmt: skip
+    method = {"rank": rank, "train_shared": study.mpt.train_shared}
+    return shared + [
+        make_cell(study, Stage.MPT, t, s, trainer=study.target_trainer, target=t, source=shared[0], method=method)
+        for t in study.targets
+        for s in study.seeds
+    ]
+
+
+def spec(study: StudyConfig, cell: Cell, root: Path) -> dict[str, Any]:
+    return {"kind": cell.stage.value, "job": tune_spec(study, cell, root), "rank": study.mpt.rank}
+
+
+def run(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]:
+    if Stage(spec["kind"]) is Stage.MPT_SOURCE:
+        return tune_mpt_source(RunSpec(**spec["job"]), spec["rank"], out_dir, tracker)
+    return run_tune(spec["job"], out_dir, tracker)
+
+
+def needs(study: StudyConfig) -> str | None:
+    if len(source_tasks(study).split("+")) < 2:
+        return "stage mpt learns a prompt shared by the source tasks: study.sources must hold at least two tasks"
+    return None
+
+
+STAGE = StageDef("mpt", (Stage.MPT_SOURCE, Stage.MPT), plan, spec, run, needs=needs)
