@@ -91,12 +91,19 @@ def test_unknown_model_name(tmp_path, store, data_dir):
 
 def test_unknown_study_preset(tmp_path, store):
     line = fail(tmp_path, store, "study", "study=nosuch")
-    assert line == "error: study=nosuch: no such option in conf/study/; choose from demo, smoke, spot"
+    assert line == "error: study=nosuch: no such option in conf/study/; choose from demo, methods, smoke, spot"
 
 
 def test_unknown_stage(tmp_path, store, data_dir):
     line = fail(tmp_path, store, "study", "study=smoke", f"data_dir={data_dir}", "stages=[sources]")
     assert "stages: unknown ['sources']; choose from ['source'" in line
+
+
+def test_mpt_with_a_single_source_task(tmp_path, store, data_dir):
+    line = fail(tmp_path, store, "study", "study=smoke", f"data_dir={data_dir}", "study.sources=[sst2]", "stages=[mpt]")
+    assert line == (
+        "error: stage mpt learns a prompt shared by the source tasks: study.sources must hold at least two tasks"
+    )
 
 
 def test_missing_data_dir(tmp_path, store):

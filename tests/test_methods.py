@@ -215,3 +215,24 @@ def test_mpts_source_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert {"val/sst2_v1/score", "val/rte_v1/score"} <= set(metrics[-1])
     state, _ = load_module(tmp_path / "full" / RunDir.BEST_MODULE)
     assert state["u"].shape == (2, 4, 2) and state["v"].shape[:2] == (2, 2)
+
+
+def test_prompt_rank_trains_mpts_factored_prompt_in_any_run(tmp_path, data_dir):
+    from spot_core.tracking import MemoryTracker
+    from spot_core.tuning import PromptConfig, RunSpec, trainer_for
+
+    prompt = PromptConfig(length=4, init="sampled_vocab", rank=2, train_shared=False)
+    trainer_config = TrainerConfig(steps=2, batch_size=4, eval_every=2, eval_batch_size=8)
+    spec = RunSpec("tiny-llama", "rte", prompt, trainer_config, data_dir=str(data_dir), max_train_examples=8,
+                   max_eval_examples=8)  # fmt: skip
+    tracker = MemoryTracker()
+    trainer = trainer_for(spec, tmp_path, tracker)
+    module = trainer.model.prompt
+    H = module.shared.shape[1]
+    assert isinstance(module, FactoredPrompt) and "shared" not in dict(module.named_parameters())
+    shared = module.shared.clone()
+    trainer.fit()
+    assert tracker.params["trainable_params"] == 4 * 2 + 2 * H and tracker.params["prompt.rank"] == 2
+    torch.testing.assert_close(module.shared, shared)  # P* held fixed, its factors trained
+    initial = load_prompt(tmp_path / RunDir.INITIAL_PROMPT)[0]
+    torch.testing.assert_close(initial, shared, rtol=0.05, atol=0.01)  # u v^T starts at ones (rank 2: plus noise)

@@ -137,3 +137,46 @@ def test_retrieval_cells_blend_or_mix_the_top_k_source_runs(tmp_path):
     # Another ranking is another cell; the same ranking again is the same cell.
     assert plan_retrieval(cfg, {"rte_v1": ranked})[1].key == wavg.key
     assert plan_retrieval(cfg, {"rte_v1": [ranked[0], (ranked[1][0], 0.3)]})[1].key != wavg.key
+
+
+def test_mpt_plans_one_shared_prompt_and_a_target_run_from_it_per_target_and_seed(tmp_path):
+    cfg = study()
+    shared, *targets = plan_stages(cfg, ["mpt"])
+    assert shared.label == "mpt_source:mnli_v1+sst2_v1:s0" and len(targets) == 3 * 2
+    assert {c.source.key for c in targets} == {shared.key} and targets[0].label == "mpt:mpt->rte_v1:s0"
+    spec = run_spec(cfg, targets[0], tmp_path)
+    assert (spec.prompt.init, spec.prompt.rank, spec.prompt.train_shared) == ("file", 1, True)
+    assert spec.prompt.files == [str(shared.out_dir(tmp_path) / "best_prompt.safetensors")]  # P*
+    frozen = plan_stages(study(mpt={"train_shared": False}), ["mpt"])
+    assert frozen[0].key == shared.key and all(a.key != b.key for a, b in zip(targets, frozen[1:], strict=True))
+    assert plan_stages(study(mpt={"rank": 2}), ["mpt"])[0].key != shared.key
+    with pytest.raises(ValueError, match="stage mpt learns a prompt shared by the source tasks"):
+        plan_stages(study(sources=["sst2"]), ["mpt"])
+    with pytest.raises(ValueError, match="study.mpt.rank must be"):
+        study(mpt={"rank": 0})
+
+
+def test_attempt_mixes_every_finished_source_or_the_top_k_retrieval_ranks(tmp_path, monkeypatch):
+    from spot_core.stages import attempt, retrieval
+
+    cfg = study()
+    sources = plan_stages(cfg, ["source"])
+    cells, why = attempt.plan_later(cfg, tmp_path, set())
+    assert cells == [] and why == dict.fromkeys(["attempt:rte_v1", "attempt:wsc_v1", "attempt:cb_v1"],
+                                               "no finished source runs to mix")  # fmt: skip
+    cells, why = attempt.plan_later(cfg, tmp_path, {c.key for c in sources})
+    assert why == {} and len(cells) == 3 * 2 and all(c.parts == tuple(sources) for c in cells)
+    assert cells[0].label == "attempt:attempt-all->rte_v1:s0" and cells[0].init == "zeros"
+    assert cell_tags(cells[0], cfg)["source"] == "attempt-all"
+    spec = attempt.spec(cfg, cells[0], tmp_path)
+    assert spec["names"] == ["mnli_v1", "sst2_v1"] and spec["sources"][1].endswith("best_prompt.safetensors")
+    assert [c.key for c in attempt.designed(cfg)] == [c.key for c in cells]  # the plan's count, from the design
+    top = study(attempt={"top_k": 1})
+    ranked = {t: [(sources[1], 0.9), (sources[0], 0.1)] for t in top.targets}
+    monkeypatch.setattr(retrieval, "rankings", lambda study, root, done: ranked)
+    cells, _ = attempt.plan_later(top, tmp_path, {c.key for c in sources})
+    assert all(c.parts == (sources[1],) and c.k == 1 for c in cells) and cells[0].origin == "attempt-top1"
+    with pytest.raises(ValueError, match="study.attempt.top_k must be"):
+        study(attempt={"top_k": 0})
+    with pytest.raises(ValueError, match="study.attempt.temperature must be"):
+        study(attempt={"temperature": -1})
