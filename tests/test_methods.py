@@ -236,3 +236,15 @@ def test_prompt_rank_trains_mpts_factored_prompt_in_any_run(tmp_path, data_dir):
     torch.testing.assert_close(module.shared, shared)  # P* held fixed, its factors trained
     initial = load_prompt(tmp_path / RunDir.INITIAL_PROMPT)[0]
     torch.testing.assert_close(initial, shared, rtol=0.05, atol=0.01)  # u v^T starts at ones (rank 2: plus noise)
+
+
+def test_the_methods_benchmark_times_every_step_and_counts_their_parameters():
+    from bench.methods import main
+
+    out = main(["--model", "tiny-llama", "--steps", "1", "--warmup", "0", "--prompt-len", "4", "--input-len", "8"])
+    assert set(out["seconds_per_step"]) == {"spot", "spot_full", "attempt", "mpt", "mpt_source"}
+    assert out["ratio_to_spot"]["spot"] == 1.0 and out["attempt_vs_concatenated_spot"] > 0
+    H, d, L = 32, 100, 4
+    params = out["trainable_params"]
+    assert params["spot"] == L * H and params["mpt"] == L * H + L + H and params["mpt_source"] == L * H + 2 * (L + H)
+    assert params["attempt"] == L * H + (H * d + d) + (d * H + H) + 2 * H  # target prompt, W_down, W_up, LayerNorm
