@@ -149,6 +149,15 @@ def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_d
     assert (report / "figures/attention_all.png").is_file()
     again = run(compose_study(*overrides(tmp_path, data_dir, methods)))
     assert again["trained_now"] == 0 and again["finished"] == 23  # resumed: every cell found by its key
+    # MPT's cells in packs of 4 (the shared prompt alone, then the target runs as one pack): the same runs
+    packed = run(compose_study(*overrides(tmp_path / "packed", data_dir, "stages=[mpt]", "ray.cells_per_trial=4")))
+    assert packed["failed"] == {} and packed["finished"] == 5
+    mpt_scores = [
+        {r.data.tags["cell_key"]: r.data.metrics["best/val_score"] for r in cell_runs(folder) if r.data.tags["stage"]
+         in ("mpt_source", "mpt")}
+        for folder in (tmp_path, tmp_path / "packed")
+    ]  # fmt: skip
+    assert len(mpt_scores[0]) == 5 and mpt_scores[1] == pytest.approx(mpt_scores[0], abs=1e-6)
 
 
 def test_su_stages_zero_shot_neurons_and_a_projector_into_a_wider_model(tmp_path, data_dir):

@@ -64,12 +64,13 @@ def test_cells_per_stage_of_the_smoke_and_spot_studies(tmp_path):
         "source": 16, "target": 30, "transfer": 480, "mpt": 1 + 30, "cross_model": 49, "zero_shot": 160,
         "neurons": 46, "retrieval": 10 * 4 * (1 + 3 * 2), "attempt": 30,
     }  # fmt: skip
-    # ray=cluster packs 16 cells of one backbone per trial where the stage can (not cross_model, zero_shot, neurons)
+    # ray=cluster packs 16 cells of one backbone per trial where the stage can (not cross_model, zero_shot, neurons,
+    # attempt)
     assert table(spot, "trials") == {
         "source": 1,
         "target": 2,
         "transfer": 30,
-        "mpt": 31,
+        "mpt": 2,
         "cross_model": 49,
         "zero_shot": 160,
         "neurons": 46,
@@ -82,9 +83,9 @@ def test_cells_per_stage_of_the_smoke_and_spot_studies(tmp_path):
 
 def test_packing_counts_with_four_cells_per_trial(tmp_path):
     p = planned(tmp_path, "study=smoke", "ray.cells_per_trial=4")
-    # source, target, transfer and retrieval pack (ceil(n / 4)); the others run one cell per trial
+    # source, target, transfer, retrieval and mpt pack (ceil(n / 4)); the others run one cell per trial
     assert table(p, "trials") == {
-        "source": 1, "target": 1, "transfer": 2, "mpt": 5, "cross_model": 7, "zero_shot": 4, "neurons": 6,
+        "source": 1, "target": 1, "transfer": 2, "mpt": 2, "cross_model": 7, "zero_shot": 4, "neurons": 6,
         "retrieval": 3, "attempt": 4,
     }  # fmt: skip
     assert "packs of up to 4 cells with one backbone" in plan.render(p, build_study(compose_study("study=smoke")))

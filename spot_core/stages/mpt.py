@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from spot_core.methods.mpt import tune_mpt_source
-from spot_core.stages.base import StageDef, run_tune, tune_spec
+from spot_core.packing import ResultHook
+from spot_core.stages.base import StageDef, run_tune, run_tune_pack, tune_spec
 from spot_core.study import Cell, StudyConfig, initial, make_cell
 from spot_core.tags import Stage
 from spot_core.tasks import members
@@ -50,10 +51,35 @@ def run(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]
     return run_tune(spec["job"], out_dir, tracker)
 
 
+def run_pack(
+    specs: list[dict[str, Any]], out_dirs: list[Path], trackers: list[Tracker], on_result: ResultHook
+) -> list[dict[str, Any] | Exception]:
+    """A pack of MPT cells: the target runs train as one pack (their factored prompts are prompts like any other);
+    a shared-prompt run, whose examples each take their own task's prompt, trains alone first."""
+    results: list[dict[str, Any] | Exception | None] = [None] * len(specs)
+    targets = [i for i, spec in enumerate(specs) if Stage(spec["kind"]) is Stage.MPT]
+    for i in (i for i in range(len(specs)) if i not in targets):
+        try:
+            results[i] = run(specs[i], out_dirs[i], trackers[i])
+        except Exception as error:  # noqa: BLE001 - this cell's own failure: the pack's other cells go on
+            results[i] = error
+        on_result(i, results[i])
+    if targets:
+        packed = run_tune_pack(
+            [specs[i]["job"] for i in targets],
+            [out_dirs[i] for i in targets],
+            [trackers[i] for i in targets],
+            lambda j, result: on_result(targets[j], result),
+        )
+        for i, result in zip(targets, packed, strict=True):
+            results[i] = result
+    return results  # type: ignore[return-value]
+
+
 def needs(study: StudyConfig) -> str | None:
     if len(source_tasks(study).split("+")) < 2:
         return "stage mpt learns a prompt shared by the source tasks: study.sources must hold at least two tasks"
     return None
 
 
-STAGE = StageDef("mpt", (Stage.MPT_SOURCE, Stage.MPT), plan, spec, run, needs=needs)
+STAGE = StageDef("mpt", (Stage.MPT_SOURCE, Stage.MPT), plan, spec, run, needs=needs, run_pack=run_pack)
