@@ -88,6 +88,7 @@ bench:
 	$(BIN)/python -m bench.task_cache
 	$(BIN)/python -m bench.study_overhead --steps 200
 	$(BIN)/python -m bench.packed
+	$(BIN)/python -m bench.methods
 
 lint:
 	$(BIN)/ruff check spot_core pipelines tests bench

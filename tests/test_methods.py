@@ -69,8 +69,9 @@ def same_run(ours, theirs):
         torch.testing.assert_close(load_prompt(ours / f)[0], load_prompt(theirs / f)[0], rtol=0, atol=1e-4)
 
 
-def test_attempt_gives_each_input_its_own_prompt(tmp_path):
-    base, codec, sources, rte = setup("tiny-llama")
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+def test_attempt_gives_each_input_its_own_prompt(tmp_path, name):
+    base, codec, sources, rte = setup(name)
     module = attention(base, sources)
     model = PromptedLM(base.backbone, module)
     assert module.per_example and not model.shares_prompt  # an instance prompt cannot run once per batch
