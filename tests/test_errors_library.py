@@ -123,7 +123,7 @@ def test_a_run_names_its_trainer_settings(kw, message):
     ("kw", "message"),
     [
         ({"length": 0}, "prompt.length must be an integer >= 1, got 0"),
-        ({"init": "zeros"}, "prompt.init must be one of: random_uniform, sampled_vocab, class_labels"),
+        ({"init": "normal"}, "prompt.init must be one of: random_uniform, sampled_vocab, class_labels"),
         ({"init": "file"}, "prompt.init=file needs exactly one path in prompt.files, got 0"),
     ],
 )
