@@ -1,2 +1,4 @@
-"""Benchmarks: prompt-tuning step time and memory (`bench.train_step`), rank classification
-(`bench.rank_eval`)."""
+"""Benchmarks, each `python -m bench.NAME`: the prompt-tuning step (`train_step`), rank classification (`rank_eval`),
+packed training on CPU and GPU (`packed`: its workload in `packed_cells`, its GPU suite in `packed_gpu`), the transfer
+methods' steps (`methods`), a study's overhead (`study_overhead`), a worker's memory (`worker_memory`) and the task
+cache (`task_cache`)."""
