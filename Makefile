@@ -28,7 +28,7 @@ $(BIN)/python:
 # The default data directory data/: linked from ../shared/data when it is beside the repository, else
 # downloaded from the Hugging Face hub (needs internet). ARGS: e.g. source=hub tasks=[boolq_v1,cb_v1].
 data:
-	HF_HUB_OFFLINE=0 $(BIN)/python -m pipelines.data $(ARGS)
+	HF_HUB_OFFLINE=0 $(BIN)/python -m pipelines.mirror $(ARGS)
 
 # docs/tasks.md: every registered task, its format on a real row, metrics and offline data.
 docs:

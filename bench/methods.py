@@ -27,7 +27,7 @@ import torch
 
 from bench.train_step import make_batch
 from spot_core.backbones import load_backbone
-from spot_core.data import Codec
+from spot_core.encoding import Codec
 from spot_core.methods.attempt import AttentionPrompt
 from spot_core.packing import row_gradients
 from spot_core.prompted import PromptedLM

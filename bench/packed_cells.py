@@ -12,7 +12,7 @@ import torch
 
 from spot_core import cost
 from spot_core.backbones import Backbone, load_backbone
-from spot_core.data import Codec, Encoded
+from spot_core.encoding import Codec, Encoded
 from spot_core.packing import packed_gradients
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, sampled_vocab

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from spot_core.backbones import Backbone, load_backbone
-from spot_core.data import Codec
+from spot_core.encoding import Codec
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, sampled_vocab
 from spot_core.scoring import label_scores, label_scores_naive, label_scores_repeated

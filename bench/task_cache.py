@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from spot_core.backbones import load_backbone
-from spot_core.data import Codec
+from spot_core.encoding import Codec
 from spot_core.tasks import get_task
 from spot_core.tasks.cache import encoded_split
 

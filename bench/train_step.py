@@ -30,7 +30,7 @@ import time
 import torch
 
 from spot_core.backbones import Backbone, load_backbone
-from spot_core.data import Codec, Encoded, collate
+from spot_core.encoding import Codec, Encoded, collate
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt, sampled_vocab
 from spot_core.trainer import TrainerConfig, accumulate_gradients, make_optimizer

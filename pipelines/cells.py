@@ -1,6 +1,7 @@
-"""One cell of a study in a Ray worker: its trial config as plain values (`cell_config`), and its run under its own
-MLflow child run (`train_cell`); or a pack of cells trained together on one backbone, each under its own child run
-(`train_pack`). What a cell runs is its stage's (spot_core.stages).
+"""One trial of a study in a Ray worker: its work as a typed job (`TrialJob`: one cell, or a pack of cells on one
+backbone, each a `CellJob`), converted to and from the plain config Tune carries in one place; and its run
+(`train_cell`), each cell under its own MLflow child run. A lone cell is a pack of one: one code path runs both.
+What a cell runs is its stage's (spot_core.stages).
 """
 
 from __future__ import annotations
@@ -9,127 +10,131 @@ import ctypes
 import gc
 import json
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 
-from pipelines.tracking import MlflowTracker
+from pipelines import ledger
+from pipelines.tracking import TrackedRun, connect
 from pipelines.user_tasks import carried, receive
 from spot_core.run_dir import RunDir
 from spot_core.stages.catalogue import stage_of
 from spot_core.study import Cell, StudyConfig, cell_tags
 
 
-def cell_config(cell: Cell, study: StudyConfig, root: Path) -> dict[str, Any]:
-    """What a trial needs to run one cell, as plain values (cells planned mid-study travel the same way)."""
-    return {
-        "label": cell.label,
-        "out_dir": str(cell.out_dir(root)),
-        "stage": cell.stage.value,
-        "spec": stage_of(cell.stage).spec(study, cell, root),
-        "tags": cell_tags(cell, study),
-        "tasks": carried(),  # task files and modules: registered in the worker before the cell runs
-    }
+@dataclass(frozen=True)
+class CellJob:
+    """What a trial needs to run one cell, as plain values (it travels to a Ray worker).
+
+    Attributes:
+        key: the cell's key (the ledger's).
+        label: how it is shown (its MLflow run's name).
+        out_dir: its run folder.
+        stage: its kind (`stage` tag), which names the stage that runs it.
+        spec: what its stage runs, as plain values (`StageDef.spec`).
+        tags: its MLflow run's tags (spot_core.study.cell_tags).
+        tasks: task files and modules, registered in the worker before it runs (pipelines.user_tasks.carried).
+    """
+
+    key: str
+    label: str
+    out_dir: str
+    stage: str
+    spec: dict[str, Any]
+    tags: dict[str, str]
+    tasks: dict[str, Any]
 
 
-def run_job(config: dict, tracker: MlflowTracker) -> dict:
-    """Runs one cell in this process; returns its result (best/val_score among it)."""
-    return stage_of(config["stage"]).run(config["spec"], Path(config["out_dir"]), tracker)
+@dataclass(frozen=True)
+class TrialJob:
+    """A trial's cells (one, or a pack of up to `ray.cells_per_trial`) and its label. Tune carries it as `config()`,
+    whose "cell" (the first cell's key) and "label" name the trial and its folder."""
+
+    label: str
+    cells: tuple[CellJob, ...]
+
+    @classmethod
+    def of_cells(cls, cells: Sequence[CellJob]) -> TrialJob:
+        first, more = cells[0], len(cells) - 1
+        return cls(f"{first.label} (+{more} packed)" if more else first.label, tuple(cells))
+
+    def config(self) -> dict[str, Any]:
+        return {"cell": self.cells[0].key, "label": self.label, "cells": [asdict(c) for c in self.cells]}
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> TrialJob:
+        return cls(config["label"], tuple(CellJob(**c) for c in config["cells"]))
 
 
-def open_run(client: MlflowClient, experiment_id: str, parent_id: str, config: dict) -> str:
-    """A cell's MLflow child run, RUNNING."""
-    tags = {**config["tags"], "mlflow.parentRunId": parent_id}
-    return client.create_run(experiment_id, run_name=config["label"], tags=tags).info.run_id
+def cell_config(cell: Cell, study: StudyConfig, root: Path) -> CellJob:
+    """What a trial needs to run one cell (cells planned mid-study travel the same way)."""
+    return CellJob(
+        key=cell.key,
+        label=cell.label,
+        out_dir=str(cell.out_dir(root)),
+        stage=str(cell.stage),
+        spec=stage_of(cell.stage).spec(study, cell, root),
+        tags=cell_tags(cell, study),
+        tasks=carried(),
+    )
 
 
-def fail_run(client: MlflowClient, run_id: str, error: BaseException) -> None:
-    client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-    client.set_terminated(run_id, "FAILED")
+class Settle:
+    """Closes each cell's run as the cell leaves the trial (a `ResultHook`): FINISHED with its timings and result
+    file, or FAILED with its own error (recorded in `failed`: key -> why).
+
+    `time/cell_seconds` is the cell's share of the trial (each interval split among the cells still in it), so that
+    a study's cell seconds add up to its trials' busy time; `time/pack_seconds` the trial's time until the cell
+    left; `pack/cells` how many cells the trial trained."""
+
+    def __init__(self, cells: list[CellJob], runs: list[TrackedRun]):
+        self.cells, self.runs, self.failed = cells, runs, {}
+        self.start = self.last = time.perf_counter()
+        self.share = 0.0
+
+    def __call__(self, i: int, result: dict[str, Any] | Exception) -> None:
+        now = time.perf_counter()
+        self.share += (now - self.last) / sum(run.open for run in self.runs)
+        self.last = now
+        run = self.runs[i]
+        if isinstance(result, Exception):
+            run.end(result)
+            self.failed[self.cells[i].key] = f"{type(result).__name__}: {result}".splitlines()[0]
+            return
+        figures = {"time/cell_seconds": self.share, "time/pack_seconds": now - self.start}
+        run.tracker.log_metrics({**figures, "pack/cells": float(len(self.cells))}, 0)
+        run.tracker.log_artifact(RunDir(Path(self.cells[i].out_dir)).result_file)
+        run.end()
 
 
-def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, threads: float) -> dict:
-    """A trial: one cell, or a pack of cells (`train_pack`)."""
-    if "pack" in config:
-        return train_pack(config["pack"], uri, experiment_id, parent_id, threads)
-    receive(config.get("tasks"))
-    client = MlflowClient(uri)
-    run_id = open_run(client, experiment_id, parent_id, config)
-    out_dir = Path(config["out_dir"])
-    torch.set_num_threads(max(1, int(threads)))  # the trial's CPU share; more threads would oversubscribe
-    try:
-        start = time.perf_counter()
-        result = run_job(config, MlflowTracker(client, run_id))
-        client.log_metric(run_id, "time/cell_seconds", time.perf_counter() - start)
-        client.log_artifact(run_id, str(RunDir(out_dir).result_file))
-    except BaseException as e:
-        fail_run(client, run_id, e)
-        raise
-    finally:
-        release_memory()
-    client.set_terminated(run_id, "FINISHED")
-    return {"best_score": result.get("best/val_score", 0.0)}
-
-
-def train_pack(configs: list[dict], uri: str, experiment_id: str, parent_id: str, threads: float) -> dict:
-    """Trains cells of one stage kind and backbone as one pack, each under its own child run, closed as soon as
-    the cell leaves the pack: FINISHED, or FAILED with its own error (the others train on). Returns the cells
-    that failed on their own as `failed_cells` (JSON: key -> why). A retried trial (a worker that died) skips
-    cells that finished in an earlier attempt; the others resume from their own checkpoints.
-
-    `time/cell_seconds` of a packed cell is its share of the trial (the pack's time until it left, over the
-    cells still in the pack), so that a study's cell seconds still add up to its trials' busy time."""
-    for config in configs:
-        receive(config.get("tasks"))
-    client = MlflowClient(uri)
-    todo = [c for c in configs if not finished_before(client, experiment_id, c)]
+def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, study: str, threads: float) -> dict:
+    """A trial: its cells run by their stage (`StageDef.run_cells`: as a pack, or one after another), each under its
+    own child run of the study's, closed as soon as the cell leaves (`Settle`: a cell of a pack that fails alone
+    leaves the others training; a lone cell's error is the trial's). Returns the cells of a pack that failed on
+    their own as `failed_cells` (JSON: key -> why). A retried
+    trial (a worker that died) skips cells that finished in an earlier attempt; the others resume from their own
+    checkpoints. When the trial itself dies (out of memory, a stop), its open cells' runs end FAILED (KILLED for
+    a stop) and the error goes on to Ray, which retries the trial."""
+    job = TrialJob.of(config)
+    for cell in job.cells:
+        receive(cell.tasks)
+    runs = ledger.study_ledger(connect(uri), experiment_id, study)
+    # finished in an earlier attempt: its folder holds its result and its child run is FINISHED
+    todo = [c for c in job.cells if not (RunDir(Path(c.out_dir)).finished() and runs.finished(c.key))]
     if not todo:
         return {"failed_cells": "{}"}
-    torch.set_num_threads(max(1, int(threads)))
-    run_ids = [open_run(client, experiment_id, parent_id, c) for c in todo]
-    open_runs, failed = set(range(len(todo))), {}
-    start = last = time.perf_counter()
-    share = 0.0  # seconds per cell of the pack so far (each interval split among the cells in it)
-
-    def settle(i: int, result: dict | Exception) -> None:
-        nonlocal last, share
-        now = time.perf_counter()
-        share += (now - last) / len(open_runs)
-        last = now
-        open_runs.discard(i)
-        if isinstance(result, Exception):
-            fail_run(client, run_ids[i], result)
-            failed[todo[i]["cell"]] = f"{type(result).__name__}: {result}".splitlines()[0]
-            return
-        stamp = int(time.time() * 1000)
-        figures = {"time/cell_seconds": share, "time/pack_seconds": now - start, "pack/cells": float(len(todo))}
-        client.log_batch(run_ids[i], metrics=[Metric(k, v, stamp, 0) for k, v in figures.items()])
-        client.log_artifact(run_ids[i], str(RunDir(Path(todo[i]["out_dir"])).result_file))
-        client.set_terminated(run_ids[i], "FINISHED")
-
-    run_pack = stage_of(todo[0]["stage"]).run_pack
-    trackers = [MlflowTracker(client, run_id) for run_id in run_ids]
-    try:
-        run_pack([c["spec"] for c in todo], [Path(c["out_dir"]) for c in todo], trackers, settle)
-    except BaseException as e:  # the pack itself died (out of memory, a kill): its open cells fail, Ray retries
-        for i in open_runs:
-            fail_run(client, run_ids[i], e)
-        raise
-    finally:
-        release_memory()
-    return {"failed_cells": json.dumps(failed)}
-
-
-def finished_before(client: MlflowClient, experiment_id: str, config: dict) -> bool:
-    """Whether a cell of a retried pack finished in an earlier attempt: its folder holds its result and its child
-    run is FINISHED."""
-    if not RunDir(Path(config["out_dir"])).finished():
-        return False
-    query = f"tags.cell_key = '{config['cell']}' and attributes.status = 'FINISHED'"
-    return bool(client.search_runs([experiment_id], query, max_results=1))
+    torch.set_num_threads(max(1, int(threads)))  # the trial's CPU share; more threads would oversubscribe
+    with ExitStack() as stack:
+        tracked = [stack.enter_context(runs.child(parent_id, c.key, c.label, c.tags)) for c in todo]
+        settle = Settle(todo, tracked)
+        stack.callback(release_memory)
+        specs, out_dirs = [c.spec for c in todo], [Path(c.out_dir) for c in todo]
+        stage_of(todo[0].stage).run_cells(specs, out_dirs, [run.tracker for run in tracked], settle)
+    return {"failed_cells": json.dumps(settle.failed)}
 
 
 _FROZEN = False  # whether this worker's long-lived objects have been moved out of the collector's sight

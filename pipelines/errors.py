@@ -8,6 +8,10 @@ the pipelines raise with a message that says what was wrong and how to fix it), 
 unknown preset, key or override syntax, a missing mandatory value), and a disk that refuses a write (full, read
 only, no permission). Anything else is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` or `SPOT_VERBOSE=1`
 shows the full traceback of every error.
+
+A stopped run (Ctrl-C, or SIGTERM from `timeout`, `kill` or a cluster scheduler, which `Terminated` turns into an
+exception) unwinds too: its tracked runs end KILLED (`pipelines.tracking.TrackedRun`), and one line says that running
+the same command again resumes it; exit code 128 + the signal's number, as a shell reports a killed command.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import hydra
 from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
@@ -32,6 +39,38 @@ EXIT_USER_ERROR = 2  # argparse's code for a usage error; 1 stays "ran, but some
 VERBOSE = ("HYDRA_FULL_ERROR", "SPOT_VERBOSE")
 FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 NO_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the runs it stops unwind as they do on Ctrl-C (a BaseException,
+    like KeyboardInterrupt: no `except Exception` swallows it)."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    # A second SIGTERM while the runs are being closed is ignored (SIGKILL still ends the process at once).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated in the main thread inside the block; the handler before it comes back after. (Ray's
+    init installs a handler of its own that exits without unwinding: the study enters this again after it.)"""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def exit_stopped(stop: BaseException) -> NoReturn:
+    """One line for a run stopped by Ctrl-C or SIGTERM, and the shell's exit code for it (130, 143)."""
+    number, name = (signal.SIGINT, "Ctrl-C") if isinstance(stop, KeyboardInterrupt) else (signal.SIGTERM, "SIGTERM")
+    print(f"stopped by {name}: run the same command again to resume", file=sys.stderr, flush=True)
+    raise SystemExit(128 + number) from None
 
 
 class StorageError(SpotError):
@@ -121,7 +160,7 @@ def exit_if_user_error(error: Exception, tracebacks: bool) -> None:
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """`@hydra.main` for spot's entry points (`conf/<config_name>.yaml`), with the one error path: a user's error
     prints one line on stderr and exits 2; a bug keeps its traceback; HYDRA_FULL_ERROR=1 or SPOT_VERBOSE=1 shows
-    every traceback."""
+    every traceback. Ctrl-C and SIGTERM unwind the run (its tracked runs end KILLED) and end in one line."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable:
         tracebacks = False  # the user's choice, read by main() before it sets HYDRA_FULL_ERROR for Hydra
@@ -146,7 +185,12 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             # re-raises them instead of printing its own multi-line report and exiting 1.
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
-                return hydra_main()
+                with sigterm_raises():
+                    return hydra_main()
+            except (KeyboardInterrupt, Terminated) as stop:
+                if tracebacks:
+                    raise
+                exit_stopped(stop)
             except Exception as e:
                 exit_if_user_error(e, tracebacks)
                 raise

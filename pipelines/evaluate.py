@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from pipelines.errors import entry_point
+from pipelines.ledger import logged_run
 from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.specs import build_spec
-from pipelines.tracking import MlflowTracker, check_store, open_store
+from pipelines.tracking import Client, check_store, open_store, tracked_run
 from pipelines.user_tasks import use_tasks
 from spot_core.backbones import model_dims
 from spot_core.prompt_files import read_prompt
@@ -86,14 +86,6 @@ def scores(out_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in record.items() if k != "step"}, "score": result["best/val_score"]}
 
 
-def logged_run(client: MlflowClient, experiment_id: str, out_dir: Path) -> str | None:
-    """The id of the finished run that logged the evaluation in `out_dir`, if this store has one."""
-    found = client.search_runs(
-        [experiment_id], f"tags.out_dir = '{out_dir}' and attributes.status = 'FINISHED'", max_results=1
-    )
-    return found[0].info.run_id if found else None
-
-
 def params(spec: RunSpec) -> dict[str, Any]:
     """What the evaluation ran (evaluate_prompt adds the prompt's init and length, data source and splits)."""
     return {
@@ -109,23 +101,15 @@ def params(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def evaluate_logged(client: MlflowClient, experiment_id: str, spec: RunSpec, out_dir: Path) -> tuple[str, dict]:
-    """evaluate_prompt in a new MLflow run (FAILED with an `error` tag if it raises): (run id, result)."""
-    run = client.create_run(
-        experiment_id,
-        run_name=f"evaluate-{spec.task}-{Path(spec.model).name}-{spec.prompt.init.value}",
-        tags={"task": spec.task, "model": spec.model, "out_dir": str(out_dir)},
-    )
-    tracker = MlflowTracker(client, run.info.run_id)
-    try:
-        tracker.log_params(params(spec))
-        result = evaluate_prompt(spec, out_dir, tracker)
-    except BaseException as e:
-        client.set_tag(run.info.run_id, "error", f"{type(e).__name__}: {e}"[:5000])
-        client.set_terminated(run.info.run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id, result
+def evaluate_logged(client: Client, experiment_id: str, spec: RunSpec, out_dir: Path) -> tuple[str, dict]:
+    """evaluate_prompt in a new tracked MLflow run (`TrackedRun`: FAILED with an `error` tag if it raises, KILLED
+    if it is stopped): (run id, result)."""
+    name = f"evaluate-{spec.task}-{Path(spec.model).name}-{spec.prompt.init.value}"
+    tags = {"task": spec.task, "model": spec.model, "out_dir": str(out_dir)}
+    with tracked_run(client, experiment_id, name=name, tags=tags) as run:
+        run.tracker.log_params(params(spec))
+        result = evaluate_prompt(spec, out_dir, run.tracker)
+    return run.run_id, result
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -20,15 +20,23 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines.deprecated import upgrade
 from pipelines.errors import entry_point
-from pipelines.ledger import STUDY_KIND, finished_runs, neurons_run, parent_config, study_parent
+from pipelines.ledger import (
+    best_metrics,
+    download,
+    finished_runs,
+    neurons_file,
+    parent_config,
+    parent_id,
+    run_of,
+    study_of,
+    study_parent,
+)
 from pipelines.paths import check_writable, resolve_data_dir
-from pipelines.tracking import TrackingError, normalise_uri, open_store
+from pipelines.tracking import Client, TrackingError, normalise_uri, open_store
 from pipelines.user_tasks import definition_finder
 from spot_core.config import parse_choice
 from spot_core.errors import ConfigError
@@ -74,10 +82,7 @@ def export(cfg: DictConfig, definition: Definition = no_definition) -> dict[str,
     runs = chosen_runs(client, experiment_id, cfg.study.name, cfg.get("runs"), uri)
     facts: dict[str, dict[str, Any]] = {}  # per parent run: what the study says of its runs
     with tempfile.TemporaryDirectory() as tmp:
-        sources = [
-            source_run(client, r, Path(tmp) / r.info.run_id, study_facts(client, r, facts), uri, cfg.out_dir)
-            for r in runs
-        ]
+        sources = [source_run(client, r, tmp, study_facts(client, r, facts), uri, cfg.out_dir) for r in runs]
         library, changes = write(path, sources, definition)
     fallbacks = [
         f"{s.provenance['run_id']}: {name} not logged as an artifact, read from {origin}"
@@ -88,7 +93,7 @@ def export(cfg: DictConfig, definition: Definition = no_definition) -> dict[str,
     return summary(library, changes) | {"study": None if cfg.get("runs") else cfg.study.name, "fallbacks": fallbacks}
 
 
-def chosen_runs(client: MlflowClient, experiment_id: str, study: str, run_ids: Any, uri: str) -> list:
+def chosen_runs(client: Client, experiment_id: str, study: str, run_ids: Any, uri: str) -> list:
     """The runs to export: the given ones (finished), or the study's finished source runs (at least one)."""
     if run_ids:
         return [finished_run(client, str(run_id), uri) for run_id in run_ids]
@@ -102,45 +107,44 @@ def chosen_runs(client: MlflowClient, experiment_id: str, study: str, run_ids: A
     return runs
 
 
-def finished_run(client: MlflowClient, run_id: str, uri: str):
-    try:
-        found = client.get_run(run_id)
-    except MlflowException:
-        raise ConfigError(f"runs: no run {run_id!r} in the tracking store {uri}") from None
+def finished_run(client: Client, run_id: str, uri: str):
+    found = run_of(client, run_id)
+    if found is None:
+        raise ConfigError(f"runs: no run {run_id!r} in the tracking store {uri}")
     if found.info.status != "FINISHED":
         raise ConfigError(f"runs: run {run_id} is {found.info.status}, not FINISHED: only finished runs are exported")
     return found
 
 
-def study_facts(client: MlflowClient, run, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def study_facts(client: Client, run, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What the run's study says of it: the task-embedding kind it retrieves with and the data limits of its
-    composed configuration (none for a run outside a study)."""
-    parent_id = run.data.tags.get("mlflow.parentRunId", "")
-    if parent_id not in cache:
-        parent = client.get_run(parent_id) if parent_id else None
-        if parent is None or parent.data.tags.get("kind") != STUDY_KIND:
-            cache[parent_id] = {"task_embedding": "prompt", "data": {}}
+    composed configuration (none for a run outside a study). `cache`: per parent run, its runs share it."""
+    key = parent_id(run)
+    if key not in cache:
+        parent = study_of(client, run)
+        if parent is None:
+            cache[key] = {"task_embedding": "prompt", "data": {}}
         else:
             config = OmegaConf.create(parent_config(client, parent) or "{}")
             data = {
                 name: OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
                 for name, key in DATA_LIMITS.items()
             }
-            cache[parent_id] = {"task_embedding": parent.data.tags.get("task_embedding", "prompt"), "data": data}
-    return cache[parent_id]
+            cache[key] = {"task_embedding": parent.data.tags.get("task_embedding", "prompt"), "data": data}
+    return cache[key]
 
 
-def source_run(client: MlflowClient, run, folder: Path, facts: dict[str, Any], uri: str, out_dir: str) -> SourceRun:
-    """A finished tuning run as a library's SourceRun: its prompt files fetched into `folder`."""
+def source_run(client: Client, run, tmp: str, facts: dict[str, Any], uri: str, out_dir: str) -> SourceRun:
+    """A finished tuning run as a library's SourceRun: its prompt files fetched under `tmp`."""
     run_id, tags, params, metrics = run.info.run_id, run.data.tags, run.data.params, run.data.metrics
-    label = tags.get("mlflow.runName", run_id)
+    label = run.info.run_name or run_id
     if "best/val_score" not in metrics:
         raise TrackingError(f"run {run_id} ({label}) has no best/val_score: not a finished prompt-tuning run")
-    logged = {a.path for a in client.list_artifacts(run_id)}
     files, origins = {}, {}
     for name in PROMPT_FILES:
-        if name in logged:
-            files[name], origins[name] = Path(client.download_artifacts(run_id, name, str(folder))), ARTIFACT
+        fetched = download(client, run, name, tmp)
+        if fetched is not None:
+            files[name], origins[name] = fetched, ARTIFACT
             continue
         local = run_folder(run, out_dir)
         if local is None or not (local / name).is_file():
@@ -148,7 +152,7 @@ def source_run(client: MlflowClient, run, folder: Path, facts: dict[str, Any], u
             hint = " (a run saves it only with trainer.embedding_step set)" if name == RunDir.TASK_EMBEDDING else ""
             raise TrackingError(f"run {run_id} ({label}) logged no {name}{hint}, {where}")
         files[name], origins[name] = local / name, str(local)
-    mask = neurons_file(client, run, folder / "neurons")
+    mask = neurons_file(client, run, tmp)
     if mask is not None:
         files[RunDir.NEURONS] = mask
     trainer = {k.removeprefix("trainer."): plain(v) for k, v in params.items() if k.startswith("trainer.")}
@@ -187,27 +191,6 @@ def run_folder(run, out_dir: str) -> Path | None:
         found = sorted((Path(out_dir) / tags["stage"]).glob(f"*-{tags['cell_key']}"))
         return found[0] if found else None
     return None
-
-
-def neurons_file(client: MlflowClient, run, folder: Path) -> Path | None:
-    """The activation mask a finished neurons run recorded of the run's task-embedding prompt, fetched; None if
-    the study recorded none."""
-    key = run.data.tags.get("cell_key")
-    found = neurons_run(client, run.info.experiment_id, key) if key else None
-    if found is None or RunDir.NEURONS not in {a.path for a in client.list_artifacts(found.info.run_id)}:
-        return None
-    return Path(client.download_artifacts(found.info.run_id, RunDir.NEURONS, str(folder)))
-
-
-def best_metrics(client: MlflowClient, run) -> dict[str, float]:
-    """The run's validation metrics at its best step (val/accuracy, val/score, ...)."""
-    step = int(run.data.metrics.get("best/step", -1))
-    out = {}
-    for key in sorted(k for k in run.data.metrics if k.startswith("val/")):
-        at_best = [m.value for m in client.get_metric_history(run.info.run_id, key) if m.step == step]
-        if at_best:
-            out[key] = at_best[-1]
-    return out
 
 
 def plain(value: str) -> Any:

@@ -8,12 +8,14 @@ from pathlib import Path
 from spot_core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"  # the mirror beside the repository, that `make data` links
 
 
 def resolve_data_dir(value: str | None) -> str | None:
-    """Configured dir, else $SPOT_DATA_DIR, else `data/` in the repository (written by `make data`), else
+    """The data directory a run reads (the root that `spot_core.tasks.source.DataSource` resolves a task's files
+    in): the configured dir, else $SPOT_DATA_DIR, else `data/` in the repository (written by `make data`), else
     ../shared/data beside the repository, else None (the hub)."""
-    for candidate in (value, os.environ.get("SPOT_DATA_DIR"), REPO / "data", REPO.parent / "shared" / "data"):
+    for candidate in (value, os.environ.get("SPOT_DATA_DIR"), REPO / "data", SHARED_DATA):
         if candidate:
             path = Path(candidate).expanduser().resolve()
             if path.is_dir() or candidate == value:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,11 +22,8 @@ from pipelines.tracking import TrackingError, open_store, sqlite_file
 from spot_core import cost
 from spot_core.backbones import BUILTIN_MODELS, BackboneError, check_backbone, resolve_prompt_once
 from spot_core.errors import ConfigError
-from spot_core.stages import attempt
 from spot_core.stages.base import StageDef
 from spot_core.stages.catalogue import stage_of
-from spot_core.stages.retrieval import plan_retrieval
-from spot_core.stages.source import plan as plan_sources
 from spot_core.study import Cell, StudyConfig, data_fields
 
 FIGURES = REPO / "bench" / "figures.json"  # stored figures of named GPUs (bench/packed.py records them)
@@ -85,18 +82,6 @@ class Plan:
     lacking: list[str] = field(default_factory=list)
 
 
-def designed_later(study: StudyConfig, stage: StageDef) -> list[Cell]:
-    """The cells a stage plans from finished runs, from the design: retrieval for every target ranking every
-    source run (the real ranking changes which sources, not how many cells); ATTEMPT's; none for another such
-    stage."""
-    if stage.name == "attempt":
-        return attempt.designed(study)
-    if stage.name != "retrieval":
-        return []
-    ranked = [(c, 1.0) for c in plan_sources(study)]
-    return plan_retrieval(study, {t: ranked for t in study.targets})
-
-
 def read_ledger(uri: str, experiment: str, study: str) -> tuple[set[str], Counter, str]:
     """The keys of the study's finished cells, its current finished runs per cell stage, and where from; nothing
     (and nothing created) when the store, its experiment or the study are not there yet."""
@@ -117,8 +102,8 @@ def beyond(cells: Sequence[Cell], finished: Counter) -> list[Cell]:
     once they are planned (from the finished runs' ranking), how many is not."""
     left, todo = Counter(finished), []
     for c in cells:
-        if left[c.stage.value] > 0:
-            left[c.stage.value] -= 1
+        if left[str(c.stage)] > 0:
+            left[str(c.stage)] -= 1
         else:
             todo.append(c)
     return todo
@@ -146,12 +131,12 @@ def make_plan(
     keys, current, source = read_ledger(*store, study.name) if stages else (set(), Counter(), "")
     rows = []
     for stage in stages:
-        if stage.plan_later:
-            mine = designed_later(study, stage)
-            todo = beyond(mine, current)
-        else:
-            mine = [c for c in cells if c.stage in stage.kinds]
-            todo = [c for c in mine if c.key not in keys]
+        mine = [c for c in cells if c.stage in stage.kinds]
+        todo = [c for c in mine if c.key not in keys]
+        if stage.plan_later:  # and the cells it plans from finished runs, counted from the design
+            later = stage.designed(study) if stage.designed else []
+            todo += beyond(later, current - Counter(str(c.stage) for c in mine if c.key in keys))
+            mine += later
         finished = len(mine) - len(todo)
         rows.append(StageRow(stage, mine, finished, todo, trials(todo, stage, per_trial, pack_key), stage.plan_later))
     return Plan(study.name, per_trial, rows, source, list(lacking))
@@ -175,11 +160,8 @@ def render(plan: Plan, study: StudyConfig) -> str:
     for r in plan.rows:
         note = ""
         if r.later:
-            per = f"k in {list(study.retrieval_ks)}" if r.stage.name == "retrieval" else "one mixture of sources"
-            note = (
-                "  planned once the sources and targets have finished; counted from the design"
-                f" ({len(study.targets)} targets x {per} x seeds {list(study.seeds)})"
-            )
+            inputs = " and ".join(f"{kind} runs" for kind in r.stage.waits_for) or "runs it needs"
+            note = f"  planned once the {inputs} have finished; counted from the design"
         lines.append(f"  {r.stage.name:<12} {len(r.cells):>7} {r.finished:>9} {len(r.todo):>7} {r.trials:>7}{note}")
     total = [sum(len(r.cells) for r in plan.rows), sum(r.finished for r in plan.rows)]
     total += [sum(len(r.todo) for r in plan.rows), sum(r.trials for r in plan.rows)]
@@ -216,6 +198,37 @@ def shape(study: StudyConfig, name: str) -> cost.Shape:
     once = data_fields(study, "" if name == study.model else name)["prompt_once"]
     once = resolve_prompt_once(once, bool(cost.architecture(name, study.cache_dir).is_encoder_decoder), name)
     return cost.Shape(study.prompt.length, study.max_input_tokens, study.max_target_tokens, once)
+
+
+def cell_shape(cell: Cell, shape: cost.Shape) -> cost.Shape:
+    """The tokens of `cell`'s step: the model's `shape`, with the prompt once per example where the cell's stage
+    makes its prompt depend on the input."""
+    return replace(shape, prompt_once=False) if stage_of(cell.stage).prompt_per_example else shape
+
+
+RELATIVE = cost.TokenCost("any", train=3.0, evaluate=1.0, how="relative: a backward pass costs about two forwards")
+UNSIZED_EVALUATION = 100  # examples an evaluation of a whole validation split is priced at (its size is not known)
+
+
+def cell_price(study: StudyConfig) -> Callable[[Cell], float]:
+    """A cell's price for the progress ETA: the tokens its stage's work (`StageDef.work`) runs through the model,
+    a training token at 3 evaluation tokens, no calibration (the scheduler scales prices by measured times)."""
+    shapes: dict[str, cost.Shape] = {}
+
+    def price(cell: Cell) -> float:
+        name = cell.model or study.model
+        if name not in shapes:
+            try:
+                shapes[name] = shape(study, name)
+            except BackboneError:  # a model this machine cannot describe offline: its prompt once per example
+                shapes[name] = cost.Shape(study.prompt.length, study.max_input_tokens, study.max_target_tokens, False)
+        work, step = stage_of(cell.stage).work(cell, study), cell_shape(cell, shapes[name])
+        train, evaluate = work.seconds(step, RELATIVE)
+        if work.eval_examples is None:
+            evaluate = work.evaluations * UNSIZED_EVALUATION * work.example_seconds(step, RELATIVE)
+        return max(train + evaluate, 1.0)
+
+    return price
 
 
 def stored_costs(device: str, study: StudyConfig, cells: Sequence[Cell], per_trial: int) -> dict[str, cost.TokenCost]:
@@ -268,18 +281,18 @@ def cost_by_kind(plan: Plan, study: StudyConfig, costs: dict[str, cost.TokenCost
     shapes = {m: shape(study, m) for m in costs}
     kinds: dict[str, list[Cell]] = defaultdict(list)
     for c in (c for r in plan.rows for c in r.todo):
-        kinds[c.stage.value].append(c)
+        kinds[str(c.stage)].append(c)
     out = []
     for kind, members in kinds.items():
-        works = [(cost.cell_work(c, study), c.model or study.model) for c in members]
+        works = [(stage_of(c.stage).work(c, study), c.model or study.model) for c in members]
         steps, batch = Counter((w.steps, w.batch_size) for w, _ in works).most_common(1)[0][0]
         row = KindCost(kind, len(members), steps, batch)
         for c, (w, m) in zip(members, works, strict=True):
-            train, evaluate = w.seconds(cost.cell_shape(c, shapes[m]), costs[m])
+            train, evaluate = w.seconds(cell_shape(c, shapes[m]), costs[m])
             row.train, row.evaluate = row.train + train, row.evaluate + evaluate
             if w.evaluations and w.eval_examples is None:
                 row.unsized += w.evaluations
-                row.per_1000 += w.evaluations * 1000 * w.example_seconds(cost.cell_shape(c, shapes[m]), costs[m])
+                row.per_1000 += w.evaluations * 1000 * w.example_seconds(cell_shape(c, shapes[m]), costs[m])
         out.append(row)
     return out
 

@@ -22,6 +22,7 @@ from pipelines.errors import MissingFileError, entry_point
 from pipelines.ledger import load_results
 from pipelines.paths import check_writable
 from pipelines.tracking import normalise_uri
+from pipelines.user_tasks import use_stages
 from spot_core.analysis.findings import check_expectations, describe
 from spot_core.errors import ConfigError
 from spot_core.report.study import write_report
@@ -54,6 +55,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     expected = read_expectations(cfg.expect) if cfg.get("expect") else None
     notes = read_notes(cfg.notes) if cfg.get("notes") else None  # a reader's notes on what the results show
     out_dir = check_writable(cfg.out_dir, "out_dir")
+    use_stages(cfg)  # stages added from outside: their runs' artifacts and report sections
     results = load_results(uri, cfg.tracking.experiment, cfg.study.name)
     if notes is not None:
         results.notes = notes

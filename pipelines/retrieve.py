@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines.deprecated import upgrade
 from pipelines.errors import entry_point
+from pipelines.ledger import Keyed, retrieval_ledger
 from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.specs import run_fields
-from pipelines.tracking import MlflowTracker, check_store, normalise_uri, open_store
+from pipelines.tracking import TrackedRun, check_store, normalise_uri, open_store
 from pipelines.user_tasks import use_tasks
 from spot_core.backbones import Backbone, check_backbone, load_backbone
 from spot_core.config import check_int
@@ -46,17 +46,16 @@ from spot_core.selection import (
     library_sources,
     rank_library,
     records,
-    run_embedding,
     variant_runs,
 )
+from spot_core.tags import NEURONS
 from spot_core.tasks import check_data, get
 from spot_core.tasks.definitions import register_definitions
 from spot_core.tracking import Tracker
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import RunSpec, data_record, prompt_record, trainer_for
 
-KIND = "retrieve"  # the parent run's `kind` tag
-NEURONS = "neurons"  # out_dir/neurons/<entry id or target-<key>>: the masks recorded here
+MASKS = NEURONS  # out_dir/neurons/<entry id or target-<key>>: the neuron masks recorded here
 
 
 def resolve_task(cfg: DictConfig, library: Library, data_dir: str | None) -> str:
@@ -68,8 +67,9 @@ def resolve_task(cfg: DictConfig, library: Library, data_dir: str | None) -> str
 
 
 @dataclass
-class Retrieval:
-    """What the checks found: the library's sources for the model, what to do, the target's run template."""
+class RetrieveRequest:
+    """A `make retrieve` as the checks found it: the library's sources for the model, what to do, the target's run
+    template."""
 
     cfg: DictConfig
     library: Library
@@ -94,7 +94,7 @@ class Retrieval:
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
 
-def check(cfg: DictConfig) -> Retrieval:
+def check(cfg: DictConfig) -> RetrieveRequest:
     """Everything a user can get wrong, before any model loads or anything is written: the settings, the library
     and its entries for the model, the task and its data, the model, out_dir and the tracking store."""
     upgrade(cfg)  # renamed keys: their values move to the new names
@@ -119,91 +119,62 @@ def check(cfg: DictConfig) -> Retrieval:
     root = check_writable(cfg.out_dir, "out_dir")
     uri = normalise_uri(cfg.tracking.uri)
     check_store(uri)
-    return Retrieval(cfg, library, sources, selection, template, root, uri)
+    return RetrieveRequest(cfg, library, sources, selection, template, root, uri)
 
 
 # --- MLflow -----------------------------------------------------------------------------------------------------
-class Ledger:
-    """The retrieval's MLflow runs: its parent (one per `Retrieval.key`, set RUNNING again by a re-run) and a child
-    per training run, found FINISHED by its `run_key` on a re-run."""
+@dataclass(frozen=True)
+class Tracked:
+    """Where the retrieval is tracked: its runs in the ledger (`ledger.retrieval_ledger`: a parent per
+    `RetrieveRequest.key`, a child per training run, found FINISHED by its run key on a re-run) and its parent, open."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str, retrieval: Retrieval):
-        self.client, self.experiment_id, self.key = client, experiment_id, retrieval.key
-        self.backbone = retrieval.backbone
-        query = f"tags.kind = '{KIND}' and tags.retrieve_key = '{self.key}'"
-        found = client.search_runs([experiment_id], query, max_results=1)
-        spec, s = retrieval.template, retrieval.sources
-        if found:
-            self.parent = found[0].info.run_id
-            client.update_run(self.parent, status="RUNNING")
-        else:
-            tags = {"kind": KIND, "retrieve_key": self.key, "task": spec.task, "model": spec.model}
-            tags |= {"library": str(retrieval.library.root.resolve()), "out_dir": str(retrieval.root)}
-            self.parent = client.create_run(experiment_id, run_name=f"retrieve-{spec.task}", tags=tags).info.run_id
-        sel = retrieval.selection
-        settings = {
-            "top_k": sel.top_k,
-            "similarity": sel.similarity.value,
-            "methods": ",".join(m.value for m in sel.methods),
-            "train": sel.train,
-            "seed": spec.trainer.seed,
-            "prompt_length": s.prompt_length,
-            "embedding_step": s.embedding_step,
-            "task_embedding": s.kind.value,
-            "candidates": len(s.entries),
-        }
-        for name, value in settings.items():  # tags, not params: a re-run may change them
-            client.set_tag(self.parent, name, str(value))
-        client.log_text(self.parent, OmegaConf.to_yaml(retrieval.cfg), "config.yaml")
-        children = client.search_runs([experiment_id], f"tags.retrieve_key = '{self.key}' and tags.run_key != ''")
-        for r in children:
-            if r.info.status == "RUNNING":  # left by a retrieval that died: its run resumes from its checkpoint
-                client.set_terminated(r.info.run_id, "KILLED")
-        self.finished = {r.data.tags["run_key"] for r in children if r.info.status == "FINISHED"}
+    runs: Keyed
+    parent: TrackedRun
 
-    def train(self, run: PlannedRun, root: Path, then: Callable[[Tracker], None] | None = None) -> tuple[dict, bool]:
-        """Trains (or resumes) a run under its own child run, `then` after it with its tracker; a run finished
-        before (its result.json and its FINISHED child run) is not touched. Returns its result and whether it
-        was trained now."""
-        folder = RunDir(run.out_dir(root))
-        was_finished = folder.finished()
-        if was_finished and run.key in self.finished:
-            return folder.result(), False
-        tags = {"retrieve_key": self.key, "run_key": run.key, "role": run.role.value, "task": run.spec.task}
-        tags |= {"model": run.spec.model, "entries": ",".join(run.sources), "rank": str(run.rank), "k": str(run.k)}
-        tags |= {"out_dir": str(folder.path), "mlflow.parentRunId": self.parent}
-        child = self.client.create_run(self.experiment_id, run_name=run.label, tags=tags).info.run_id
-        tracker = MlflowTracker(self.client, child)
-        try:
-            if was_finished:  # trained before this store knew it: its record, from the folder
-                result = folder.result()
-                tracker.log_params({**prompt_record(run.spec), **data_record(run.spec)})
-                tracker.log_metrics({k: float(v) for k, v in result.items()}, int(result["final/step"]))
-            else:
-                result = trainer_for(run.spec, folder.path, tracker, backbone=self.backbone()).fit()  # or resumes
-            if then:
-                then(tracker)
-            self.client.log_artifact(child, str(folder.result_file))
-        except BaseException as e:
-            self.client.set_tag(child, "error", f"{type(e).__name__}: {e}"[:5000])
-            self.client.set_terminated(child, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-            raise
-        self.client.set_terminated(child, "FINISHED")
-        self.finished.add(run.key)
-        return result, not was_finished
-
-    def log(self, files: list[Path], metrics: dict[str, float]) -> None:
+    def log(self, files: list[Path], metrics: dict[str, float] | None = None) -> None:
+        """The retrieval's output files and measures, on its parent run."""
         for path in files:
-            self.client.log_artifact(self.parent, str(path))
+            self.parent.tracker.log_artifact(path)
         if metrics:
-            MlflowTracker(self.client, self.parent).log_metrics(metrics, 0)
+            self.parent.tracker.log_metrics(metrics, 0)
 
-    def close(self, status: str) -> None:
-        self.client.set_terminated(self.parent, status)
+
+def parent_tags(retrieval: RetrieveRequest) -> dict[str, Any]:
+    """What the parent run says of the retrieval: tags, not params, since a re-run may change its settings."""
+    sel = retrieval.selection
+    methods = ",".join(m.value for m in sel.methods)
+    extra = {"out_dir": str(retrieval.root), "methods": methods, "train": sel.train}
+    return {**facts(retrieval), **extra, "candidates": len(retrieval.sources.entries)}
+
+
+def train(
+    retrieval: RetrieveRequest, tracked: Tracked, run: PlannedRun, then: Callable[[Tracker], None] | None = None
+) -> tuple[dict, bool]:
+    """Trains (or resumes) a run under its own child run, `then` after it with its tracker; a run finished
+    before (its result.json and its FINISHED child run) is not touched. Returns its result and whether it
+    was trained now."""
+    folder = RunDir(run.out_dir(retrieval.root))
+    was_finished = folder.finished()
+    if was_finished and tracked.runs.finished(run.key):
+        return folder.result(), False
+    tags = {"role": run.role.value, "task": run.spec.task, "model": run.spec.model, "entries": ",".join(run.sources)}
+    tags |= {"rank": str(run.rank), "k": str(run.k), "out_dir": str(folder.path)}
+    with tracked.runs.child(tracked.parent.run_id, run.key, run.label, tags) as child:
+        if was_finished:  # trained before this store knew it: its record, from the folder
+            result = folder.result()
+            child.tracker.log_params({**prompt_record(run.spec), **data_record(run.spec)})
+            child.tracker.log_metrics({k: float(v) for k, v in result.items()}, int(result["final/step"]))
+        else:
+            trainer = trainer_for(run.spec, folder.path, child.tracker, backbone=retrieval.backbone())
+            result = trainer.fit()  # or resumes
+        if then:
+            then(child.tracker)
+        child.tracker.log_artifact(folder.result_file)
+    return result, not was_finished
 
 
 # --- the retrieval ----------------------------------------------------------------------------------------------
-def record_mask(retrieval: Retrieval, prompt_file: Path, folder: Path, tracker: Tracker | None = None):
+def record_mask(retrieval: RetrieveRequest, prompt_file: Path, folder: Path, tracker: Tracker | None = None):
     """The activated-neuron mask of a task-embedding prompt (as the study's neurons stage records it)."""
     spec, run = retrieval.template, RunDir(folder)
     if not run.finished():  # the backbone loads only for a mask still to record
@@ -214,25 +185,25 @@ def record_mask(retrieval: Retrieval, prompt_file: Path, folder: Path, tracker: 
     return load_neurons(run.neurons).numpy()
 
 
-def rank(retrieval: Retrieval, ledger: Ledger) -> tuple[pd.DataFrame, int]:
+def rank(retrieval: RetrieveRequest, tracked: Tracked) -> tuple[pd.DataFrame, int]:
     """The target's task embedding (trained or found), its mask and the entries' masks; the ranking, written to
     out_dir. Returns it and how many runs were trained now."""
     root, sources = retrieval.root, retrieval.sources
     embedding = embedding_run(retrieval.template, sources)
     run = RunDir(embedding.out_dir(root))
-    mask_dir = root / NEURONS / f"target-{embedding.key}"
+    mask_dir = root / MASKS / f"target-{embedding.key}"
     print(f"{embedding.label}: {sources.embedding_step} steps, task embedding of kind {sources.kind.value}", flush=True)
-    _, trained = ledger.train(
-        embedding, root, lambda tracker: record_mask(retrieval, run.task_embedding, mask_dir, tracker)
+    _, trained = train(
+        retrieval, tracked, embedding, lambda tracker: record_mask(retrieval, run.task_embedding, mask_dir, tracker)
     )
-    target = run_embedding(run, sources.kind)
+    target = run.embedding(sources.kind)
     target_mask = record_mask(retrieval, run.task_embedding, mask_dir)  # a no-op once recorded
     masks = {e.id: e.neurons() for e in sources.entries}  # an entry without one: recorded here, as a study would
     unrecorded = [e for e in sources.entries if masks[e.id] is None]
     if unrecorded:
         print(f"recording the activated neurons of {len(unrecorded)} library prompts without a mask", flush=True)
     for e in unrecorded:
-        masks[e.id] = record_mask(retrieval, e.path(RunDir.TASK_EMBEDDING), root / NEURONS / e.id)
+        masks[e.id] = record_mask(retrieval, e.path(RunDir.TASK_EMBEDDING), root / MASKS / e.id)
     candidates = [
         Candidate(e.id, e.task, e.seed, e.score, e.embedding(sources.kind), masks[e.id]) for e in sources.entries
     ]
@@ -240,7 +211,7 @@ def rank(retrieval: Retrieval, ledger: Ledger) -> tuple[pd.DataFrame, int]:
     return ranking, int(trained)
 
 
-def facts(retrieval: Retrieval) -> dict[str, Any]:
+def facts(retrieval: RetrieveRequest) -> dict[str, Any]:
     """What every output file says of the retrieval it comes from."""
     s, sel = retrieval.sources, retrieval.selection
     return {
@@ -256,13 +227,15 @@ def facts(retrieval: Retrieval) -> dict[str, Any]:
     }
 
 
-def write_table(retrieval: Retrieval, name: str, table: pd.DataFrame, **extra: Any) -> list[Path]:
+def write_table(retrieval: RetrieveRequest, name: str, table: pd.DataFrame, **extra: Any) -> list[Path]:
     """`<name>.csv` and `<name>.json` (the facts of the retrieval, `extra`, and the rows) in out_dir."""
     csv = write_atomic(retrieval.root / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
     return [csv, write_json(retrieval.root / f"{name}.json", {**facts(retrieval), **extra, "rows": records(table)})]
 
 
-def train_variants(retrieval: Retrieval, ranking: pd.DataFrame, ledger: Ledger) -> tuple[pd.DataFrame, int, dict]:
+def train_variants(
+    retrieval: RetrieveRequest, ranking: pd.DataFrame, tracked: Tracked
+) -> tuple[pd.DataFrame, int, dict]:
     """The baseline and the methods' runs from the top k; their comparison, written to out_dir."""
     sel, root = retrieval.selection, retrieval.root
     baseline = baseline_run(retrieval.template, retrieval.sources)
@@ -271,7 +244,7 @@ def train_variants(retrieval: Retrieval, ranking: pd.DataFrame, ledger: Ledger) 
         print(f"{method.value}: {why}", flush=True)
     scores, trained_now = {}, 0
     for run in [baseline, *runs]:
-        result, trained = ledger.train(run, root)
+        result, trained = train(retrieval, tracked, run)
         scores[run.key], trained_now = float(result["best/val_score"]), trained_now + trained
         print(f"{run.label}: {'trained' if trained else 'finished before'}, score {scores[run.key]:.4g}", flush=True)
     results = compare(scores[baseline.key], runs, scores, root, skipped, sel.top_k)
@@ -283,30 +256,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     compares; returns the ranking, the results (None without train), how many runs trained now, the parent run."""
     retrieval = check(cfg)
     client, experiment_id = open_store(retrieval.uri, cfg.tracking.experiment)  # all checked: the runs start
-    ledger = Ledger(client, experiment_id, retrieval)
-    try:
-        ranking, trained_now = rank(retrieval, ledger)
+    runs = retrieval_ledger(client, experiment_id, retrieval.key)
+    name, config = f"retrieve-{retrieval.template.task}", OmegaConf.to_yaml(retrieval.cfg)
+    with runs.open_parent(name, config, parent_tags(retrieval)) as parent:  # its end: FINISHED, FAILED or KILLED
+        tracked = Tracked(runs, parent)
+        ranking, trained_now = rank(retrieval, tracked)
         files = write_table(retrieval, "ranking", ranking)
-        ledger.log(files, {})
+        tracked.log(files)
         print(show(ranking), flush=True)
         summary = {"ranking": ranking, "results": None, "skipped": {}, "files": [str(f) for f in files]}
         if retrieval.selection.train:
-            results, trained, skipped = train_variants(retrieval, ranking, ledger)
+            results, trained, skipped = train_variants(retrieval, ranking, tracked)
             trained_now += trained
             files = write_table(retrieval, "results", results, methods=[m.value for m in retrieval.selection.methods])
             measures = results[results["method"] != "source"].dropna(subset=["score"])
             metrics = {
                 f"{r.method}/{m}": float(getattr(r, m)) for r in measures.itertuples() for m in ("score", "abs", "rel")
             }
-            ledger.log(files, metrics)
+            tracked.log(files, metrics)
             print(show(results.drop(columns=["out_dir"])), flush=True)
             summary |= {"results": results, "skipped": skipped, "files": summary["files"] + [str(f) for f in files]}
-    except BaseException as e:
-        client.set_tag(ledger.parent, "error", f"{type(e).__name__}: {e}"[:5000])
-        ledger.close("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    ledger.close("FINISHED")
-    return {**summary, "trained_now": trained_now, "parent_run_id": ledger.parent, "out_dir": str(retrieval.root)}
+    return {**summary, "trained_now": trained_now, "parent_run_id": parent.run_id, "out_dir": str(retrieval.root)}
 
 
 def show(table: pd.DataFrame) -> str:

@@ -12,6 +12,7 @@ extending a finished study (more seeds, sources or targets) trains only the new 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,13 +27,13 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from pipelines import ledger, plan
-from pipelines.cells import cell_config, reason, train_cell
+from pipelines.cells import TrialJob, cell_config, reason, train_cell
 from pipelines.deprecated import upgrade
-from pipelines.errors import entry_point
+from pipelines.errors import entry_point, sigterm_raises
 from pipelines.paths import check_writable, resolve_data_dir
 from pipelines.scheduler import CellScheduler
 from pipelines.tracking import check_store, normalise_uri, open_store
-from pipelines.user_tasks import use_tasks
+from pipelines.user_tasks import use_stages, use_tasks
 from spot_core.backbones import check_backbone
 from spot_core.config import check_int
 from spot_core.errors import ConfigError
@@ -115,6 +116,7 @@ def run_cells(
         concurrency=(r.max_concurrent_trials or 1) * r.cells_per_trial,
         cells_per_trial=r.cells_per_trial,
         pack_key=pack_key,
+        price=plan.cell_price(study),  # the ETA weighs each cell left by what its stage's work costs
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_cell, threads=r.cpus_per_trial, **ctx),
@@ -142,7 +144,7 @@ def run_cells(
     failed = dict(scheduler.why)
     for res in grid:  # a failed trial's own reason for its cells (a trial that died unreported has no config)
         if res.error and res.config:
-            failed.update({c["label"]: reason(res.error) for c in res.config.get("pack", [res.config])})
+            failed.update({c.label: reason(res.error) for c in TrialJob.of(res.config).cells})
     if scheduler.complete_plan:  # cells planned from an earlier ranking are no longer the study's
         kinds = [kind for s in stages if s.plan_later for kind in s.kinds]
         keep = {c.key for c in scheduler.planned}
@@ -187,6 +189,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     planning, device = plan.asked(cfg.get("plan", False))  # a bad value: fail here
     study = build_study(cfg)  # unknown tasks, bad values: fail here
+    use_stages(cfg)  # stages added from outside (stage_modules): an unimportable module fails here
     stages = parse_stages([n for n in cfg.stages if n != REPORT], also=[REPORT])
     cells = plan_stages(study, stages)  # a stage the design cannot plan: fail here
     if device:
@@ -231,6 +234,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def train(
     cfg: DictConfig, study: StudyConfig, stages: list[StageDef], cells: list[Cell], uri: str, root: Path
 ) -> dict[str, Any]:
+    """Trains the cells under the study's parent run, which ends FINISHED (FAILED if a cell failed), FAILED on an
+    error, KILLED when the study is stopped (Ctrl-C, SIGTERM): then Ray goes down with the driver, and the cells it
+    was running end KILLED too, so that the store shows nothing RUNNING once the process has ended."""
     with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations (~2 s) run while Ray starts
         store = pool.submit(open_store, uri, cfg.tracking.experiment)
         start_ray(cfg)  # too few GPUs on a cluster: fail here
@@ -245,31 +251,35 @@ def train(
         "retrieval_similarity": study.retrieval_similarity.value,
         "task_embedding": study.task_embedding.value,
     }
-    parent_id = ledger.open_parent(client, experiment_id, study.name, OmegaConf.to_yaml(cfg), design)
-    ledger.abandon_stale(client, experiment_id, study.name)
-    before = ledger.finished_keys(client, experiment_id, study.name)
-    ctx = {"uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
-    ledger_ctx = {"client": client, "experiment_id": experiment_id}
-    later = [s.name for s in stages if s.plan_later]
-    later = f" ({', '.join(later)} cells are planned once the cells they rank have finished)" if later else ""
-    print(f"study {study.name}: {len(cells)} cells, {sum(c.key in before for c in cells)} already finished{later}")
-    todo, unrunnable = runnable([c for c in cells if c.key not in before], before)
-    try:
-        planned, failed = run_cells(todo, stages, study, cfg, root, ctx, before, ledger_ctx)
-    finally:
-        ray.shutdown()
-    failed.update(unrunnable)
-    cells = cells + planned
-    done = ledger.finished_keys(client, experiment_id, study.name)
-    if all(s in stages for s in CATALOGUE if s.core):
-        client.set_tag(parent_id, "cells", str(len(cells)))  # the whole design, for the report's coverage line
-    client.set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
+    runs = ledger.study_ledger(client, experiment_id, study.name)
+    # Ctrl-C raises KeyboardInterrupt in tuner.fit(): Tune's own handler would end it gracefully, as if it were done
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # ray.init replaced the entry point's SIGTERM handler with one that exits without unwinding: ours again
+    with sigterm_raises(), runs.open_parent(f"study-{study.name}", OmegaConf.to_yaml(cfg), design) as parent:
+        before = runs.finished_keys()
+        ctx = {"uri": uri, "experiment_id": experiment_id, "parent_id": parent.run_id, "study": study.name}
+        later = [s.name for s in stages if s.plan_later]
+        later = f" ({', '.join(later)} cells are planned once the cells they rank have finished)" if later else ""
+        print(f"study {study.name}: {len(cells)} cells, {sum(c.key in before for c in cells)} already finished{later}")
+        todo, unrunnable = runnable([c for c in cells if c.key not in before], before)
+        ledger_ctx = {"client": client, "experiment_id": experiment_id}
+        try:
+            planned, failed = run_cells(todo, stages, study, cfg, root, ctx, before, ledger_ctx)
+        finally:
+            ray.shutdown()
+            runs.abandon_stale()  # cells whose workers went down with a stopped driver: KILLED, not RUNNING
+        failed.update(unrunnable)
+        cells = cells + planned
+        done = runs.finished_keys()
+        if all(s in stages for s in CATALOGUE if s.core):
+            parent.tag("cells", len(cells))  # the whole design, for the report's coverage line
+        parent.close("FINISHED" if not failed else "FAILED")
     return {
         "cells": len(cells),
         "finished": sum(c.key in done for c in cells),
         "trained_now": len({c.key for c in cells} & (done - before)),
         "failed": failed,
-        "parent_run_id": parent_id,
+        "parent_run_id": parent.run_id,
     }
 
 

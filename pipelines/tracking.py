@@ -1,4 +1,5 @@
-"""MLflow behind spot_core's Tracker interface, and the checks that run before any training."""
+"""MLflow behind spot_core's Tracker interface, the one run lifecycle of every entry point (`TrackedRun`), and the
+checks that run before any training."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ from spot_core.errors import SpotError
 
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
 SQLITE = "sqlite:///"
+PARENT_TAG, ERROR_TAG = "mlflow.parentRunId", "error"  # a child run's parent; why a FAILED run failed
+MAX_TAG = 5000  # MLflow's limit on a tag value's length
 ARTIFACTS = "mlartifacts"  # beside a sqlite store: <folder of the .db>/mlartifacts/<experiment>/<run id>/artifacts
 # The MLflow 3 UI opens an experiment of this kind on its runs (without it: on the GenAI traces view)
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 GUESSED_KINDS = ("", "no_inferred_type", "genai_development_inferred", "custom_model_development_inferred")
+
+
+Client = MlflowClient  # the pipelines annotate with this name: MLflow itself is imported here and in the ledger
 
 
 class TrackingError(SpotError, RuntimeError):
@@ -114,3 +120,55 @@ class MlflowTracker:
 
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
+
+
+class TrackedRun:
+    """One MLflow run's lifecycle, as a context: FINISHED when its block ends normally; FAILED, with its `error`
+    tag, when an Exception leaves it; KILLED when the process is stopped (Ctrl-C's KeyboardInterrupt, SIGTERM's
+    `pipelines.errors.Terminated`): a re-run resumes what it left. The exception goes on. `end` closes the run
+    earlier (a packed cell that leaves its pack), and the block's end then leaves it as it is."""
+
+    def __init__(self, client: Client, run_id: str):
+        self.client, self.run_id, self.open = client, run_id, True
+        self.tracker = MlflowTracker(client, run_id)
+
+    def __enter__(self) -> TrackedRun:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: Any) -> None:
+        self.end(error)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Ends the run, once, by how its work ended: `error` None (FINISHED), an Exception (FAILED) or a stop."""
+        if self.open and isinstance(error, Exception):
+            self.tag(ERROR_TAG, f"{type(error).__name__}: {error}")
+        self.close("FINISHED" if error is None else "FAILED" if isinstance(error, Exception) else "KILLED")
+
+    def close(self, status: str) -> None:
+        """Ends the run, once, as `status` (a study some of whose cells failed: FAILED, with no error of its own)."""
+        if self.open:
+            self.open = False
+            self.client.set_terminated(self.run_id, status)
+
+    def tag(self, name: str, value: Any) -> None:
+        self.client.set_tag(self.run_id, name, str(value)[:MAX_TAG])
+
+
+def tracked_run(
+    client: Client, experiment_id: str, *, name: str, tags: dict[str, str], parent_id: str | None = None
+) -> TrackedRun:
+    """A new run, RUNNING (a child of `parent_id`'s, if given), as a TrackedRun context."""
+    tags = {**tags, PARENT_TAG: parent_id} if parent_id else tags
+    return TrackedRun(client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id)
+
+
+def resumed_run(client: Client, run_id: str) -> TrackedRun:
+    """An existing run (a study's or a retrieval's parent, which every re-run reuses), RUNNING again, as a
+    TrackedRun context."""
+    client.update_run(run_id, status="RUNNING")
+    return TrackedRun(client, run_id)
+
+
+def connect(uri: str) -> Client:
+    """A client of a store that is already open (a Ray worker's: the driver checked and opened it)."""
+    return MlflowClient(uri)

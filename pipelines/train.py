@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from pipelines.errors import entry_point
 from pipelines.paths import check_writable
 from pipelines.specs import build_spec
-from pipelines.tracking import MlflowTracker, check_store, open_store
+from pipelines.tracking import check_store, open_store, tracked_run
 from spot_core.backbones import check_backbone
 from spot_core.tasks import check_data, get
 from spot_core.trainer import Callback, Trainer
@@ -47,20 +47,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         spec.trainer, model, data, out_dir, callbacks=[PrintProgress(spec.trainer.steps)], metadata=metadata
     )
     client, experiment_id = open_store(cfg.tracking.uri, cfg.tracking.experiment)  # all checked: the run starts
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{spec.task}-{Path(spec.model).name}-seed{spec.trainer.seed}",
-        tags={"task": spec.task, "model": spec.model, "out_dir": str(out_dir)},
-    )
-    trainer.tracker = MlflowTracker(client, run.info.run_id)
-    try:
+    name = f"{spec.task}-{Path(spec.model).name}-seed{spec.trainer.seed}"
+    tags = {"task": spec.task, "model": spec.model, "out_dir": str(out_dir)}
+    with tracked_run(client, experiment_id, name=name, tags=tags) as run:
+        trainer.tracker = run.tracker
         result = trainer.fit()
-    except BaseException as e:
-        client.set_tag(run.info.run_id, "error", f"{type(e).__name__}: {e}"[:5000])
-        client.set_terminated(run.info.run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return {**result, "run_id": run.info.run_id, "out_dir": str(out_dir)}
+    return {**result, "run_id": run.run_id, "out_dir": str(out_dir)}
 
 
 @entry_point("train")

@@ -22,7 +22,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -38,15 +38,13 @@ from spot_core.backbones import (
     freeze,
     model_config,
 )
-from spot_core.data import Codec, Encoded, collate, to_device
+from spot_core.encoding import Codec, Encoded, collate, to_device
 from spot_core.errors import ConfigError
 from spot_core.packing import packed_gradients
-from spot_core.projector import ProjectorMethod
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt
 from spot_core.run_dir import write_json
 from spot_core.study import Cell, StudyConfig
-from spot_core.tags import Stage
 from spot_core.trainer import TrainerConfig, accumulate_gradients
 
 # T5 1.1 LM-adapted (SPoT's models), so that a plan can cost them without their files: d_model, d_ff, layers, heads
@@ -123,15 +121,6 @@ class Work:
         return shape.step_tokens(self.eval_batch_size) / self.eval_batch_size * cost.evaluate
 
 
-PER_EXAMPLE = (Stage.ATTEMPT,)  # cells whose prompt depends on the input (spot_core.prompted): once per example
-
-
-def cell_shape(cell: Cell, shape: Shape) -> Shape:
-    """The tokens of `cell`'s step: the model's `shape`, with the prompt once per example where the cell's prompt
-    depends on the input (ATTEMPT's)."""
-    return replace(shape, prompt_once=False) if cell.stage in PER_EXAMPLE else shape
-
-
 def evaluations(trainer: TrainerConfig) -> int:
     """How many times a run of these settings evaluates: every `eval_every` steps and at the last (and at 0)."""
     return trainer.steps // trainer.eval_every + bool(trainer.steps % trainer.eval_every) + trainer.eval_at_start
@@ -142,14 +131,10 @@ def trains(cell: Cell) -> bool:
     return cell.trainer is not None and "trainer" in json.loads(cell.identity)
 
 
-def cell_work(cell: Cell, study: StudyConfig) -> Work:
-    """What `cell` runs. Neurons cells (one forward pass of a prompt) and a projector's own MLP count as nothing."""
+def trained_work(cell: Cell, study: StudyConfig) -> Work:
+    """What a cell runs through its model by its trainer's settings: its steps and evaluations, or (a cell that
+    only scores its prompt) one evaluation; nothing for a cell without a trainer (one prompt's forward pass)."""
     evals = dict(eval_examples=study.max_eval_examples)
-    if cell.stage is Stage.PROJECTOR:  # task tuning: through the other model, the projector's batch per step
-        p = study.cross_model.projector
-        steps = p.steps if p.method is ProjectorMethod.TASK_TUNING else 0
-        tasks = len(study.cross_model.train_tasks)
-        return Work(steps, p.batch_size, tasks, eval_batch_size=p.eval_batch_size, **evals)
     if cell.trainer is None:
         return Work()
     t = cell.trainer

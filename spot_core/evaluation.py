@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spot_core.data import Codec, Encoded
+from spot_core.encoding import Codec, Encoded
 from spot_core.prompted import PromptedLM, PromptStates
 from spot_core.scoring import generate, has_sliding_window, label_scores
 from spot_core.tasks.base import Mixture, Task

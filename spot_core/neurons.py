@@ -3,7 +3,7 @@
 A neuron is one unit of a feed-forward (FFN) layer's intermediate activation: the input of the FFN's output
 projection, [B, T, I]. It is *activated* when that value is > 0. A prompt's activation pattern is a bool mask
 [layers, positions, I]; two prompts are compared by the cosine of their flattened masks. This module records the
-masks; the overlap itself is `spot_core.analysis.similarity.neuron_overlap` (numpy, beside the other indicators).
+masks; the overlap itself is `spot_core.similarity.neuron_overlap` (numpy, beside the other indicators).
 
 Choices, against the reference code (thunlp/Prompt-Transferability):
 - Input: the soft prompt followed by one fixed token, nothing else. `formatter/activate_neuronPromptT5Formatter.py`
@@ -19,7 +19,7 @@ Choices, against the reference code (thunlp/Prompt-Transferability):
   input of `wo`. For gated FFNs (T5 v1.1, Llama SwiGLU) spot reads act(gate) * up, what the output projection sees.
 - Overlap (`Prompt-Transferability-1.0/caculate_metric_value_for_correlation.py`, `ActivatedNeurons`): masks as
   0/1 floats, cosine over all layers or over windows of 3 layers (`activated_1[layer:layer+3]`); the report
-  compares thirds of the layers (`spot_core.analysis.similarity.layer_windows`).
+  compares thirds of the layers (`spot_core.similarity.layer_windows`).
 
 Decoder-only models see the prompt first, so with causal attention the prompt positions' activations do not
 depend on the tokens fed after it; only `Readout.INPUT` does. T5's encoder is bidirectional: there both depend on it.

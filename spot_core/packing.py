@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from spot_core.data import Codec, Encoded, collate, length, to_device
+from spot_core.encoding import Codec, Encoded, collate, length, to_device
 from spot_core.prompted import PromptedLM
 from spot_core.trainer import Trainer
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spot_core.config import check_int, check_number, parse_choice
-from spot_core.data import batch_indices
+from spot_core.encoding import batch_indices
 from spot_core.evaluation import MixtureData, TaskData
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptModule, PromptShapeError

@@ -42,7 +42,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from spot_core.backbones import Backbone, resolve_prompt_once
-from spot_core.data import IGNORE
+from spot_core.encoding import IGNORE
 from spot_core.prompts import PromptModule, check_shape, prefix
 
 

@@ -14,6 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, overload
 
+import numpy as np
+
+from spot_core.similarity import task_embedding
+
 
 def current_umask() -> int:
     """The process's umask, read without changing it (os.umask can only be read by setting it, and another thread
@@ -123,6 +127,14 @@ class RunDir:
     def checkpoint(self, step: int) -> Path:
         """The prompt saved at evaluation step `step`."""
         return self.path / self.CHECKPOINTS / f"step_{step:07d}.safetensors"
+
+    def embedding(self, kind: str = "prompt") -> np.ndarray:
+        """The run's task embedding [L, H] as numpy, in its prompt file's dtype: the checkpoint after `embedding_step`
+        steps, or (kind "displacement") that checkpoint minus the initial prompt (`spot_core.similarity`)."""
+        from spot_core.prompt_files import load_prompt  # prompt_files writes through this module: import late
+
+        initial = load_prompt(self.initial_prompt)[0].numpy() if self.initial_prompt.exists() else None
+        return task_embedding(load_prompt(self.task_embedding)[0].numpy(), initial, kind)
 
     def finished(self) -> bool:
         """Whether the run has finished: its result.json exists."""

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from spot_core.data import pad, to_device
+from spot_core.encoding import pad, to_device
 from spot_core.prompted import PromptedLM, PromptStates, position_ids
 
 FULL, SLIDING = "full_attention", "sliding_attention"  # the attention layer types the trie's masks are built for
@@ -32,7 +32,7 @@ FULL, SLIDING = "full_attention", "sliding_attention"  # the attention layer typ
 
 def _on(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """A padded batch's host tensors on `device`: to a GPU through pinned memory, as training's batches go
-    (`spot_core.data.to_device`). The trie's few indices are copied plainly: each batch waits for its scores
+    (`spot_core.encoding.to_device`). The trie's few indices are copied plainly: each batch waits for its scores
     (`argmax().tolist()`) anyway."""
     return tuple(to_device({str(i): t for i, t in enumerate(tensors)}, device).values())
 

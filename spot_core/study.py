@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spot_core.analysis.similarity import Similarity, TaskEmbedding
 from spot_core.config import check_int, nested, parse_choice
 from spot_core.errors import ConfigError
 from spot_core.methods.attempt import AttemptConfig
@@ -23,10 +22,11 @@ from spot_core.methods.mpt import MPTConfig
 from spot_core.projector import ProjectorConfig
 from spot_core.prompts import PromptInit, check_class_label_length
 from spot_core.run_dir import RunDir
-from spot_core.tags import Retrieval, Stage
+from spot_core.similarity import Similarity, TaskEmbedding
+from spot_core.tags import STRATEGY_TAG, Retrieval
 from spot_core.tasks import get, get_task, members
 from spot_core.tasks.definitions import fingerprint
-from spot_core.tasks.loading import data_config
+from spot_core.tasks.source import fallback_configs_read
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, check_data_settings, label_words
 
@@ -164,9 +164,10 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the study; a transfer names the source cell it starts from."""
+    """One run of the study; a transfer names the source cell it starts from. What differs by stage (how it is
+    shown, which prompt later cells take from it) is set by the stage that makes it (`make_cell`)."""
 
-    stage: Stage
+    stage: str  # its kind: a `Stage` of the built-in catalogue, or the kind an added stage names
     task: str
     seed: int
     init: str
@@ -179,6 +180,9 @@ class Cell:
     parts: tuple[Cell, ...] = ()  # a projector: the runs whose prompts it learns from; ATTEMPT: those it mixes
     target: str = ""  # the target task the run is scored as (the matrices' column); "" for source-like runs
     trainer: TrainerConfig | None = field(default=None, compare=False)  # how it trains (seed included)
+    origin: str = ""  # where its prompt comes from, for display: a source task, "wavg-top3", "attempt-all", ...
+    retrieval: str = ""  # a retrieval cell's strategy (a `Retrieval` value), its `retrieval` tag
+    prompt_file: str = RunDir.BEST_PROMPT  # the prompt later cells start from (SPoT: the best checkpoint)
 
     @property
     def key(self) -> str:
@@ -192,42 +196,15 @@ class Cell:
         return mine + ([self.projector] if self.projector else []) + list(self.parts)
 
     @property
-    def retrieval(self) -> Retrieval | None:
-        """A retrieval cell's strategy: a weighted-average init, or a mixture (its prompt, or a run from it)."""
-        if self.stage is Stage.RETRIEVAL_MIXTURE or (self.stage is Stage.RETRIEVAL and not self.blend):
-            return Retrieval.MIXTURE
-        return Retrieval.WEIGHTED_AVERAGE if self.stage is Stage.RETRIEVAL else None
-
-    @property
-    def origin(self) -> str:
-        """Where the prompt comes from: the source task, or the retrieval strategy and k, or the method."""
-        if self.blend:
-            return f"wavg-top{self.k}"
-        if self.stage is Stage.RETRIEVAL:
-            return f"mix-top{self.k}"
-        if self.stage is Stage.ATTEMPT:
-            return f"attempt-top{self.k}" if self.k else "attempt-all"
-        if self.stage is Stage.MPT:
-            return "mpt"
-        if self.stage is Stage.NEURONS:
-            return ""
-        return self.source.task if self.source else ""
-
-    @property
     def label(self) -> str:
         via = f"{self.origin}->" if self.origin else ""
         on = f"@{self.model}" if self.model else ""
         return f"{self.stage}:{via}{self.task}{on}:s{self.seed}"
 
-    @property
-    def prompt_file(self) -> str:
-        """The prompt later cells start from: SPoT's best checkpoint; a retrieval mixture's final one."""
-        return RunDir.FINAL_PROMPT if self.stage is Stage.RETRIEVAL_MIXTURE else RunDir.BEST_PROMPT
-
     def out_dir(self, root: str | Path) -> Path:
         via = f"{self.origin}-to-" if self.origin else ""
         name = self.task if len(self.task) < 60 else f"top{self.k}-mixture" if self.k else "tasks"
-        return Path(root) / self.stage.value / f"{via}{name}-s{self.seed}-{self.key}"
+        return Path(root) / str(self.stage) / f"{via}{name}-s{self.seed}-{self.key}"
 
     def run_dir(self, root: str | Path) -> RunDir:
         return RunDir(self.out_dir(root))
@@ -242,7 +219,7 @@ def initial(task: str, wanted: str) -> str:
 
 def make_cell(
     study: StudyConfig,
-    stage: Stage,
+    stage: str,
     task: str,
     seed: int,
     *,
@@ -257,6 +234,10 @@ def make_cell(
     projector: Cell | None = None,
     parts: tuple[Cell, ...] = (),
     method: dict[str, Any] | None = None,
+    keyed: dict[str, Any] | None = None,
+    origin: str | None = None,
+    retrieval: str = "",
+    prompt_file: str = RunDir.BEST_PROMPT,
 ) -> Cell:
     """A cell that trains (or, with `trainer=None`, only scores) a prompt of the study's length.
 
@@ -268,13 +249,17 @@ def make_cell(
         target: the target task the run is scored as, "" for a source-like run.
         parts: the runs whose prompts it mixes (ATTEMPT).
         method: a transfer method's settings that change the result (ATTEMPT's attention, MPT's rank).
+        keyed: more of what determines the result, entered into the key as they are (retrieval's k).
+        origin: where its prompt comes from, for display (default: its source's task).
+        retrieval: a retrieval cell's strategy.
+        prompt_file: the prompt file later cells start from.
     """
     if blend:
         init = "weighted_average"
     elif source:
         init = "file"
     identity = {
-        "stage": stage.value,
+        "stage": str(stage),
         "model": model or study.model,
         "task": task,
         "seed": seed,
@@ -290,10 +275,7 @@ def make_cell(
     trainer = replace(trainer, seed=seed)
     if trained:
         identity["trainer"] = {**asdict(trainer), "optimizer": str(trainer.optimizer)}
-    if stage in (Stage.RETRIEVAL, Stage.RETRIEVAL_MIXTURE):
-        identity["retrieval"] = {"k": k, "similarity": study.retrieval_similarity}
-        if study.task_embedding != TaskEmbedding.PROMPT:  # keys of prompt-embedding studies stay as they were
-            identity["retrieval"]["embedding"] = study.task_embedding
+    identity.update(keyed or {})
     if projector:
         identity["init"]["projector"] = projector.key
     if parts:
@@ -301,7 +283,9 @@ def make_cell(
     if method:
         identity["method"] = method
     text = json.dumps(identity, sort_keys=True)
-    return Cell(stage, task, seed, init, text, source, blend, k, model, projector, parts, target, trainer)
+    origin = (source.task if source else "") if origin is None else origin
+    return Cell(stage, task, seed, init, text, source, blend, k, model, projector, parts, target, trainer, origin,
+                retrieval, prompt_file)  # fmt: skip
 
 
 def data_limits(study: StudyConfig) -> list[int | None]:
@@ -315,8 +299,7 @@ def data_identity(study: StudyConfig, task: str) -> dict[str, Any]:
     -> that configuration, since it changes the result; and `task_definitions`, each task defined by a task file ->
     its definition's fingerprint (an edited template trains again). Empty where every task is built in and reads its
     own `hub_config` (always, from the hub), so those cells keep their keys."""
-    configs = {t.name: (data_config(t, study.data_dir), t.hub_config) for t in members(task)}
-    other = {name: read for name, (read, own) in configs.items() if read != own}
+    other = fallback_configs_read(task, study.data_dir)
     defined = {t.name: fingerprint(t.name) for t in members(task) if fingerprint(t.name)}
     return {**({"data_configs": other} if other else {}), **({"task_definitions": defined} if defined else {})}
 
@@ -339,7 +322,6 @@ def run_spec(study: StudyConfig, cell: Cell, root: str | Path) -> RunSpec:
             init=cell.init,
             files=prompt_files(cell, root),
             weights=[w for _, w in cell.blend],
-            **({"rank": study.mpt.rank, "train_shared": study.mpt.train_shared} if cell.stage is Stage.MPT else {}),
         ),
         trainer=cell.trainer,
         **data_fields(study, cell.model),
@@ -363,12 +345,12 @@ def cell_tags(cell: Cell, study: StudyConfig) -> dict[str, str]:
         "study": study.name,
         "model": cell.model or study.model,
         "cell_key": cell.key,
-        "stage": cell.stage.value,
+        "stage": str(cell.stage),
         "task": cell.task,
         "source": cell.origin,
         "source_key": cell.source.key if cell.source else "",
         "target": cell.target,
         "seed": str(cell.seed),
         "k": str(cell.k),
-        "retrieval": cell.retrieval.value if cell.retrieval else "",
+        STRATEGY_TAG: str(cell.retrieval),
     }

@@ -35,7 +35,14 @@ class Retrieval(StrEnum):
     MIXTURE = "mixture"  # a prompt trained on the mixture of the top-k source tasks plus the target
 
 
+# What stages' runs leave for the report (`StudyResults.artifacts`): their names
+ATTENTION = "attention"  # ATTEMPT's mean attention over the prompts (spot_core.analysis.frames: ATTENTION_COLUMNS)
+NEURONS = "neurons"  # run key -> the activated-neuron mask of its task-embedding prompt
+OTHER_MODEL = "other_model"  # the cross-model stage's other model
+
 OWN_PROMPT = "target"  # ATTEMPT: the target's own prompt among the prompts its attention weighs (attention.json)
+
+STRATEGY_TAG = "retrieval"  # the tag of a retrieval run's strategy (its column: `retrieval` too)
 
 # MLflow tag -> runs-table column, for the tags a cell's run carries besides study and model.
 TAGS = {
@@ -48,5 +55,5 @@ TAGS = {
     "target": "target",
     "seed": "seed",
     "k": "k",  # retrieval, ATTEMPT: how many top-ranked source runs
-    "retrieval": "retrieval",  # retrieval: a Retrieval value
+    STRATEGY_TAG: "retrieval",  # retrieval: a Retrieval value
 }

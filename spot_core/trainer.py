@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from spot_core.config import check_int, check_number, parse_choice, plain_values
-from spot_core.data import Codec, Encoded, batch_indices, collate, length, to_device
+from spot_core.encoding import Codec, Encoded, batch_indices, collate, length, to_device
 from spot_core.errors import ConfigError, SpotError
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM

@@ -17,7 +17,7 @@ import torch
 from spot_core import prompts
 from spot_core.backbones import DTYPES, Backbone, default_cache_dir, load_backbone
 from spot_core.config import check_int, check_number, nested, parse_choice
-from spot_core.data import Codec
+from spot_core.encoding import Codec
 from spot_core.errors import ConfigError
 from spot_core.evaluation import MixtureData, TaskData
 from spot_core.packing import Pack, ResultHook
@@ -25,9 +25,9 @@ from spot_core.prompt_files import read_prompt_file
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import FactoredPrompt, PromptInit, PromptModule, SoftPrompt, trainable_parameters
 from spot_core.run_dir import RunDir
-from spot_core.tasks import Mixture, check_data, get, members, resolve_splits
+from spot_core.tasks import DataSource, Mixture, check_data, get, members
 from spot_core.tasks.cache import encoded_split
-from spot_core.tasks.loading import data_config
+from spot_core.tasks.source import fallback_configs_read
 from spot_core.tracking import NullTracker, Tracker
 from spot_core.trainer import Callback, Trainer, TrainerConfig
 
@@ -213,8 +213,8 @@ def data_record(spec: RunSpec) -> dict[str, str]:
     """Where a run's examples came from: task versions, source and the split specs used (a carve-out shows
     here), recorded with the run. For a mixture, `task=spec` pairs.
 
-    `data_config`, only where a mirror serves a task from a fallback configuration instead of its own (`data_config`
-    of spot_core.tasks.loading: WinoGrande L for XL), names that configuration (a mixture: `task=config` pairs of
+    `data_config`, only where a mirror serves a task from a fallback configuration instead of its own
+    (`fallback_configs_read`: WinoGrande L for XL), names that configuration (a mixture: `task=config` pairs of
     those members); absent, every task read its own `hub_config`, so the records of other runs stay as they were.
     """
     item, tasks = get(spec.task), members(spec.task)
@@ -222,13 +222,12 @@ def data_record(spec: RunSpec) -> dict[str, str]:
         source = f"mirror {spec.data_dir}"
     else:
         source = "hub " + ", ".join(f"{t.hub_id}@{t.revision or 'main'}" for t in tasks)
-    splits = {t.name: resolve_splits(t, spec.data_dir) for t in tasks}
+    splits = {t.name: DataSource.of(t, spec.data_dir).splits for t in tasks}
     record = {"task_version": item.name, "data_source": source}
     for role in ("train", "validation"):
         specs = [f"{name}={s[role]}" if len(tasks) > 1 else s[role] for name, s in splits.items()]
         record[f"{role}_split"] = "; ".join(specs)
-    configs = {t.name: (data_config(t, spec.data_dir), t.hub_config) for t in tasks}
-    other = {name: read for name, (read, own) in configs.items() if read != own}
+    other = fallback_configs_read(spec.task, spec.data_dir)
     if other:
         record["data_config"] = "; ".join(f"{name}={c}" if len(tasks) > 1 else str(c) for name, c in other.items())
     return record

@@ -24,13 +24,15 @@ def data_dir() -> Path:
 
 def mirror_rows(task, data_dir, split="train") -> list[dict]:
     """A task's raw rows as the mirror file holds them."""
-    return [json.loads(line) for line in task.mirror_path(data_dir, split).read_text().splitlines()]
+    from spot_core.tasks import DataSource
+
+    return [json.loads(line) for line in DataSource.of(task, data_dir).file(split).read_text().splitlines()]
 
 
 def prompted(name: str, length: int = 4, seed: int = 0, prompt_once: bool | None = None):
     """A tiny model with a random prompt [length, H] and its codec: (PromptedLM, Codec)."""
     from spot_core.backbones import load_backbone
-    from spot_core.data import Codec
+    from spot_core.encoding import Codec
     from spot_core.prompted import PromptedLM
     from spot_core.prompts import SoftPrompt, random_uniform
 

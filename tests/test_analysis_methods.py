@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from conftest import runs_frame
 
+from spot_core import tags
 from spot_core.analysis import (
     attention_matrix,
     attention_ranking,
@@ -28,7 +29,9 @@ from spot_core.analysis import (
     method_label,
     score_candidates,
 )
-from spot_core.report.study import StudyResults, write_report
+from spot_core.analysis.frames import StudyResults
+from spot_core.report.methods import method_sections
+from spot_core.report.study import write_report
 
 SCORES = {  # (stage, variant, target) -> per-seed scores
     ("target", "", "t1"): (60, 64),
@@ -216,7 +219,8 @@ def full_study() -> StudyResults:
         sources,
         targets,
         facts=facts,
-        attention=attention,
+        artifacts={tags.ATTENTION: attention},
+        sections=[method_sections],  # the ATTEMPT and MPT stages' section, as the ledger gives it
     )
 
 
@@ -249,7 +253,10 @@ def test_the_report_compares_every_method_with_every_cell_filled(tmp_path):
 def test_a_study_without_other_methods_has_no_comparison(tmp_path):
     runs, facts, attention = study({("target", "", "t1"): (60, 62)})
     write_report(
-        StudyResults("b", runs, pd.DataFrame(columns=["key", "step", "score"]), {}, ["a_v1"], ["t1"]), tmp_path
+        StudyResults(
+            "b", runs, pd.DataFrame(columns=["key", "step", "score"]), {}, ["a_v1"], ["t1"], sections=[method_sections]
+        ),
+        tmp_path,
     )
     assert not (tmp_path / "tables" / "methods.md").exists()
     assert "Transfer methods compared" not in (tmp_path / "report.md").read_text()

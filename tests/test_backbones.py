@@ -6,7 +6,7 @@ from conftest import prompted
 
 from spot_core.backbones import BUILTIN_MODELS, BackboneError, load_backbone
 from spot_core.builtin_models import GGUF_MODELS, concatenate
-from spot_core.data import Codec, collate, encode_examples
+from spot_core.encoding import Codec, collate, encode_examples
 from spot_core.prompt_files import load_prompt
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, tune_prompt

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spot_core.tasks import TaskDataError, check_data, get_task, load_examples, task_names
-from spot_core.tasks.loading import availability, resolve_splits
+from spot_core.tasks import DataSource, TaskDataError, check_data, get_task, load_examples, task_names
 
 # --- data is checked, not guessed ----------------------------------------------------------------------------------
 GOOD = '{"sentence": "a", "label": 1}\n'  # an SST-2 row
@@ -17,10 +16,10 @@ def mirror_file(tmp_path, text: str, task: str = "sst2_v1", split: str = "train"
     """`text` as the task's `split` file in a mirror under tmp_path; the other split holds GOOD."""
     t = get_task(task)
     for name in ("train", "validation"):
-        path = t.mirror_path(tmp_path, name)
+        path = DataSource.of(t, tmp_path).file(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text if name == split else GOOD)
-    return t.mirror_path(tmp_path, split)
+    return DataSource.of(t, tmp_path).file(split)
 
 
 FIX = "Fix or delete that line, or rebuild the mirror (make data)"
@@ -88,13 +87,13 @@ def test_a_split_found_good_is_not_read_again_until_its_file_changes(tmp_path, m
     path = mirror_file(tmp_path, GOOD * 3)
     mirror_file(tmp_path, GOOD, split="validation")
     reads = []
-    real = loading.load_rows
+    real = loading.read_rows
 
-    def counted(task, role, *args, **kwargs):
+    def counted(source, role):
         reads.append(role)
-        return real(task, role, *args, **kwargs)
+        return real(source, role)
 
-    monkeypatch.setattr(loading, "load_rows", counted)
+    monkeypatch.setattr(loading, "read_rows", counted)
     check_data("sst2", tmp_path)
     check_data("sst2", tmp_path)  # the entry point checked; prepare checks again: nothing is read twice
     assert reads == ["train", "validation"]
@@ -108,7 +107,7 @@ def test_every_mirror_row_has_the_fields_its_task_declares(data_dir):
     """The declarations (`Task.reads`) hold for the whole mirror: check_data reads every row of every split."""
     for name in task_names():
         task = get_task(name)
-        if availability(task, data_dir) != "missing":
+        if DataSource.of(task, data_dir).availability != "missing":
             check_data(name, data_dir)
 
 
@@ -116,10 +115,10 @@ def test_a_task_reads_no_field_it_does_not_declare(data_dir):
     """A row cut down to the declared fields preprocesses as the whole row does."""
     for name in task_names():
         task = get_task(name)
-        if availability(task, data_dir) == "missing":
+        if DataSource.of(task, data_dir).availability == "missing":
             continue
-        split = resolve_splits(task, data_dir)["validation"].split("[")[0]
-        row = json.loads(task.mirror_path(data_dir, split).read_text().splitlines()[0])
+        source = DataSource.of(task, data_dir)
+        row = json.loads(source.role_files("validation")[0].read_text().splitlines()[0])
         cut: dict = {}
         for field in task.reads:
             record, _, key = field.partition(".")

@@ -4,6 +4,7 @@ Each case prints its line and time to fail (`pytest -rP`), the table of docs/rel
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -300,3 +301,41 @@ def test_malformed_task_file(tmp_path, store, data_dir, module):
     args = ["study=smoke", "study.targets=[mine]"] if module == "study" else [*TINY_TRAIN, "task=mine"]
     line = fail(tmp_path, store, module, *args, f"data_dir={data_dir}", f"tasks.dirs=[{folder}]")
     assert line == f"error: task file {folder}/mine.yaml: label_feild: unknown key (did you mean 'label_field'?)"
+
+
+# --- a run stopped by Ctrl-C or SIGTERM: KILLED, one line, and the same command resumes it -------------------------
+@pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
+    tmp_path, data_dir, monkeypatch, signum, code, name
+):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    open_store(uri, "spot-train")  # a new store's set-up lines left out of stderr
+    args = [*TINY_TRAIN, f"data_dir={data_dir}", "trainer.steps=100", "trainer.eval_every=10", "trainer.batch_size=4"]
+    args += ["trainer.embedding_step=2", f"tracking.uri={uri}", f"out_dir={tmp_path}/run"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("SPOT_VERBOSE", None)
+    command = [sys.executable, "-m", "pipelines.train", *args]
+    training = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        # training, with a checkpoint (written after each evaluation's line: the step-10 one is there at step 20)
+        shown = next((line for line in training.stdout if line.startswith("step 20/")), None)
+        training.send_signal(signum)
+        out, err = training.communicate(timeout=120)
+    finally:
+        if training.poll() is None:
+            training.kill()
+            training.wait()
+    assert shown is not None and training.returncode == code, err
+    assert err.splitlines() == [f"stopped by {name}: run the same command again to resume"]
+    assert "Traceback" not in out
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("spot-train").experiment_id
+    (stopped,) = client.search_runs([experiment])
+    assert stopped.info.status == "KILLED" and "error" not in stopped.data.tags
+    assert run_main(train.main, monkeypatch, *args) == 0  # the same command again, in this process
+    resumed = next(r for r in client.search_runs([experiment]) if r.info.run_id != stopped.info.run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.metrics["final/step"] == 100
+    assert resumed.data.metrics["train/resumed_at_step"] >= 10  # from the stopped run's last checkpoint

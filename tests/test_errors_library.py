@@ -283,7 +283,7 @@ def test_prompt_files_adapters_and_run_files_follow_the_umask(tmp_path, umask):
 
 def test_the_tokenised_cache_follows_the_umask(data_dir, tmp_path, umask):
     from spot_core.backbones import load_backbone
-    from spot_core.data import Codec
+    from spot_core.encoding import Codec
     from spot_core.tasks.cache import encoded_split
 
     backbone = load_backbone("tiny-llama")

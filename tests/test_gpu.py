@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import prompted
 
-from spot_core.data import collate, encode_examples
+from spot_core.encoding import collate, encode_examples
 from spot_core.scoring import label_scores, label_scores_naive
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -79,7 +79,7 @@ def cuda_runs(name: str, dtype: str = "float32", prompt_once=None, runs: int = 3
     from torch import nn
 
     from spot_core.backbones import load_backbone
-    from spot_core.data import Codec
+    from spot_core.encoding import Codec
     from spot_core.prompted import PromptedLM
     from spot_core.prompts import SoftPrompt, random_uniform
     from spot_core.trainer import TrainerConfig, make_optimizer

@@ -8,7 +8,7 @@ import torch
 from conftest import no_dropout
 
 from spot_core.backbones import load_backbone
-from spot_core.data import Codec, encode_examples
+from spot_core.encoding import Codec, encode_examples
 from spot_core.evaluation import TaskData, predict
 from spot_core.packing import Pack, packed_gradients
 from spot_core.prompt_files import load_prompt

@@ -10,7 +10,7 @@ import sys
 from conftest import REPO
 
 PURE = ("spot_core.analysis", "spot_core.report")
-NAMES = "spot_core.tags"  # the tags results carry (cell stages, retrieval strategies): pure too
+NAMES = ("spot_core.tags", "spot_core.similarity")  # the tags results carry, and task similarity: pure too
 THIRD_PARTY = {"pandas", "numpy", "scipy", "matplotlib", "seaborn"}
 BLOCKED = ("torch", "transformers", "safetensors", "datasets", "peft", "hydra", "omegaconf", "mlflow", "ray")
 
@@ -75,7 +75,7 @@ def imported(path) -> list[str]:
 def allowed(name: str) -> bool:
     top = name.split(".")[0]
     if top == "spot_core":
-        return name == NAMES or any(name == p or name.startswith(p + ".") for p in PURE)
+        return name in NAMES or any(name == p or name.startswith(p + ".") for p in PURE)
     return top in THIRD_PARTY or top in sys.stdlib_module_names or top == "__future__"
 
 

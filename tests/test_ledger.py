@@ -1,24 +1,33 @@
 """The report pipeline's tables from MLflow runs: the runs table (the retrieval column from the run's tag, or, for
-runs logged before the study wrote that tag, from their display name), the facts and ATTEMPT's attention."""
+runs logged before the study wrote that tag, from their display name), the facts and ATTEMPT's attention; the keyed
+ledger's parent and child runs in a store, and a study trial's child runs (`pipelines.cells.train_cell`)."""
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from pipelines import cells
+from pipelines.cells import CellJob, TrialJob
 from pipelines.ledger import (
-    attention_table,
     curves_table,
     facts_table,
-    retrieval_strategy,
+    read_tags,
+    retrieval_ledger,
     runs_table,
     score_histories,
+    stage_artifacts,
+    study_ledger,
 )
+from pipelines.tracking import open_store
 from spot_core.analysis.frames import ATTENTION_COLUMNS, FACT_COLUMNS, RUN_COLUMNS, check_facts, check_runs
 from spot_core.run_dir import RunDir
+from spot_core.stages.catalogue import stage_of
+from spot_core.tags import ATTENTION
 
 
 def mlflow_run(key: str, stage: str, score: float = 70.0, **tags: str) -> SimpleNamespace:
@@ -41,7 +50,7 @@ def mlflow_run(key: str, stage: str, score: float = 70.0, **tags: str) -> Simple
     ],
 )
 def test_retrieval_comes_from_its_tag_else_from_the_legacy_display_name(stage, tags, expected):
-    assert retrieval_strategy(mlflow_run("x", stage, **tags).data.tags) == expected
+    assert read_tags(mlflow_run("x", stage, **tags).data.tags).get("retrieval", "") == expected  # the stage's reader
 
 
 def test_the_runs_table_has_the_analysis_columns_and_keeps_the_display_name():
@@ -112,6 +121,73 @@ def test_attention_is_the_mean_of_each_attempt_runs_artifact():
     ]
     record = {"prompts": ["mnli_v1", "mnli_v1", "target"], "mean": [0.2, 0.3, 0.5], "examples": [[0.2, 0.3, 0.5]]}
     client = FakeClient({}, {"id-att": {RunDir.ATTENTION: record}, "id-t": {RunDir.ATTENTION: record}})
-    table = attention_table(client, runs)
+    table = stage_artifacts(client, runs)[ATTENTION]  # what the ATTEMPT stage reads from its runs' artifacts
     assert list(table.columns) == list(ATTENTION_COLUMNS)
     assert table.values.tolist() == [["att", "mnli_v1", 0.2], ["att", "mnli_v1", 0.3], ["att", "target", 0.5]]
+
+
+# --- the keyed ledger in a store: a parent per scope, its child runs found again by key ------------------------------
+def test_a_key_finished_once_is_found_again_and_a_rerun_reuses_the_parent(tmp_path):
+    client, experiment_id = open_store(f"sqlite:///{tmp_path}/mlflow.db", "spot-retrieve")
+    runs = retrieval_ledger(client, experiment_id, "r1")
+    with runs.open_parent("retrieve-rte_v1", "top_k: 3\n", {"top_k": 3}) as parent:
+        with runs.child(parent.run_id, "k1", "baseline", {"role": "baseline"}):
+            pass
+        left = runs.child(parent.run_id, "k2", "source", {"role": "source"})  # left RUNNING, as by a process killed
+    again = retrieval_ledger(client, experiment_id, "r1")
+    assert again.finished_keys() == {"k1"} and again.finished("k1") and not again.finished("k2")
+    assert retrieval_ledger(client, experiment_id, "r2").finished_keys() == set()  # another retrieval's runs
+    with again.open_parent("retrieve-rte_v1", "top_k: 4\n", {"top_k": 4}) as reopened:
+        assert reopened.run_id == parent.run_id  # one parent per key, RUNNING again
+        assert client.get_run(left.run_id).info.status == "KILLED"  # what the earlier process left: KILLED
+    tags = client.get_run(parent.run_id).data.tags
+    assert (tags["kind"], tags["retrieve_key"], tags["top_k"], tags["config"]) == ("retrieve", "r1", "4", "top_k: 4\n")
+    (child,) = again.children("FINISHED")
+    assert child.data.tags["run_key"] == "k1" and child.data.tags["mlflow.parentRunId"] == parent.run_id
+
+
+def cell_jobs(tmp_path: Path, *keys: str) -> dict:
+    """A trial's config of cells named by what their stage's run does with them."""
+    jobs = [
+        CellJob(key, f"source:{key}", str(tmp_path / key), "source", {"then": key}, {"stage": "source"}, {})
+        for key in keys
+    ]
+    return TrialJob.of_cells(jobs).config()
+
+
+def test_a_trial_trains_each_key_once_under_its_child_run_and_a_stopped_trial_kills_its_open_runs(
+    tmp_path, monkeypatch
+):
+    def run(spec: dict, out_dir: Path, tracker) -> dict:  # the stage's work, without a model
+        if spec["then"] == "fails":
+            raise ValueError("loss is nan")
+        if spec["then"] == "stops":
+            raise KeyboardInterrupt
+        RunDir(out_dir).finish({"best/val_score": 1.0})
+        return {"best/val_score": 1.0}
+
+    monkeypatch.setattr(cells, "stage_of", lambda kind: replace(stage_of(kind), run=run, run_pack=None))
+    monkeypatch.setattr(cells.torch, "set_num_threads", lambda n: None)  # this process's threads stay as they are
+    monkeypatch.setattr(cells, "release_memory", lambda: None)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, experiment_id = open_store(uri, "spot-study")
+    runs = study_ledger(client, experiment_id, "s")
+    with runs.open_parent("study-s", "", {}) as parent:
+
+        def trial(*keys: str) -> dict:
+            return cells.train_cell(cell_jobs(tmp_path, *keys), uri, experiment_id, parent.run_id, "s", 1)
+
+        assert trial("fine", "fails") == {"failed_cells": json.dumps({"fails": "ValueError: loss is nan"})}
+        assert trial("fine") == {"failed_cells": "{}"}  # finished in an earlier attempt: not opened again
+        with pytest.raises(KeyboardInterrupt):
+            trial("stops", "after")  # the trial itself stops: its open cells' runs end KILLED
+    ended = {r.data.tags["cell_key"]: r for r in runs.children()}
+    assert len(runs.children()) == 4 and {k: r.info.status for k, r in ended.items()} == {
+        "fine": "FINISHED",
+        "fails": "FAILED",
+        "stops": "KILLED",
+        "after": "KILLED",
+    }
+    assert ended["fails"].data.tags["error"] == "ValueError: loss is nan"
+    assert ended["fine"].data.metrics["pack/cells"] == 2.0 and "time/cell_seconds" in ended["fine"].data.metrics
+    assert {r.data.tags["mlflow.parentRunId"] for r in ended.values()} == {parent.run_id}

@@ -20,6 +20,7 @@ from pipelines.tracking import open_store
 from spot_core.library import PROMPT_FILES, Change, Library, LibraryError, SourceRun, entry_id, merge, sha256, write
 from spot_core.prompt_files import load_prompt
 from spot_core.run_dir import RunDir, current_umask
+from spot_core.tags import NEURONS
 
 
 def compose_config(name: str, *args: str):
@@ -65,7 +66,7 @@ def run_folder(study: dict, key: str) -> RunDir:
 def test_an_export_holds_the_source_runs_files_and_opens_without_mlflow(study, library, tmp_path):
     opened = Library.open(library)
     assert [e.task for e in opened.entries] == ["mnli_v1", "sst2_v1"] and opened.verify() == 8
-    masks = ledger.neuron_masks(study["client"], study["runs"])
+    masks = ledger.stage_artifacts(study["client"], study["runs"])[NEURONS]
     for entry in opened.entries:
         r = study["sources"][entry.task]
         assert (entry.model, entry.prompt_length, entry.hidden, entry.seed, entry.init) == (

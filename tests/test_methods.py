@@ -14,7 +14,7 @@ import torch
 from conftest import no_dropout, prompted
 from test_packing import RTE, SST2, assert_same_run
 
-from spot_core.data import encode_examples
+from spot_core.encoding import encode_examples
 from spot_core.evaluation import MixtureData, TaskData
 from spot_core.methods import BestModule, load_module
 from spot_core.methods.attempt import AttentionPrompt, AttentionRecord
@@ -98,7 +98,7 @@ def test_attempt_gives_each_input_its_own_prompt(tmp_path, name):
 
 
 def _batch(data, codec):
-    from spot_core.data import collate
+    from spot_core.encoding import collate
 
     return collate(data.train[:3], codec)
 

@@ -8,7 +8,6 @@ from safetensors import safe_open
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from spot_core.analysis.similarity import neuron_overlap
 from spot_core.backbones import Backbone, byte_tokenizer, freeze
 from spot_core.neurons import (
     activated_neurons,
@@ -20,6 +19,7 @@ from spot_core.neurons import (
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt
+from spot_core.similarity import neuron_overlap
 
 # Hand-built Llama (hidden 8, intermediate 6): coordinate 7 of every input vector is a positive "bias" 1.
 PROMPT = torch.tensor(

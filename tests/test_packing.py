@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import no_dropout, prompted
 
-from spot_core.data import encode_examples
+from spot_core.encoding import encode_examples
 from spot_core.evaluation import TaskData
 from spot_core.packing import Pack, packed_gradients
 from spot_core.prompt_files import load_prompt

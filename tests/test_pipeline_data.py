@@ -1,4 +1,4 @@
-"""`make data` and `make docs`: the data and tasks_doc pipelines composed with Hydra's API."""
+"""`make data` and `make docs`: the mirror and tasks_doc pipelines composed with Hydra's API."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 
-from pipelines import data, tasks_doc
+from pipelines import mirror, tasks_doc
 from spot_core.tasks import UnknownNameError, get_task, load_examples
 
 
@@ -17,7 +17,8 @@ def compose_conf(name: str, *overrides: str):
 
 def test_make_data_links_a_mirror_and_lists_what_cannot_run_offline(tmp_path, data_dir, capsys):
     out = tmp_path / "data"
-    result = data.run(compose_conf("data", f"source={data_dir}", f"out_dir={out}", "tasks=[rte_v1,mnli,doc_nli_v1]"))
+    tasks = "tasks=[rte_v1,mnli,doc_nli_v1]"
+    result = mirror.run(compose_conf("mirror", f"source={data_dir}", f"out_dir={out}", tasks))
     assert result["files"] == 3 and result["unavailable"] == ["doc_nli_v1"] and result["failed"] == {}
     manifest = json.loads((out / "MANIFEST.json").read_text())
     assert {f["path"] for f in manifest["files"]} == {
@@ -34,14 +35,14 @@ def test_make_data_links_a_mirror_and_lists_what_cannot_run_offline(tmp_path, da
 
 def test_make_data_rejects_unknown_tasks_and_sources_before_writing(tmp_path):
     with pytest.raises(UnknownNameError, match="Did you mean: boolq_v1"):
-        data.run(compose_conf("data", f"out_dir={tmp_path}/d", "tasks=[boolqq]"))
+        mirror.run(compose_conf("mirror", f"out_dir={tmp_path}/d", "tasks=[boolqq]"))
     with pytest.raises(FileNotFoundError, match="source=/no/such/dir: no such directory.*auto.*hub"):
-        data.run(compose_conf("data", f"out_dir={tmp_path}/d", "source=/no/such/dir"))
+        mirror.run(compose_conf("mirror", f"out_dir={tmp_path}/d", "source=/no/such/dir"))
     assert not (tmp_path / "d").exists()
 
 
 def test_make_data_from_an_unreachable_hub_reports_each_task(tmp_path):
-    result = data.run(compose_conf("data", "source=hub", f"out_dir={tmp_path}/d", "tasks=[cb_v1]"))
+    result = mirror.run(compose_conf("mirror", "source=hub", f"out_dir={tmp_path}/d", "tasks=[cb_v1]"))
     assert list(result["failed"]) == ["cb_v1"] and "make data" in result["failed"]["cb_v1"]
 
 
@@ -63,5 +64,5 @@ def test_make_docs_and_make_data_check_their_folders_before_writing(tmp_path):
         tasks_doc.run(compose_conf("tasks_doc", f"data_dir={tmp_path}/nodata", f"out_dir={tmp_path}/docs"))
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ValueError, match=r"out_dir: cannot create .*/a-file/d, .*/a-file is a file"):
-        data.run(compose_conf("data", f"out_dir={tmp_path}/a-file/d", "tasks=[rte_v1]"))
+        mirror.run(compose_conf("mirror", f"out_dir={tmp_path}/a-file/d", "tasks=[rte_v1]"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -15,8 +15,11 @@ import torch
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from ray import tune
 
+from pipelines.errors import Terminated
 from pipelines.report import run as report_run
+from pipelines.scheduler import CellScheduler
 from pipelines.study import run
 from pipelines.tracking import TrackingError
 from spot_core.backbones import BackboneError
@@ -262,6 +265,46 @@ def test_a_killed_driver_resumes_without_training_finished_cells_again(tmp_path,
     assert len(finished) == 14 and len({r.data.tags["cell_key"] for r in finished}) == 14
     assert all(before[r.data.tags["cell_key"]] == r.info.run_id for r in finished if r.data.tags["cell_key"] in before)
     assert not [r for r in cell_runs(tmp_path) if r.info.status == "RUNNING"]  # the interrupted ones: KILLED
+
+
+def asleep(trainable, label: str):
+    """The study's trainable, with the trial of the cell `label` asleep once its child run is open. Runs in the Ray
+    worker (cloudpickled by value)."""
+
+    def cell(config, **kwargs):
+        from types import SimpleNamespace
+
+        from pipelines import cells
+
+        if config["label"] == label:
+            cells.stage_of = lambda kind: SimpleNamespace(run_cells=lambda *args: time.sleep(600))
+        return trainable(config, **kwargs)
+
+    return cell
+
+
+def test_a_stopped_study_ends_killed_and_leaves_no_cell_running(tmp_path, data_dir, monkeypatch):
+    # SIGTERM reaches the driver while mnli's source cell trains (asleep here): its handler raises Terminated in the
+    # driver's main thread, as the searcher does here once sst2's cell has finished and mnli's run is open
+    original, complete = tune.with_parameters, CellScheduler.on_trial_complete
+    monkeypatch.setattr(tune, "with_parameters", lambda f, **kw: original(asleep(f, "source:mnli_v1:s0"), **kw))
+
+    def stop(self, trial_id, result=None, error=False):
+        complete(self, trial_id, result, error)
+        deadline = time.monotonic() + 120
+        while not [r for r in cell_runs(tmp_path) if r.info.status == "RUNNING"]:
+            assert time.monotonic() < deadline, "the sleeping cell never opened its run"
+            time.sleep(0.2)
+        raise Terminated
+
+    monkeypatch.setattr(CellScheduler, "on_trial_complete", stop)
+    with pytest.raises(Terminated):
+        run(compose_study(*overrides(tmp_path, data_dir, "stages=[source]")))
+    statuses = {r.data.tags["task"]: r.info.status for r in cell_runs(tmp_path)}
+    assert statuses == {"sst2_v1": "FINISHED", "mnli_v1": "KILLED"}  # its worker went down with the driver
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (parent,) = client.search_runs([client.get_experiment_by_name("spot-study").experiment_id], "tags.kind = 'study'")
+    assert parent.info.status == "KILLED"
 
 
 def cell_runs_or_none(tmp_path: Path) -> list:

@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
-from pipelines.tracking import TrackingError, open_store
+from pipelines.errors import Terminated
+from pipelines.tracking import TrackingError, open_store, resumed_run, tracked_run
 from pipelines.train import run
 from spot_core.errors import SpotError
 
@@ -43,6 +44,34 @@ def test_train_pipeline_logs_params_metrics_and_prompts(tmp_path, data_dir):
     assert [m.step for m in client.get_metric_history(result["run_id"], "val/score")] == [0, 2, 4]
     artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
     assert {"best_prompt.safetensors", "task_embedding.safetensors", "final_prompt.safetensors"} <= artifacts
+
+
+def test_a_tracked_run_ends_finished_failed_with_its_error_or_killed(tmp_path):
+    client, experiment_id = open_store(f"sqlite:///{tmp_path}/mlflow.db", "spot-train")
+    with tracked_run(client, experiment_id, name="fine", tags={"task": "rte_v1"}) as fine:
+        fine.tracker.log_metrics({"val/score": 1.0}, 0)
+    ended = {"fine": fine.run_id}
+    for name, error in [("bug", ValueError("bad value")), ("ctrl-c", KeyboardInterrupt()), ("sigterm", Terminated())]:
+        run = tracked_run(client, experiment_id, name=name, tags={}, parent_id=fine.run_id)
+        with pytest.raises(type(error)), run:
+            raise error  # the exception goes on, once the run has ended
+        ended[name] = run.run_id
+    runs = {name: client.get_run(run_id) for name, run_id in ended.items()}
+    assert {name: r.info.status for name, r in runs.items()} == {
+        "fine": "FINISHED",
+        "bug": "FAILED",
+        "ctrl-c": "KILLED",
+        "sigterm": "KILLED",
+    }
+    assert runs["bug"].data.tags["error"] == "ValueError: bad value" and "error" not in runs["sigterm"].data.tags
+    assert runs["fine"].data.tags["task"] == "rte_v1" and runs["fine"].data.metrics["val/score"] == 1.0
+    assert runs["bug"].data.tags["mlflow.parentRunId"] == fine.run_id
+    # A run ended early (a packed cell that left its pack) stays as it ended; a resumed one is RUNNING again.
+    with resumed_run(client, fine.run_id) as again:
+        assert client.get_run(fine.run_id).info.status == "RUNNING"
+        again.end(RuntimeError("out of memory"))
+    assert client.get_run(fine.run_id).info.status == "FAILED"
+    assert client.get_run(fine.run_id).data.tags["error"] == "RuntimeError: out of memory"
 
 
 def test_unknown_task_and_unreachable_server_fail_before_training(tmp_path):

@@ -205,3 +205,22 @@ def test_a_named_device_without_a_figure_is_one_line_and_exit_2(tmp_path, data_d
     assert lines[0].startswith("error: plan=nosuchgpu: no stored figure for device 'nosuchgpu' in bench/figures.json")
     assert "bench/packed.py" in lines[0] and "plan=true" in lines[0]
     assert done.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_progress_eta_prices_each_cell_by_its_stage_work(data_dir):
+    """The scheduler's prices (plan.cell_price) come from each stage's `work`: a cell that only scores its prompt
+    costs its one evaluation, a training cell its steps at the batch's tokens (x3: the backward pass) and its
+    evaluations, an ATTEMPT cell its prompt once per example; by hand from the smoke design."""
+    study = build_study(compose_study("study=smoke", f"data_dir={data_dir}"))
+    cells = {str(c.stage): c for c in plan_stages(study, parse_stages(["source", "zero_shot"]))}
+    price = plan.cell_price(study)
+    t, evals = study.source_trainer, 16  # steps 4, batch 4, eval_every 2: evaluations at 0 (eval_at_start), 2, 4
+    once = study.prompt.length + t.eval_batch_size * (study.max_input_tokens + study.max_target_tokens)
+    per_example = (study.max_input_tokens + study.max_target_tokens) * t.batch_size + study.prompt.length
+    evaluated = cost.evaluations(t) * evals * once / t.eval_batch_size
+    assert price(cells["source"]) == pytest.approx(3.0 * t.steps * per_example + evaluated)
+    assert price(cells["zero_shot"]) == pytest.approx(evals * once / t.eval_batch_size)  # one evaluation, no step
+    attempt = parse_stages(["attempt"])[0].designed(study)[0]  # the target trainer: the same settings in smoke
+    example = study.prompt.length + study.max_input_tokens + study.max_target_tokens  # its prompt in every example
+    trained = 3.0 * t.steps * t.batch_size * example
+    assert price(attempt) == pytest.approx(trained + cost.evaluations(t) * evals * example)

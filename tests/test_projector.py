@@ -7,7 +7,7 @@ import torch
 from conftest import prompted
 
 from spot_core.cross_model import ProjectorSpec, fit_projector, project_file
-from spot_core.data import collate, encode_examples
+from spot_core.encoding import collate, encode_examples
 from spot_core.evaluation import TaskData
 from spot_core.projector import (
     ProjectedPrompt,

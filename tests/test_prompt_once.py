@@ -10,7 +10,7 @@ from conftest import concatenated, prompted
 from torch import nn
 
 from spot_core.backbones import PromptOnceError
-from spot_core.data import collate, encode_examples
+from spot_core.encoding import collate, encode_examples
 from spot_core.neurons import Readout, activated_neurons
 from spot_core.projector import ProjectedPrompt, PromptProjector
 from spot_core.prompted import PromptedLM

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from conftest import prompted
 
-from spot_core.data import IGNORE, collate, encode_examples
+from spot_core.encoding import IGNORE, collate, encode_examples
 
 EXAMPLES = [
     {"inputs": "sst2 sentence: a fine film", "targets": "positive"},

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from pipelines import study, train
 from pipelines.errors import EXIT_USER_ERROR
 from spot_core.prompt_files import save_prompt
-from spot_core.tasks import get_task
+from spot_core.tasks import DataSource, get_task
 
 SST2 = get_task("sst2_v1")
 TINY = ["model=tiny-llama", "prompt.length=4", "max_train_examples=8", "max_eval_examples=8"]
@@ -26,9 +26,9 @@ def mirror(tmp_path: Path, data_dir: Path) -> Path:
     """A copy of SST-2's first 16 rows of each split, to spoil."""
     root = tmp_path / "data"
     for split in ("train", "validation"):
-        target = SST2.mirror_path(root, split)
+        target = DataSource.of(SST2, root).file(split)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("".join(SST2.mirror_path(data_dir, split).read_text().splitlines(True)[:16]))
+        target.write_text("".join(DataSource.of(SST2, data_dir).file(split).read_text().splitlines(True)[:16]))
     return root
 
 
@@ -72,9 +72,9 @@ def fails(main, monkeypatch, capsys, tmp_path: Path, *args: str) -> str:
 )
 def test_bad_data_names_the_file_row_and_field(tmp_path, data_dir, monkeypatch, capsys, spoilt, expected):
     root = mirror(tmp_path, data_dir)
-    path = SST2.mirror_path(root, "train")
+    path = DataSource.of(SST2, root).file("train")
     if spoilt == "missing_split":
-        SST2.mirror_path(root, "validation").unlink()
+        DataSource.of(SST2, root).file("validation").unlink()
     elif spoilt == "garbled":
         spoil(path, 2, lambda line: line[:20])
     elif spoilt == "no_field":

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from conftest import runs_frame
 
-from spot_core.report.study import StudyResults, write_report
+from spot_core.analysis.frames import StudyResults
+from spot_core.report.study import write_report
 
 SOURCES, TARGETS, SEEDS = ["mnli_v1", "sst2_v1", "qqp_v1"], ["rte_v1", "cr_v1"], [0, 1]
 FIGURES = [

@@ -19,7 +19,6 @@ from mlflow.tracking import MlflowClient
 from pipelines.errors import EXIT_USER_ERROR, user_error
 from pipelines.retrieve import main, run
 from spot_core.analysis.retrieval import summarise_row
-from spot_core.analysis.similarity import cosine_of_means, mean_token_cosine
 from spot_core.errors import SpotError
 from spot_core.library import Library, SourceRun, merge, write
 from spot_core.neurons import record_neurons
@@ -27,6 +26,7 @@ from spot_core.prompt_files import load_prompt
 from spot_core.prompts import similarity_weights
 from spot_core.run_dir import RunDir
 from spot_core.selection import Candidate, SelectionConfig, Sources, rank_library, ranking_columns, variant_runs
+from spot_core.similarity import cosine_of_means, mean_token_cosine
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, tune_prompt
 

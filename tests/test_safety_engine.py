@@ -9,13 +9,13 @@ from conftest import prompted
 
 from spot_core.backbones import load_backbone
 from spot_core.cross_model import ProjectorSpec, fit_projector, load_projector, project_file
-from spot_core.data import Codec, collate, encode_examples
+from spot_core.encoding import Codec, collate, encode_examples
 from spot_core.evaluation import TaskData, predict
 from spot_core.projector import ProjectedPrompt, ProjectorConfig, PromptProjector, fit_task, project
 from spot_core.prompt_files import load_prompt, save_prompt
 from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptShapeError, SoftPrompt
-from spot_core.tasks import get_task
+from spot_core.tasks import DataSource, get_task
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt, prepare, tune_prompt
 
@@ -237,7 +237,7 @@ def test_task_tuning_through_another_family_lowers_its_loss(data_dir, other):
     b = load_backbone(other)
     codec = Codec(b.tokenizer, b.is_encoder_decoder, 48, 8)
     task = get_task("sst2_v1")
-    rows = [json.loads(line) for line in task.mirror_path(data_dir, "train").read_text().splitlines()[:4]]
+    rows = [json.loads(line) for line in DataSource.of(task, data_dir).file("train").read_text().splitlines()[:4]]
     train = encode_examples(codec, [task.preprocess(r) for r in rows])
     data = TaskData(task, codec, train, train)
     proj = PromptProjector.from_config(ProjectorConfig(hidden=16, seed=0), 4, 32, b.hidden_size)

@@ -163,3 +163,17 @@ def test_every_preset_states_its_retrieval_design_so_it_can_be_overridden_plainl
     settings = ["study.task_embedding=displacement", "study.retrieval_similarity=per_token"]
     study = build_study(compose_study(f"study={preset}", *settings))  # no "+"/"++" needed: the preset has the keys
     assert (study.task_embedding, study.retrieval_similarity) == ("displacement", "per_token")
+
+
+PRESET_KEYS = Path(__file__).parent / "data" / "preset_cell_keys.json"  # written by the code of commit 56975e2
+
+
+@pytest.mark.parametrize("preset", ["smoke", "demo", "methods", "spot"])
+def test_every_preset_plans_the_labels_and_keys_of_the_version_before_stages_held_their_own_knowledge(preset, data_dir):
+    """Every cell each preset plans, and every cell its later stages count from the design (retrieval, ATTEMPT),
+    as the code before the stage catalogue took over the plan's, the cost's and the cells' stage knowledge planned
+    them (issue 26): a study started then resumes with nothing re-run."""
+    cfg = compose_study(f"study={preset}", f"data_dir={data_dir}")
+    study, stages = build_study(cfg), parse_stages([s for s in cfg.stages if s != "report"])
+    cells = plan_stages(study, stages) + [c for s in stages if s.designed for c in s.designed(study)]
+    assert [[c.label, c.key] for c in cells] == json.loads(PRESET_KEYS.read_text())[preset]

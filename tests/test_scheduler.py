@@ -8,6 +8,7 @@ import pickle
 from ray.tune.search import Searcher
 from rich.console import Console
 
+from pipelines.cells import CellJob, TrialJob
 from pipelines.progress import LiveTable, LogLines, Progress, StageProgress, display_for
 from pipelines.scheduler import CellScheduler
 from spot_core.stages.catalogue import plan_stages
@@ -31,9 +32,12 @@ class Clock:
 def scheduler(cells, finished=(), plan_more=None, lines=None, clock=None, show=None) -> CellScheduler:
     show = show or (lines.append if lines is not None else lambda line: None)
     waits_for = (Stage.SOURCE, Stage.TARGET)
-    return CellScheduler(
-        cells, set(finished), lambda c: {"label": c.label}, plan_more, waits_for, 2, show, clock=clock or Clock()
-    )
+    return CellScheduler(cells, set(finished), job_of, plan_more, waits_for, 2, show, clock=clock or Clock())
+
+
+def job_of(cell: Cell) -> CellJob:
+    """A cell's job, as the study makes it but with nothing to run."""
+    return CellJob(cell.key, cell.label, out_dir="", stage=str(cell.stage), spec={}, tags={}, tasks={})
 
 
 def labels(configs) -> list[str]:
@@ -200,6 +204,38 @@ def test_stage_eta_counts_the_work_handed_out_before_it():
     assert s.progress().eta_s == 90.0
 
 
+
+def test_the_eta_weighs_each_cell_by_its_price_and_the_measured_time_per_unit():
+    clock = Clock()
+    price = {Stage.SOURCE: 10.0, Stage.TARGET: 1.0, Stage.TRANSFER: 1.0}
+    s = CellScheduler(design(), set(), job_of, waits_for=(Stage.SOURCE, Stage.TARGET),
+                      concurrency=2, show=lambda line: None, clock=clock, price=lambda c: price[c.stage])
+    for i in range(3):
+        s.suggest(f"t{i}")  # both sources (price 10) and the target (price 1) run
+    clock.now += 100
+    s.on_trial_complete("t0", {})  # a 10-priced cell took 100 s: 10 s per unit of price, for every stage yet
+    # the other source (100 s) and the target (10 s) have run 100 s already; the two transfers: 2 x 1 x 10 s
+    assert s.progress().eta_s == (0.0 + 0.0 + 2 * 10.0) / 2
+    clock.now += 20
+    s.on_trial_complete("t2", {})  # the target took 120 s for a price of 1: its own stage's ratio is 120
+    rows = {r.stage: r for r in s.progress().stages}
+    # the running source keeps its stage's 10 s a unit (100 s, run 120 s: none left); the transfers, whose stage has
+    # no finished cell, the pooled (100 + 120) s / (10 + 1) = 20 s a unit: 2 x 20 s, 2 at a time
+    assert rows["source"].eta_s == 0.0 and rows["target"].eta_s == 0.0
+    assert rows["transfer"].eta_s == s.progress().eta_s == 2 * 20.0 / 2
+
+
+def test_without_prices_a_cell_is_estimated_at_the_mean_of_the_finished_ones():
+    clock = Clock()
+    s = scheduler(design(), clock=clock)
+    for i in range(3):
+        s.suggest(f"t{i}")
+    clock.now += 100
+    s.on_trial_complete("t0", {})
+    clock.now += 20
+    s.on_trial_complete("t2", {})  # sources 100 s, targets 120 s so far: the transfers take the mean of both
+    assert s.progress().eta_s == 2 * 110.0 / 2
+
 def render(table) -> str:
     console = Console(file=io.StringIO(), width=110, color_system=None)
     console.print(table)
@@ -266,7 +302,7 @@ def packing(cells, cells_per_trial, lines=None) -> CellScheduler:
     return CellScheduler(
         cells,
         set(),
-        lambda c: {"label": c.label},
+        job_of,
         waits_for=(Stage.SOURCE, Stage.TARGET),
         concurrency=2,
         show=(lines.append if lines is not None else lambda line: None),
@@ -283,10 +319,12 @@ def test_a_trial_packs_ready_cells_of_one_pack_key_its_stage_first():
     s = packing(cells, 3, lines)
     first = s.suggest("t0")
     assert first["label"] == "source:mnli_v1:s0 (+2 packed)" and first["cell"] == cells[0].key
-    assert labels(first["pack"]) == ["source:mnli_v1:s0", "source:sst2_v1:s0", "target:rte_v1:s0"]
-    assert [c["cell"] for c in first["pack"]] == [c.key for c in cells[:3]]
-    second = s.suggest("t1")  # the one cell left ready: a lone trial, as without packing
-    assert "pack" not in second and second["label"] == "target:cb_v1:s0"
+    packed = TrialJob.of(first).cells  # the trial's job, as the worker reads it from Tune's config
+    assert [c.label for c in packed] == ["source:mnli_v1:s0", "source:sst2_v1:s0", "target:rte_v1:s0"]
+    assert [c.key for c in packed] == [c.key for c in cells[:3]]
+    second = s.suggest("t1")  # the one cell left ready: a lone trial, a pack of one
+    assert TrialJob.of(second) == TrialJob("target:cb_v1:s0", (job_of(cells[3]),))
+    assert json.loads(json.dumps(second)) == second and second["cell"] == cells[3].key  # plain values for Tune
     assert lines[-1] == "target 0/2 done, 2 running"  # cells, not trials
     assert {r.stage: r.running for r in s.progress().stages} == {"source": 2, "target": 2, "transfer": 0}
     assert s.suggest("t2") is None  # the transfers wait for their sources
@@ -302,4 +340,4 @@ def test_a_trial_packs_ready_cells_of_one_pack_key_its_stage_first():
 
 def test_one_cell_per_trial_never_packs():
     s = packing(design(), 1)
-    assert all("pack" not in s.suggest(f"t{i}") for i in range(3))
+    assert all(len(TrialJob.of(s.suggest(f"t{i}")).cells) == 1 for i in range(3))

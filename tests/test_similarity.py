@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spot_core.analysis.similarity import (
+from spot_core.similarity import (
     cosine_of_means,
     layer_windows,
     mean_token_cosine,

@@ -70,7 +70,7 @@ def real_prompted(name: str, length: int = 20):
 
     from spot_core.backbones import load_backbone
     from spot_core.builtin_models import GGUF_MODELS
-    from spot_core.data import Codec
+    from spot_core.encoding import Codec
     from spot_core.prompted import PromptedLM
     from spot_core.prompts import SoftPrompt, sampled_vocab
 
@@ -94,7 +94,7 @@ SENTENCES = [
 def test_prompt_once_equals_the_concatenated_path_on_a_real_model(name):
     import torch
 
-    from spot_core.data import encode_examples
+    from spot_core.encoding import encode_examples
     from spot_core.scoring import generate, label_scores, label_scores_naive
     from spot_core.trainer import accumulate_gradients
 

@@ -4,12 +4,13 @@ import dataclasses
 
 import pytest
 
-from spot_core.stages.catalogue import plan_stages
+from spot_core.stages.catalogue import plan_stages, stage_named
 from spot_core.stages.retrieval import plan_retrieval
 from spot_core.study import StudyConfig, cell_tags, data_identity, run_spec
 from spot_core.tags import Stage
 from spot_core.tasks import UnknownNameError
 from spot_core.trainer import TrainerConfig
+from spot_core.tuning import RunSpec
 
 SPOT = ["source", "target", "transfer"]  # SPoT's grid
 
@@ -144,7 +145,7 @@ def test_mpt_plans_one_shared_prompt_and_a_target_run_from_it_per_target_and_see
     shared, *targets = plan_stages(cfg, ["mpt"])
     assert shared.label == "mpt_source:mnli_v1+sst2_v1:s0" and len(targets) == 3 * 2
     assert {c.source.key for c in targets} == {shared.key} and targets[0].label == "mpt:mpt->rte_v1:s0"
-    spec = run_spec(cfg, targets[0], tmp_path)
+    spec = RunSpec(**stage_named("mpt").spec(cfg, targets[0], tmp_path)["job"])  # what the cell's worker runs
     assert (spec.prompt.init, spec.prompt.rank, spec.prompt.train_shared) == ("file", 1, True)
     assert spec.prompt.files == [str(shared.out_dir(tmp_path) / "best_prompt.safetensors")]  # P*
     frozen = plan_stages(study(mpt={"train_shared": False}), ["mpt"])

@@ -8,8 +8,9 @@ import datasets
 import pytest
 
 from spot_core.backbones import load_backbone
-from spot_core.data import Codec
+from spot_core.encoding import Codec
 from spot_core.tasks import (
+    DataSource,
     Mixture,
     TaskDataError,
     UnknownNameError,
@@ -18,13 +19,12 @@ from spot_core.tasks import (
     get_task,
     load_examples,
     mixture_names,
-    resolve_splits,
     task_names,
 )
 from spot_core.tasks import cache as task_cache
 from spot_core.tasks.cache import encoded_split
-from spot_core.tasks.export import export_task, update_manifest
-from spot_core.tasks.loading import availability, check_data, data_config, sample_rows, slice_rows
+from spot_core.tasks.loading import check_data, sample_rows, slice_rows
+from spot_core.tasks.mirror import export_task, update_manifest
 from spot_core.tracking import MemoryTracker
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec, data_record, tune_prompt
@@ -44,7 +44,7 @@ def hub_shaped(tmp_path, data_dir, task_name: str, rows_per_split: int = 40):
     config = task.hub_config
     lines = ["---", "configs:", f"- config_name: {config}", "  data_files:"]
     for split in ("train", "validation"):
-        rows = datasets.load_dataset("json", data_files=str(task.mirror_path(data_dir, split)), split="train")
+        rows = datasets.load_dataset("json", data_files=str(DataSource.of(task, data_dir).file(split)), split="train")
         rows.select(range(rows_per_split)).to_parquet(str(repo / config / f"{split}-00000-of-00001.parquet"))
         lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
     (repo / "README.md").write_text("\n".join([*lines, "---", ""]))
@@ -141,17 +141,17 @@ def test_a_bad_split_spec_is_an_error():
 
 def test_carve_outs_apply_only_where_the_mirror_lacks_a_split(data_dir, tmp_path):
     mnli = get_task("mnli_v1")
-    assert resolve_splits(mnli, None) == {"train": "train", "validation": "validation_matched"}  # the hub
-    assert resolve_splits(mnli, data_dir) == {"train": "train[:90%]", "validation": "train[90%:]"}
-    assert availability(mnli, data_dir) == "carve-out"
-    assert availability(get_task("rte_v1"), data_dir) == "official splits"
-    assert availability(get_task("doc_nli_v1"), data_dir) == "missing"
+    assert DataSource.of(mnli, None).splits == {"train": "train", "validation": "validation_matched"}  # the hub
+    assert DataSource.of(mnli, data_dir).splits == {"train": "train[:90%]", "validation": "train[90%:]"}
+    assert DataSource.of(mnli, data_dir).availability == "carve-out"
+    assert DataSource.of(get_task("rte_v1"), data_dir).availability == "official splits"
+    assert DataSource.of(get_task("doc_nli_v1"), data_dir).availability == "missing"
     # With every official split present, the carve-out is not used.
     for split in ("train", "validation_matched"):
-        path = mnli.mirror_path(tmp_path, split)
+        path = DataSource.of(mnli, tmp_path).file(split)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"premise": "p", "hypothesis": "h", "label": 0, "idx": 0}\n')
-    assert resolve_splits(mnli, tmp_path) == dict(mnli.splits)
+    assert DataSource.of(mnli, tmp_path).splits == dict(mnli.splits)
 
 
 def winogrande_mirror(root: Path, config: str, who: str) -> Path:
@@ -170,10 +170,12 @@ def test_a_mirror_without_winogrande_xl_is_read_from_winogrande_l(tmp_path):
     with pytest.raises(TaskDataError, match=r"winogrande_xl/train.jsonl \(nor a folder of .* winogrande_l beside it"):
         load_examples(task, "train", tmp_path)
     mirror = winogrande_mirror(tmp_path / "l", "winogrande_l", "Al")
-    assert data_config(task, mirror) == "winogrande_l" and data_config(task, None) == "winogrande_xl"
-    assert task.mirror_path(mirror, "train") == mirror / "allenai__winogrande/winogrande_l/train.jsonl"
-    assert task.mirror_path(mirror, "train", own=True).parent.name == "winogrande_xl"  # where a mirror is written
-    assert availability(task, mirror) == "official splits"
+    on_l = DataSource.of(task, mirror)
+    assert on_l.config == "winogrande_l" and on_l.reads_fallback and DataSource.of(task, None).config == "winogrande_xl"
+    assert on_l.file("train") == mirror / "allenai__winogrande/winogrande_l/train.jsonl"
+    assert on_l.availability == "official splits"
+    own = DataSource.at(task, mirror, task.hub_config)  # where a mirror of the task's own configuration is written
+    assert own.file("train").parent.name == "winogrande_xl" and not own.reads_fallback
     check_data("winogrande_v1", mirror)
     assert [e["inputs"].split(" met")[0] for e in load_examples(task, "train", mirror)] == [
         "winogrande sentence: Al 0",
@@ -185,13 +187,13 @@ def test_a_mirror_without_winogrande_xl_is_read_from_winogrande_l(tmp_path):
     mixed = RunSpec(model="tiny-llama", task="winogrande_v1+rte_v1", data_dir=str(mirror))
     assert data_record(mixed)["data_config"] == "winogrande_v1=winogrande_l"
     codec = Codec(load_backbone("tiny-llama").tokenizer, False, 64, 8)
-    on_l = task_cache.cache_key(task, "train", mirror, codec, None)
+    key_on_l = task_cache.cache_key(on_l, "train", codec, None)
     # With both folders, the task's own configuration is read (and the tokenised cache is another entry).
     winogrande_mirror(mirror, "winogrande_xl", "Cy")
-    assert data_config(task, mirror) == "winogrande_xl" and "data_config" not in data_record(spec)
+    assert DataSource.of(task, mirror).config == "winogrande_xl" and "data_config" not in data_record(spec)
     assert load_examples(task, "validation", mirror)[0]["inputs"].startswith("winogrande sentence: Cy 0")
-    assert task_cache.cache_key(task, "train", mirror, codec, None) != on_l
-    assert data_config(get_task("rte_v1"), mirror) == "rte"  # a task without fallbacks: its own, present or not
+    assert task_cache.cache_key(DataSource.of(task, mirror), "train", codec, None) != key_on_l
+    assert DataSource.of(get_task("rte_v1"), mirror).config == "rte"  # without fallbacks: its own, present or not
     with pytest.raises(ValueError, match="fallback_configs must be a tuple"):
         dataclasses.replace(task, fallback_configs="winogrande_l")
 
@@ -214,9 +216,9 @@ def test_hub_and_mirror_give_the_same_examples_and_export_round_trips(data_dir, 
 def test_export_from_a_mirror_links_its_files_and_reports_what_it_lacks(data_dir, tmp_path):
     files, missing = export_task(get_task("mnli_v1"), tmp_path, data_dir)
     assert [f.split for f in files] == ["train"] and missing == ["validation_matched"]
-    linked = get_task("mnli_v1").mirror_path(tmp_path, "train")
+    linked = DataSource.of(get_task("mnli_v1"), tmp_path).file("train")
     assert linked.is_symlink() and files[0].rows == 9999 and files[0].completeness == "sample"
-    assert availability(get_task("mnli_v1"), tmp_path) == "carve-out"
+    assert DataSource.of(get_task("mnli_v1"), tmp_path).availability == "carve-out"
 
 
 def test_missing_data_names_the_task_the_path_and_both_remedies(tmp_path):
@@ -254,11 +256,11 @@ def test_tokenised_splits_are_cached_by_task_data_tokenizer_and_lengths(data_dir
     assert len(entries()) == 3  # another max length, another row limit: new entries
     # Other data under the same path is another entry too (the key hashes the file's contents).
     mirror = tmp_path / "mirror"
-    path = task.mirror_path(mirror, "validation")
+    path = DataSource.of(task, mirror).file("validation")
     path.parent.mkdir(parents=True)
-    path.write_text(task.mirror_path(data_dir, "validation").read_text().split("\n", 1)[0] + "\n")
+    path.write_text(DataSource.of(task, data_dir).file("validation").read_text().split("\n", 1)[0] + "\n")
     one = encoded_split(task, "validation", mirror, codec, 20, tmp_path)
-    path.write_text(task.mirror_path(data_dir, "validation").read_text().split("\n", 2)[1] + "\n")
+    path.write_text(DataSource.of(task, data_dir).file("validation").read_text().split("\n", 2)[1] + "\n")
     other = encoded_split(task, "validation", mirror, codec, 20, tmp_path)
     assert one[0].reference != other[0].reference and len(entries()) == 5
 

@@ -4,7 +4,7 @@ mirror lacks the task), and carve-out splits. Scores and bad input: test_task_sc
 import pytest
 from conftest import mirror_rows
 
-from spot_core.tasks import get_task, load_examples, load_rows, resolve_splits
+from spot_core.tasks import DataSource, get_task, load_examples, read_rows
 
 
 # --- formats ---------------------------------------------------------------------------------------------
@@ -283,10 +283,10 @@ def test_hub_rows_of_tasks_the_mirror_lacks(name, row, inputs, targets):
 @pytest.mark.parametrize(("name", "key"), [("mnli_v1", "premise"), ("qqp_v1", "question1"), ("snli_v1", "premise")])
 def test_carve_outs_split_the_train_file_90_10(data_dir, name, key):
     task = get_task(name)
-    splits = resolve_splits(task, data_dir)
-    assert (splits["train"], splits["validation"]) == ("train[:90%]", "train[90%:]")
+    source = DataSource.of(task, data_dir)
+    assert (source.splits["train"], source.splits["validation"]) == ("train[:90%]", "train[90%:]")
     file = [row[key] for row in mirror_rows(task, data_dir)]
-    train, val = (list(load_rows(task, role, data_dir)[key]) for role in ("train", "validation"))
+    train, val = (list(read_rows(source, role)[key]) for role in ("train", "validation"))
     cut = round(0.9 * len(file))
     assert (train, val) == (file[:cut], file[cut:])  # consecutive positions: disjoint, adding up to the file
     assert len(load_examples(task, "train", data_dir)) + len(load_examples(task, "validation", data_dir)) == len(file)
@@ -295,16 +295,17 @@ def test_carve_outs_split_the_train_file_90_10(data_dir, name, key):
 def test_c4_carve_out(data_dir):
     task = get_task("c4_v1")
     file = [row["url"] for row in mirror_rows(task, data_dir)]
-    train, val = (list(load_rows(task, role, data_dir)["url"]) for role in ("train", "validation"))
+    train, val = (list(read_rows(DataSource.of(task, data_dir), role)["url"]) for role in ("train", "validation"))
     assert (len(train), len(val)) == (900, 100)
     assert train + val == file and not set(train) & set(val)
 
 
 def test_record_carve_out_then_one_training_example_per_answer(data_dir):
     task = get_task("record_v1")
-    assert resolve_splits(task, data_dir) == {"train": "train[:32]", "validation": "train[32:]"}
+    source = DataSource.of(task, data_dir)
+    assert source.splits == {"train": "train[:32]", "validation": "train[32:]"}
     rows = mirror_rows(task, data_dir)
-    assert [len(load_rows(task, role, data_dir)) for role in ("train", "validation")] == [32, 32]
+    assert [len(read_rows(source, role)) for role in ("train", "validation")] == [32, 32]
     train = load_examples(task, "train", data_dir)
     assert len(train) == sum(len(set(row["answers"])) for row in rows[:32])
     assert [ex["targets"] for ex in train[:2]] == ["Chivers", "Marc Chivers"]

@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import mirror_rows
 
-from spot_core.tasks import TaskDataError, get_task, load_examples
+from spot_core.tasks import DataSource, TaskDataError, get_task, load_examples
 from spot_core.tasks.superglue import names_referent
 
 # --- scores ----------------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_hidden_or_unknown_labels_of_hand_written_rows_are_errors(name, row, mes
 )
 def test_missing_field_names_task_file_and_field(tmp_path, name, row, field):
     task = get_task(name)
-    path = task.mirror_path(tmp_path, "train")
+    path = DataSource.of(task, tmp_path).file("train")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(TaskDataError) as error:

@@ -3,7 +3,7 @@
 import pytest
 
 from spot_core.metrics import accuracy, pearson_spearman, task_score
-from spot_core.tasks import TaskDataError, get_task, load_examples
+from spot_core.tasks import DataSource, TaskDataError, get_task, load_examples
 from spot_core.tasks.glue import stsb_target
 
 
@@ -24,7 +24,7 @@ def test_stsb_rounds_to_the_nearest_fifth(score, target):
 
 def test_label_outside_the_label_set_is_an_error(tmp_path):
     task = get_task("sst2_v1")
-    path = task.mirror_path(tmp_path, "train")
+    path = DataSource.of(task, tmp_path).file("train")
     path.parent.mkdir(parents=True)
     path.write_text('{"sentence": "x", "label": 7, "idx": 0}\n')
     with pytest.raises(TaskDataError, match=r"sst2_v1.*line 1 of .*train.jsonl: field 'label' is 7, outside 0..1"):

@@ -6,8 +6,7 @@ import pytest
 
 import spot_core.tasks.multiple_choice
 import spot_core.tasks.qa  # noqa: F401  (registrations)
-from spot_core.tasks import check_data, get_task, load_examples
-from spot_core.tasks.loading import availability, data_config, resolve_splits
+from spot_core.tasks import DataSource, check_data, get_task, load_examples
 
 SQUAD_CONTEXT_0 = (
     "Super Bowl 50 was an American football game to determine the champion of the National Football League (NFL) "
@@ -63,7 +62,7 @@ def test_squad_score_takes_the_best_gold_answer():
 
 def test_cosmos_qa_real_row(data_dir):
     task = get_task("cosmos_qa_v1")
-    path = task.mirror_path(data_dir, "validation")
+    path = DataSource.of(task, data_dir).file("validation")
     row = json.loads(path.read_text().splitlines()[0])
     ex = task.preprocess(row)
     assert ex["inputs"] == (
@@ -78,9 +77,9 @@ def test_cosmos_qa_real_row(data_dir):
 
 def test_cosmos_qa_carve_out_splits_the_mirror_validation_file_in_halves(data_dir):
     task = get_task("cosmos_qa_v1")
-    assert resolve_splits(task, data_dir) == {"train": "validation[:50%]", "validation": "validation[50%:]"}
-    assert resolve_splits(task, None) == {"train": "train", "validation": "validation"}
-    n_rows = len(task.mirror_path(data_dir, "validation").read_text().splitlines())
+    assert DataSource.of(task, data_dir).splits == {"train": "validation[:50%]", "validation": "validation[50%:]"}
+    assert DataSource.of(task, None).splits == {"train": "train", "validation": "validation"}
+    n_rows = len(DataSource.of(task, data_dir).file("validation").read_text().splitlines())
     train = load_examples(task, "train", data_dir)
     val = load_examples(task, "validation", data_dir)
     assert len(train) + len(val) == n_rows
@@ -131,17 +130,18 @@ def hellaswag_rows(n: int, start: int = 0) -> str:
 
 def test_hellaswag_trains_on_the_first_half_of_a_validation_only_mirror(tmp_path):
     task = get_task("hellaswag_v1")
-    path = task.mirror_path(tmp_path, "validation")
+    path = DataSource.of(task, tmp_path).file("validation")
     path.parent.mkdir(parents=True)
     path.write_text(hellaswag_rows(10))
-    assert availability(task, tmp_path) == "carve-out" and data_config(task, tmp_path) is None
+    source = DataSource.of(task, tmp_path)
+    assert source.availability == "carve-out" and source.config is None
     train, val = load_examples(task, "train", tmp_path), load_examples(task, "validation", tmp_path)
     assert [e["inputs"].split(" ending0")[0] for e in train] == [f"hellaswag context: context {i}" for i in range(5)]
     assert [e["inputs"].split(" ending0")[0] for e in val] == [f"hellaswag context: context {i}" for i in range(5, 10)]
     assert [e["targets"] for e in val] == ["ending1", "ending2", "ending3", "ending0", "ending1"]
     # With a train split in the mirror, the official splits.
-    task.mirror_path(tmp_path, "train").write_text(hellaswag_rows(3, start=100))
-    assert resolve_splits(task, tmp_path) == {"train": "train", "validation": "validation"}
+    DataSource.of(task, tmp_path).file("train").write_text(hellaswag_rows(3, start=100))
+    assert DataSource.of(task, tmp_path).splits == {"train": "train", "validation": "validation"}
     assert len(load_examples(task, "train", tmp_path)) == 3 and len(load_examples(task, "validation", tmp_path)) == 10
 
 
@@ -150,11 +150,11 @@ def test_winogrande_and_hellaswag_run_from_the_offline_mirror(data_dir):
     for name in ("winogrande_v1", "hellaswag_v1"):
         check_data(name, data_dir)
     winogrande = get_task("winogrande_v1")
-    if not winogrande.mirror_path(data_dir, "train", own=True).is_file():
-        assert data_config(winogrande, data_dir) == "winogrande_l"
+    if not DataSource.at(winogrande, data_dir, winogrande.hub_config).file("train").is_file():
+        assert DataSource.of(winogrande, data_dir).config == "winogrande_l"
         assert len(load_examples(winogrande, "train", data_dir)) == 10234
     task = get_task("hellaswag_v1")
-    assert resolve_splits(task, data_dir) == {"train": "validation[:50%]", "validation": "validation[50%:]"}
+    assert DataSource.of(task, data_dir).splits == {"train": "validation[:50%]", "validation": "validation[50%:]"}
     train, val = load_examples(task, "train", data_dir), load_examples(task, "validation", data_dir)
     assert len(train) == len(val) == 5021
     assert not {e["inputs"] for e in train} & {e["inputs"] for e in val}

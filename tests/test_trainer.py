@@ -7,7 +7,7 @@ import torch
 from conftest import prompted
 from torch import nn
 
-from spot_core.data import encode_examples
+from spot_core.encoding import encode_examples
 from spot_core.evaluation import TaskData
 from spot_core.prompt_files import load_prompt
 from spot_core.prompted import PromptedLM

@@ -284,10 +284,10 @@ def test_the_example_task_file_reads_the_mirror(data_dir):
 
 
 def test_make_data_checks_a_task_file_and_exports_nothing_for_it(tmp_path):
-    from pipelines import data
+    from pipelines import mirror
 
     reviews(tmp_path / "mine")
     path = task_file(tmp_path / "mine", "reviews_d_v1")
-    result = data.run(compose_with("data", f"tasks=[{path}]", f"out_dir={tmp_path}/mirror", "source=hub"))
+    result = mirror.run(compose_with("mirror", f"tasks=[{path}]", f"out_dir={tmp_path}/mirror", "source=hub"))
     assert result["files"] == 0 and result["failed"] == {} and result["unavailable"] == []
     assert get_task("reviews_d_v1").files

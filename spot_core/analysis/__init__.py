@@ -3,9 +3,10 @@
 Inputs are plain tables (see `frames`): the finished runs, their per-evaluation curves, and task embeddings by
 run key. Outputs are DataFrames and small dataclasses with documented columns; rendering is someone else's job.
 
-    similarity   the measures: task embeddings' similarities, distance, activated-neuron overlap; rank_sources
+    (spot_core.similarity, outside: the planner ranks with it too) the measures: task embeddings' similarities,
+                 distance, activated-neuron overlap; rank_sources
     transfer     transferability matrices, gain, relative error reduction, relative performance
-    ranking      task similarity matrix, candidates ranked per target (also per window of layers), true scores
+    candidates   task similarity matrix, source runs ranked per target (also per window of layers), true scores
     retrieval    best of top-k, oracle, weighted average / mixture rows, Table 3, search-space reduction
     correlation  Pearson / Spearman, NDCG@k, regret@k
     convergence  steps to reach the baseline's best score, speed-up
@@ -18,6 +19,14 @@ numpy, pandas and scipy only: task embeddings and neuron masks come in as numpy 
 runs' costs and ATTEMPT's attention as the facts and attention tables.
 """
 
+from spot_core.analysis.candidates import (
+    embedding_keys,
+    neuron_window_rankings,
+    rank_candidates,
+    score_candidates,
+    task_similarity_matrix,
+    transfer_seed_scores,
+)
 from spot_core.analysis.convergence import Convergence, baseline_convergence, convergence, transfer_convergence
 from spot_core.analysis.correlation import (
     correlate,
@@ -40,14 +49,6 @@ from spot_core.analysis.methods import (
     method_label,
     method_runs,
 )
-from spot_core.analysis.ranking import (
-    embedding_keys,
-    neuron_window_rankings,
-    rank_candidates,
-    score_candidates,
-    task_similarity_matrix,
-    transfer_seed_scores,
-)
 from spot_core.analysis.retrieval import (
     PAPER_KS,
     best_of_top_k,
@@ -58,16 +59,6 @@ from spot_core.analysis.retrieval import (
     summarise_row,
     table3,
 )
-from spot_core.analysis.similarity import (
-    Indicator,
-    Similarity,
-    TaskEmbedding,
-    layer_windows,
-    neuron_overlap,
-    rank_sources,
-    task_embedding,
-    task_similarity,
-)
 from spot_core.analysis.transfer import (
     TransferMatrices,
     baseline_scores,
@@ -77,6 +68,16 @@ from spot_core.analysis.transfer import (
     transfer_scores,
 )
 from spot_core.analysis.zero_shot import ZeroShot, best_zero_shot_sources, zero_shot
+from spot_core.similarity import (
+    Indicator,
+    Similarity,
+    TaskEmbedding,
+    layer_windows,
+    neuron_overlap,
+    rank_sources,
+    task_embedding,
+    task_similarity,
+)
 
 __all__ = [
     "PAPER_KS",

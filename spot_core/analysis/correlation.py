@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spot_core.analysis.ranking import neuron_window_rankings, score_candidates
+from spot_core.analysis.candidates import neuron_window_rankings, score_candidates
 
 MIN_POINTS = 3  # a line through two points always fits; below three, r says nothing
 

@@ -36,7 +36,10 @@ A missing cell has no row. Nothing here fills a gap with zero: gaps are NaN and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +50,7 @@ RUN_COLUMNS = ("key", "stage", "task", "source", "source_key", "target", "seed",
 CURVE_COLUMNS = ("key", "step", "score")
 FACT_COLUMNS = ("key", "trainable_params", "best_step", "seconds_to_best")
 ATTENTION_COLUMNS = ("key", "prompt", "weight")
-STAGES = tuple(s.value for s in Stage)  # the stage catalogue's cell stages, in the report's order
+STAGES = tuple(s.value for s in Stage)  # the built-in catalogue's cell stages, in the report's order (added ones last)
 RETRIEVALS = tuple(r.value for r in Retrieval)
 
 
@@ -66,9 +69,8 @@ def check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out["seed"] = out["seed"].astype(int)
     out["k"] = out["k"].fillna(0).astype(int)
     out["score"] = out["score"].astype(float)
-    unknown = sorted(set(out["stage"]) - set(STAGES))
-    if unknown:
-        raise ValueError(f"runs.stage has unknown values {unknown}; allowed {list(STAGES)}")
+    if (out["stage"] == "").any():  # a stage beyond STAGES is one a study added (`stage_modules`)
+        raise ValueError("runs.stage has empty values: every run is of a stage")
     unknown = sorted(set(out["retrieval"]) - {"", *RETRIEVALS})
     if unknown:
         raise ValueError(f"runs.retrieval has unknown values {unknown}; allowed {list(RETRIEVALS)} or ''")
@@ -177,3 +179,59 @@ def nan_mean(values) -> float:
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else float("nan")
+
+
+def order_runs(table: pd.DataFrame, sources: Sequence[str], targets: Sequence[str]) -> pd.DataFrame:
+    """The runs in the planner's order: stage (STAGES, added stages after), source (a source run's own task),
+    target, k, seed; ties keep their order."""
+    rank = lambda column, names: column.map({n: i for i, n in enumerate(names)}).fillna(len(names))  # noqa: E731
+    source = table["source"].where(table["stage"] != Stage.SOURCE, table["task"])
+    table = table.assign(_s=rank(table["stage"], STAGES), _a=rank(source, sources), _b=rank(table["target"], targets))
+    table = table.sort_values(["_s", "_a", "source", "_b", "target", "k", "seed", "key"], kind="stable")
+    return table.drop(columns=["_s", "_a", "_b"]).reset_index(drop=True)
+
+
+@dataclass
+class StudyResults:
+    """What a study logged, as the analysis and the report read it (the tables above).
+
+    Attributes:
+        name: the study's name.
+        runs: one row per finished run.
+        curves: validation score per evaluation (key, step, score).
+        embeddings: run key -> task embedding [L, H] (the runs of the stages retrieval compares), numpy.
+        sources, targets: the design's order (versioned names); rows and columns follow it.
+        planned: how many cells the study planned (None when unknown), to say how complete it is.
+        retrieval_similarity: the similarity the retrieval stage ranked with.
+        task_embedding: what `embeddings` are: the early prompt checkpoints (SPoT) or their displacement from the
+            initial prompt.
+        config: the study's configuration (YAML) shown in the report.
+        notes: Markdown written into the report's summary (what the reader should know).
+        facts: each run's trainable parameters, step of and seconds to its best validation score (FACT_COLUMNS).
+        artifacts: what the stages' runs left for the report, by name (each stage's `RunArtifact`s: e.g.
+            "attention", ATTEMPT's mean attention as ATTENTION_COLUMNS; "neurons", run key -> activated-neuron
+            mask [layers, L, I]).
+        sections: the stages' report sections (`StageDef.report`), in the catalogue's order: each takes the
+            results, the checked runs table and the report folder, and returns the report's sections.
+        extra_sections: sections written as they are, after the stages' ones.
+    """
+
+    name: str
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    embeddings: Mapping[str, np.ndarray]
+    sources: Sequence[str]
+    targets: Sequence[str]
+    planned: int | None = None
+    retrieval_similarity: str = "avg_tokens"
+    task_embedding: str = "prompt"
+    config: str = ""
+    notes: str = ""
+    facts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FACT_COLUMNS)))
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    sections: Sequence[Callable[[StudyResults, pd.DataFrame, Path], list]] = ()
+    extra_sections: list = field(default_factory=list)
+
+    def artifact(self, name: str, empty: Any = None) -> Any:
+        """What the stages' runs left under `name`, or `empty` when no run left it."""
+        return self.artifacts.get(name, empty)

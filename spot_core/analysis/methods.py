@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from spot_core.analysis.candidates import RANKING_COLUMNS
 from spot_core.analysis.frames import (
     FACT_COLUMNS,
     check_attention,
@@ -40,7 +41,6 @@ from spot_core.analysis.frames import (
     stage,
     study_seeds,
 )
-from spot_core.analysis.ranking import RANKING_COLUMNS
 from spot_core.analysis.retrieval import pick_best_of_top_k, strategy_runs, summarise_row
 from spot_core.tags import OWN_PROMPT, Retrieval, Stage
 

@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from spot_core.analysis.candidates import METHODS, score_candidates, transfer_seed_scores
 from spot_core.analysis.frames import check_runs, complete_baseline, seed_table, stage, study_seeds
-from spot_core.analysis.ranking import METHODS, score_candidates, transfer_seed_scores
-from spot_core.analysis.similarity import Similarity
 from spot_core.analysis.transfer import relative_error_reduction
+from spot_core.similarity import Similarity
 
 PAPER_KS = (1, 3, 6, 9, 12, 15)
 SUMMARY_COLUMNS = ["strategy", "method", "k", "score", "score_std", "abs", "abs_std", "rel", "rel_std"]

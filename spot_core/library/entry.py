@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from spot_core.analysis.similarity import TaskEmbedding, task_embedding
 from spot_core.config import parse_choice
 from spot_core.errors import SpotError
 from spot_core.neurons import load_neurons
 from spot_core.prompt_files import load_prompt
 from spot_core.run_dir import RunDir
+from spot_core.similarity import TaskEmbedding
 
 PROMPT_FILES = (RunDir.BEST_PROMPT, RunDir.TASK_EMBEDDING, RunDir.INITIAL_PROMPT)  # every entry's; its id hashes them
 FILES = (*PROMPT_FILES, RunDir.NEURONS)
@@ -122,8 +122,9 @@ class Entry:
         """The task embedding [L, H] (numpy float32): the checkpoint, or its displacement from the initial prompt;
         `kind` None: the kind the study used."""
         kind = parse_choice(TaskEmbedding, self.task_embedding if kind is None else kind, "kind")
-        initial = self.initial_prompt().numpy() if kind is TaskEmbedding.DISPLACEMENT else None
-        return task_embedding(self.checkpoint().numpy(), initial, kind)
+        if kind is TaskEmbedding.DISPLACEMENT:
+            self.path(RunDir.INITIAL_PROMPT)  # a LibraryError naming the file the entry lacks
+        return RunDir(self.path(RunDir.TASK_EMBEDDING).parent).embedding(kind)  # its files keep their run names
 
     def neurons(self) -> np.ndarray | None:
         """The activated-neuron mask (bool [layers, L, I]) of the task-embedding prompt, or None if not recorded."""

@@ -25,7 +25,7 @@ import torch
 
 from spot_core.backbones import Backbone
 from spot_core.config import check_int, nested
-from spot_core.data import batch_indices
+from spot_core.encoding import batch_indices
 from spot_core.errors import ConfigError
 from spot_core.evaluation import MixtureData
 from spot_core.methods import BestModule

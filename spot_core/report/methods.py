@@ -9,18 +9,18 @@ tables/attention_correlation and tables/attention_indicator.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from spot_core import analysis as A
+from spot_core.analysis.frames import StudyResults
 from spot_core.report.document import Section, figure
 from spot_core.report.heatmap import heatmap
 from spot_core.report.scatter import correlation_scatter
 from spot_core.report.tables import write_table
-from spot_core.tags import OWN_PROMPT
+from spot_core.tags import ATTENTION, OWN_PROMPT, Stage
 
 OWN_LABEL = "target's own prompt"
 COST_HEADERS = {
@@ -32,20 +32,15 @@ COST_HEADERS = {
 }
 
 
-def method_sections(
-    runs: pd.DataFrame,
-    facts: pd.DataFrame,
-    attention: pd.DataFrame,
-    sources: Sequence[str],
-    targets: Sequence[str],
-    out: Path,
-) -> list[Section]:
-    """Sections "Transfer methods compared" when the study has baseline runs and another method's; "ATTEMPT's attention"
-    when it has ATTEMPT runs with their attention."""
+def method_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> list[Section]:
+    """The transfer methods' section (ATTEMPT's and MPT's stages): "Transfer methods compared" when the study has
+    baseline runs and another method's; "ATTEMPT's attention" when it has ATTEMPT runs with their attention."""
+    facts, sources, targets = results.facts, results.sources, results.targets
+    attention = results.artifact(ATTENTION, pd.DataFrame(columns=list(A.frames.ATTENTION_COLUMNS)))
     comparison = A.method_comparison(runs, facts, attention, [t for t in targets if t in set(runs["target"])])
     methods = set(comparison["method"])
     sections = [_comparison_section(comparison, out)] if "baseline" in methods and len(methods) > 1 else []
-    variants = sorted(set(runs.loc[runs["stage"] == "attempt", "source"]))
+    variants = sorted(set(runs.loc[runs["stage"] == Stage.ATTEMPT, "source"]))
     if variants and not attention.empty:
         sections.append(_attention_section(runs, attention, sources, targets, variants, out))
     return sections

@@ -12,28 +12,22 @@ Missing cells stay missing (NaN, "n/a" in figures, "–" in tables) and every ta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from spot_core import analysis as A
-from spot_core.analysis.similarity import Indicator, Similarity
+from spot_core.analysis.frames import StudyResults
 from spot_core.report.curves import k_curve
 from spot_core.report.document import Section, config_section, figure, write_document
 from spot_core.report.heatmap import heatmap
-from spot_core.report.methods import method_sections
 from spot_core.report.scatter import correlation_scatter
-from spot_core.report.su import (
-    INDICATOR_NAMES,
-    convergence_sections,
-    cross_model_sections,
-    indicator_section,
-    zero_shot_sections,
-)
+from spot_core.report.su import INDICATOR_NAMES, convergence_sections, indicator_section
 from spot_core.report.tables import write_table
+from spot_core.similarity import Indicator
+from spot_core.tags import NEURONS
 
 METHOD_NAMES = INDICATOR_NAMES
 VALUE_LABELS = {"euclidean": "-distance", "neuron_overlap": "cosine of neuron masks"}
@@ -43,60 +37,21 @@ EMBEDDING_NAMES = {
 }
 
 
-@dataclass
-class StudyResults:
-    """What a study logged, as the analysis reads it (see `spot_core.analysis.frames` for the tables).
-
-    Attributes:
-        name: the study's name.
-        runs: one row per finished run.
-        curves: validation score per evaluation (key, step, score).
-        facts: each run's trainable parameters, step of and seconds to its best validation score (FACT_COLUMNS).
-        attention: ATTEMPT runs' mean attention over the prompts they mix (ATTENTION_COLUMNS), long form.
-        embeddings: run key -> task embedding [L, H] (source and target runs), numpy.
-        neurons: run key -> activated-neuron mask [layers, L, I] of its task-embedding prompt (the neurons stage),
-            numpy bool.
-        cross_model: the other model of the cross-model stage ("" when the study has none).
-        sources, targets: the design's order (versioned names); rows and columns follow it.
-        planned: how many cells the study planned (None when unknown), to say how complete it is.
-        retrieval_similarity: the similarity the retrieval stage ranked with.
-        task_embedding: what `embeddings` are: the early prompt checkpoints (SPoT) or their displacement from the
-            initial prompt.
-        config: the study's configuration (YAML) shown in the report.
-        notes: Markdown written into the report's summary (what the reader should know).
-    """
-
-    name: str
-    runs: pd.DataFrame
-    curves: pd.DataFrame
-    embeddings: Mapping[str, np.ndarray]
-    sources: Sequence[str]
-    targets: Sequence[str]
-    planned: int | None = None
-    retrieval_similarity: str = Similarity.AVG_TOKENS.value
-    task_embedding: str = "prompt"
-    config: str = ""
-    notes: str = ""
-    neurons: Mapping[str, np.ndarray] = field(default_factory=dict)
-    cross_model: str = ""
-    extra_sections: list[Section] = field(default_factory=list)
-    facts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(A.frames.FACT_COLUMNS)))
-    attention: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(A.frames.ATTENTION_COLUMNS)))
-
-
 def write_report(results: StudyResults, out_dir: str | Path) -> list[Path]:
-    """Computes every analysis of the study and writes figures, tables and the document; returns the paths."""
+    """Computes every analysis of the study and writes figures, tables and the document; returns the paths.
+
+    SPoT's core (transfer, task similarity, retrieval, convergence) comes first, then each stage's own section
+    (`results.sections`, the stage catalogue's, once each), then `results.extra_sections` and the configuration."""
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     runs = A.check_runs(results.runs)
     sections = [_summary(results, runs)]
     sections += _transfer_sections(results, runs, out)
-    sections += zero_shot_sections(runs, results.sources, results.targets, out)
     sections += _similarity_sections(results, runs, out)
-    sections += method_sections(runs, results.facts, results.attention, results.sources, results.targets, out)
     sections += convergence_sections(runs, results.curves, results.sources, results.targets, out)
-    sections += cross_model_sections(runs, A.check_curves(results.curves), results.cross_model, out)
+    for stage_sections in dict.fromkeys(results.sections):  # a section two stages share is written once
+        sections += stage_sections(results, runs, out)
     sections += results.extra_sections
     sections.append(config_section("Configuration", results.config or "(not recorded)"))
     return write_document(out, title=f"Transfer study `{results.name}`", sections=sections)
@@ -104,7 +59,8 @@ def write_report(results: StudyResults, out_dir: str | Path) -> list[Path]:
 
 def _summary(results: StudyResults, runs: pd.DataFrame) -> Section:
     counts = runs["stage"].value_counts()
-    stages = ", ".join(f"{counts[s]} {s}" for s in A.frames.STAGES if s in counts)
+    kinds = [*(s for s in A.frames.STAGES if s in counts), *sorted(set(counts.index) - set(A.frames.STAGES))]
+    stages = ", ".join(f"{counts[s]} {s}" for s in kinds)  # the built-in stages in their order, added ones after
     planned = f" of {results.planned} planned" if results.planned else ""
     text = (
         f"{len(runs)} finished runs{planned} ({stages}); {len(results.sources)} sources x "
@@ -196,7 +152,7 @@ def _similarity_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -
     tasks = {t: tasks[t] for t in dict.fromkeys(order + sorted(tasks))}
     figs = []
     for method in (i.value for i in Indicator):
-        features = results.neurons if method == Indicator.NEURON_OVERLAP else results.embeddings
+        features = neurons(results) if method == Indicator.NEURON_OVERLAP else results.embeddings
         if not features:
             continue
         sim = A.task_similarity_matrix(tasks, features, method)
@@ -220,11 +176,16 @@ def _similarity_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -
         runs,
         results.embeddings,
         targets=[t for t in results.targets if t in set(runs["target"])],
-        neurons=results.neurons,
+        neurons=neurons(results),
     )
     if ranking.empty:
         return [Section("Task similarity", "", figs)]
     return [Section("Task similarity", "", figs), *_retrieval_sections(results, runs, ranking, out)]
+
+
+def neurons(results: StudyResults) -> Mapping[str, np.ndarray]:
+    """Run key -> the activated-neuron mask of its task-embedding prompt (the neurons stage's runs), if any."""
+    return results.artifact(NEURONS, {})
 
 
 def _similarity_caption(method: str, embedding: str) -> str:
@@ -285,7 +246,7 @@ def _retrieval_sections(results: StudyResults, runs: pd.DataFrame, ranking: pd.D
     )
     write_table(ranking, out / "tables/rankings", caption="Source runs ranked per target", float_fmt="{:.4f}")
     text = _retrieval_text(space, n)
-    windows = A.neuron_window_scores(runs, results.neurons, list(dict.fromkeys(ranking["target"])))
+    windows = A.neuron_window_scores(runs, neurons(results), list(dict.fromkeys(ranking["target"])))
     return [
         Section("Retrieval against the oracle", text, figs, [t3, t_space, t_corr, t_quality]),
         indicator_section(

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 
 from spot_core import analysis as A
+from spot_core.analysis.frames import StudyResults
 from spot_core.report.document import Section, figure
 from spot_core.report.heatmap import heatmap
 from spot_core.report.tables import write_table
+from spot_core.tags import OTHER_MODEL, Stage
 
 INDICATOR_NAMES = {
     "avg_tokens": "average-token cosine",
@@ -28,11 +30,11 @@ def indicator_name(method: str) -> str:
     return INDICATOR_NAMES.get(method, method)
 
 
-def zero_shot_sections(runs: pd.DataFrame, sources, targets, out: Path) -> list[Section]:
-    """Relative performance of every source prompt used on every target as it is."""
-    if not (runs["stage"] == "zero_shot").any():
+def zero_shot_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> list[Section]:
+    """The zero-shot stage's section: relative performance of every source prompt used on every target as it is."""
+    if not (runs["stage"] == Stage.ZERO_SHOT).any():
         return []
-    z = A.zero_shot(runs, sources, targets)
+    z = A.zero_shot(runs, results.sources, results.targets)
     fig = figure(
         heatmap(
             z.relative,
@@ -117,11 +119,13 @@ def indicator_section(stats: pd.DataFrame, quality: pd.DataFrame, out: Path) -> 
     return Section("Transferability indicators", text, [], [t])
 
 
-def cross_model_sections(runs: pd.DataFrame, curves: pd.DataFrame, model: str, out: Path) -> list[Section]:
-    """The study model's prompts projected into another model: zero-shot and as the initial prompt."""
-    if not runs["stage"].isin(["cross_source", "cross_zero_shot", "cross_transfer"]).any():
+def cross_model_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> list[Section]:
+    """The cross-model stage's section: the study model's prompts projected into another model, zero-shot and as
+    the initial prompt."""
+    if not runs["stage"].isin([Stage.CROSS_SOURCE, Stage.CROSS_ZERO_SHOT, Stage.CROSS_TRANSFER]).any():
         return []
-    table = A.cross_model_table(runs, curves)
+    model = results.artifact(OTHER_MODEL, "")
+    table = A.cross_model_table(runs, A.check_curves(results.curves))
     shown = table.assign(
         trained_on=table["trained_on"].map({True: "yes", False: "no"}),
         reached=[f"{r}/{n}" for r, n in zip(table["reached"], table["n_init"], strict=True)],
@@ -131,7 +135,7 @@ def cross_model_sections(runs: pd.DataFrame, curves: pd.DataFrame, model: str, o
         out / "tables/cross_model",
         caption=f"Prompts projected into {model or 'the other model'}: own = its prompt trained from scratch",
     )[1]
-    projector = runs[runs["stage"] == "projector"]
+    projector = runs[runs["stage"] == Stage.PROJECTOR]
     lines = []
     if len(projector):
         p = projector.iloc[0]

@@ -22,7 +22,6 @@ from spot_core.selection.ranking import (
     library_sources,
     rank_library,
     ranking_columns,
-    run_embedding,
 )
 from spot_core.selection.runs import (
     PlannedRun,
@@ -55,7 +54,6 @@ __all__ = [
     "rank_library",
     "ranking_columns",
     "records",
-    "run_embedding",
     "target_spec",
     "trained",
     "variant_runs",

@@ -11,12 +11,10 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from spot_core.analysis.similarity import Indicator, Similarity, TaskEmbedding, rank_sources, task_embedding
 from spot_core.config import check_int, parse_choice
 from spot_core.errors import ConfigError
 from spot_core.library import Entry, Library
-from spot_core.prompt_files import load_prompt
-from spot_core.run_dir import RunDir
+from spot_core.similarity import Indicator, Similarity, TaskEmbedding, rank_sources
 from spot_core.tags import Retrieval
 
 INDICATORS = tuple(Indicator)
@@ -106,16 +104,6 @@ def library_sources(library: Library, model: str, prompt_length: int | None = No
                 f"{sorted(values)}: their task embeddings do not compare; use a library made by one study"
             )
     return Sources(mine, length, mine[0].embedding_step, TaskEmbedding(mine[0].task_embedding))
-
-
-def run_embedding(run: RunDir, kind: TaskEmbedding | str) -> np.ndarray:
-    """A finished run's task embedding [L, H] from its folder (the displacement needs its initial prompt)."""
-    initial_prompt = run.initial_prompt
-    return task_embedding(
-        load_prompt(run.task_embedding)[0].numpy(),
-        load_prompt(initial_prompt)[0].numpy() if initial_prompt.exists() else None,
-        kind,
-    )
 
 
 # --- the ranking ------------------------------------------------------------------------------------------------

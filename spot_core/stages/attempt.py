@@ -8,16 +8,22 @@ planned once the source and target runs have settled, from the runs that finishe
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from spot_core.analysis.frames import ATTENTION_COLUMNS
 from spot_core.methods.attempt import AttemptConfig, tune_attempt
 from spot_core.prompts import PromptInit
+from spot_core.report.methods import method_sections
+from spot_core.run_dir import RunDir
 from spot_core.stages import retrieval, source
-from spot_core.stages.base import StageDef, tune_spec
+from spot_core.stages.base import RunArtifact, StageDef, Tags, tune_spec
 from spot_core.study import Cell, StudyConfig, make_cell
-from spot_core.tags import Stage
+from spot_core.tags import ATTENTION, Stage
 from spot_core.tracking import Tracker
 from spot_core.tuning import RunSpec
 
@@ -26,9 +32,10 @@ def attempt_cells(study: StudyConfig, target: str, sources: list[Cell]) -> list[
     """A run per seed of `target` mixing the prompts of `sources`."""
     config = study.attempt
     method = {"attention_size": config.attention_size, "temperature": config.temperature}
+    origin = f"attempt-top{config.top_k}" if config.top_k else "attempt-all"
     return [
         make_cell(study, Stage.ATTEMPT, target, seed, trainer=study.target_trainer, init=PromptInit.ZEROS.value,
-                  target=target, parts=tuple(sources), k=config.top_k or 0, method=method)
+                  target=target, parts=tuple(sources), k=config.top_k or 0, method=method, origin=origin)
         for seed in study.seeds
     ]  # fmt: skip
 
@@ -72,6 +79,16 @@ def run(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]
     return tune_attempt(RunSpec(**spec["job"]), spec["sources"], spec["names"], config, out_dir, tracker)
 
 
+def attention(runs: list[tuple[Tags, Path | None]]) -> pd.DataFrame:
+    """Each run's mean attention over the prompts it mixed (`RunDir.ATTENTION`), long form (ATTENTION_COLUMNS); a
+    run without validation examples logged an empty mean: no rows."""
+    rows = []
+    for tags, path in runs:
+        record = json.loads(path.read_text())
+        rows += [(tags["cell_key"], p, float(w)) for p, w in zip(record["prompts"], record["mean"], strict=False)]
+    return pd.DataFrame(rows, columns=list(ATTENTION_COLUMNS))
+
+
 STAGE = StageDef(
     "attempt",
     (Stage.ATTEMPT,),
@@ -80,4 +97,8 @@ STAGE = StageDef(
     run=run,
     plan_later=plan_later,
     waits_for=(Stage.SOURCE, Stage.TARGET),
+    designed=designed,
+    prompt_per_example=True,  # the prompt depends on the input (spot_core.prompted): once per example
+    artifacts=(RunArtifact(ATTENTION, RunDir.ATTENTION, attention),),
+    report=method_sections,
 )

@@ -8,37 +8,65 @@ from spot_core.errors import ConfigError
 from spot_core.stages import attempt, cross_model, mpt, neurons, retrieval, source, target, transfer, zero_shot
 from spot_core.stages.base import StageDef
 from spot_core.study import Cell, StudyConfig
-from spot_core.tags import Stage
 
-# Planning order: upstream first; the cross-model chain (the longest) before the short scoring cells.
-CATALOGUE: tuple[StageDef, ...] = tuple(
+# Planning order: upstream first; the cross-model chain (the longest) before the short scoring cells. Stages added
+# from outside the package (`register`) plan after these.
+CATALOGUE: list[StageDef] = [
     m.STAGE for m in (source, target, transfer, mpt, cross_model, zero_shot, neurons, retrieval, attempt)
-)
-NAMES = tuple(s.name for s in CATALOGUE)
+]
+
+
+def names() -> list[str]:
+    return [s.name for s in CATALOGUE]
+
+
+def register(stage: StageDef) -> StageDef:
+    """Adds a stage to the catalogue (a module of the user's, `stage_modules=[...]`): the driver, the plan, the
+    cost, the scheduler, the ledger and the report then handle it like a built-in one. Registering the same
+    definition again does nothing.
+
+    Raises:
+        ConfigError: another stage has its name or one of its cell kinds.
+    """
+    if stage in CATALOGUE:
+        return stage
+    for other in CATALOGUE:
+        clash = {stage.name} & {other.name} or set(stage.kinds) & set(other.kinds)
+        if clash:
+            raise ConfigError(f"stage {stage.name!r}: {sorted(clash)} is taken by stage {other.name!r}; rename it")
+    CATALOGUE.append(stage)
+    return stage
 
 
 def stage_named(name: str) -> StageDef:
     for stage in CATALOGUE:
         if stage.name == name:
             return stage
-    raise ConfigError(f"stages: unknown {name!r}; choose from {list(NAMES)}")
+    raise ConfigError(f"stages: unknown {name!r}; choose from {names()}")
 
 
-def stage_of(kind: Stage | str) -> StageDef:
-    """The stage that plans cells of this kind."""
-    return next(s for s in CATALOGUE if Stage(kind) in s.kinds)
+def stage_of(kind: str) -> StageDef:
+    """The stage that plans cells of this kind.
+
+    Raises:
+        KeyError: no stage of the catalogue plans it (a stage added by a module not imported here).
+    """
+    for stage in CATALOGUE:
+        if kind in stage.kinds:
+            return stage
+    raise KeyError(f"no stage plans cells of kind {kind!r}: import the module that adds it (stage_modules=[...])")
 
 
-def parse_stages(names: Sequence[str], also: Sequence[str] = ()) -> list[StageDef]:
+def parse_stages(wanted: Sequence[str], also: Sequence[str] = ()) -> list[StageDef]:
     """The stages asked for, in planning order; `also`: other names the caller accepts (the report).
 
     Raises:
         ConfigError: an unknown name.
     """
-    unknown = [n for n in names if n not in NAMES]
+    unknown = [n for n in wanted if n not in names()]
     if unknown:
-        raise ConfigError(f"stages: unknown {unknown}; choose from {[*NAMES, *also]}")
-    return [s for s in CATALOGUE if s.name in names]
+        raise ConfigError(f"stages: unknown {unknown}; choose from {[*names(), *also]}")
+    return [s for s in CATALOGUE if s.name in wanted]
 
 
 def plan_stages(study: StudyConfig, stages: Sequence[StageDef | str]) -> list[Cell]:

@@ -13,12 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from spot_core.cost import Work, trained_work
 from spot_core.cross_model import ProjectorSpec, fit_projector, project_file
 from spot_core.projector import ProjectorMethod
+from spot_core.report.su import cross_model_sections
 from spot_core.stages import source
-from spot_core.stages.base import StageDef, run_evaluate, run_tune, tune_spec
+from spot_core.stages.base import RunArtifact, StageDef, Tags, run_evaluate, run_tune, tune_spec
 from spot_core.study import Cell, StudyConfig, data_fields, data_limits, initial, make_cell
-from spot_core.tags import Stage
+from spot_core.tags import OTHER_MODEL, Stage
 from spot_core.tracking import Tracker
 from spot_core.tuning import RunSpec
 
@@ -101,6 +103,23 @@ def run(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]
     return (run_evaluate if kind is Stage.CROSS_ZERO_SHOT else run_tune)(spec["job"], out_dir, tracker)
 
 
+def work(cell: Cell, study: StudyConfig) -> Work:
+    """A projector trained by task tuning runs the other model at the projector's batch per step and scores each
+    training task once; the projector's own MLP, and distance minimising, count as nothing. Other cells: their
+    trainer's work."""
+    if cell.stage != Stage.PROJECTOR:
+        return trained_work(cell, study)
+    p = study.cross_model.projector
+    steps = p.steps if p.method is ProjectorMethod.TASK_TUNING else 0
+    tasks = len(study.cross_model.train_tasks)
+    return Work(steps, p.batch_size, tasks, eval_examples=study.max_eval_examples, eval_batch_size=p.eval_batch_size)
+
+
+def other_model(runs: list[tuple[Tags, Path | None]]) -> str:
+    """The model the stage's runs ran on (the report names it)."""
+    return next((tags.get("model", "") for tags, _ in runs), "")
+
+
 def needs(study: StudyConfig) -> str | None:
     if study.cross_model is None:
         return (
@@ -117,4 +136,7 @@ STAGE = StageDef(
     spec,
     run,
     needs=needs,
+    work=work,
+    artifacts=(RunArtifact(OTHER_MODEL, None, other_model),),
+    report=cross_model_sections,
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 from spot_core.methods.mpt import tune_mpt_source
 from spot_core.packing import ResultHook
+from spot_core.report.methods import method_sections
 from spot_core.stages.base import StageDef, run_tune, run_tune_pack, tune_spec
 from spot_core.study import Cell, StudyConfig, initial, make_cell
 from spot_core.tags import Stage
@@ -35,14 +36,19 @@ def plan(study: StudyConfig) -> list[Cell]:
     ]  # fmt: skip
     method = {"rank": rank, "train_shared": study.mpt.train_shared}
     return shared + [
-        make_cell(study, Stage.MPT, t, s, trainer=study.target_trainer, target=t, source=shared[0], method=method)
+        make_cell(study, Stage.MPT, t, s, trainer=study.target_trainer, target=t, source=shared[0], method=method,
+                  origin="mpt")
         for t in study.targets
         for s in study.seeds
-    ]
+    ]  # fmt: skip
 
 
 def spec(study: StudyConfig, cell: Cell, root: Path) -> dict[str, Any]:
-    return {"kind": cell.stage.value, "job": tune_spec(study, cell, root), "rank": study.mpt.rank}
+    """The cell's kind and run; a target run's prompt is the shared prompt times factors of rank study.mpt.rank."""
+    job = tune_spec(study, cell, root)
+    if cell.stage == Stage.MPT:
+        job["prompt"].update(rank=study.mpt.rank, train_shared=study.mpt.train_shared)
+    return {"kind": str(cell.stage), "job": job, "rank": study.mpt.rank}
 
 
 def run(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]:
@@ -82,4 +88,6 @@ def needs(study: StudyConfig) -> str | None:
     return None
 
 
-STAGE = StageDef("mpt", (Stage.MPT_SOURCE, Stage.MPT), plan, spec, run, needs=needs, run_pack=run_pack)
+STAGE = StageDef(
+    "mpt", (Stage.MPT_SOURCE, Stage.MPT), plan, spec, run, needs=needs, run_pack=run_pack, report=method_sections
+)

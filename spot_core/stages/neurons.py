@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spot_core.neurons import record_neurons
+import numpy as np
+
+from spot_core.neurons import load_neurons, record_neurons
 from spot_core.run_dir import RunDir
 from spot_core.stages import source, target
-from spot_core.stages.base import StageDef
+from spot_core.stages.base import RunArtifact, StageDef, Tags
 from spot_core.study import Cell, StudyConfig
-from spot_core.tags import Stage
+from spot_core.tags import NEURONS, Stage
 from spot_core.tracking import Tracker
 
 PROBED = RunDir.TASK_EMBEDDING  # the prompt of the run whose neurons a neurons cell records
@@ -44,4 +46,11 @@ def run(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]
     return record_neurons(**spec, out_dir=out_dir, tracker=tracker)
 
 
-STAGE = StageDef("neurons", (Stage.NEURONS,), plan, spec, run)
+def masks(runs: list[tuple[Tags, Path | None]]) -> dict[str, np.ndarray]:
+    """Probed run's key -> its activated-neuron mask (numpy bool [layers, L, I])."""
+    return {tags["source_key"]: load_neurons(path).numpy() for tags, path in runs}
+
+
+STAGE = StageDef(
+    "neurons", (Stage.NEURONS,), plan, spec, run, artifacts=(RunArtifact(NEURONS, RunDir.NEURONS, masks),)
+)

@@ -18,4 +18,6 @@ def plan(study: StudyConfig) -> list[Cell]:
     ]
 
 
-STAGE = StageDef("target", (Stage.TARGET,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack)
+STAGE = StageDef(
+    "target", (Stage.TARGET,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack, embedded=True
+)

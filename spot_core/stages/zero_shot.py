@@ -3,6 +3,7 @@ report divides it by the target's own prompt score: relative performance)."""
 
 from __future__ import annotations
 
+from spot_core.report.su import zero_shot_sections
 from spot_core.stages import source
 from spot_core.stages.base import StageDef, run_evaluate, tune_spec
 from spot_core.study import Cell, StudyConfig, make_cell
@@ -19,4 +20,4 @@ def plan(study: StudyConfig) -> list[Cell]:
     ]
 
 
-STAGE = StageDef("zero_shot", (Stage.ZERO_SHOT,), plan, tune_spec, run_evaluate)
+STAGE = StageDef("zero_shot", (Stage.ZERO_SHOT,), plan, tune_spec, run_evaluate, report=zero_shot_sections)

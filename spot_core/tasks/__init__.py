@@ -25,9 +25,11 @@ from spot_core.tasks.base import (
     register,
     task_names,
 )
-from spot_core.tasks.loading import check_data, load_examples, load_rows, resolve_splits
+from spot_core.tasks.loading import check_data, load_examples, read_examples, read_rows
+from spot_core.tasks.source import DataSource
 
 __all__ = [
+    "DataSource",
     "Example",
     "Mixture",
     "Task",
@@ -38,10 +40,10 @@ __all__ = [
     "get_mixture",
     "get_task",
     "load_examples",
-    "load_rows",
     "members",
     "mixture_names",
+    "read_examples",
+    "read_rows",
     "register",
-    "resolve_splits",
     "task_names",
 ]

@@ -12,7 +12,6 @@ import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from spot_core.errors import ConfigError, SpotError
@@ -95,8 +94,9 @@ class Task:
             when a mirror lacks one of their splits (e.g. no validation file: carve it from train).
         fallback_configs: configurations read, in this order, from a mirror that lacks the folder of `hub_config`
             (WinoGrande: `winogrande_l` where the mirror has no `winogrande_xl`); the first whose folder the mirror
-            has is read (`mirror_config`). The hub always serves `hub_config`. Results on another configuration
-            are not comparable: a run records the one it read and a study cell's key includes it.
+            has is read (`spot_core.tasks.source.DataSource`). The hub always serves `hub_config`. Results on
+            another configuration are not comparable: a run records the one it read and a study cell's key
+            includes it.
         train_filter: turns one preprocessed training example into zero or more (ReCoRD: one per answer;
             WSC: positives only). Evaluation always sees the plain examples.
         postprocess: applied to each prediction before scoring.
@@ -159,28 +159,6 @@ class Task:
         for metric in self.metrics:
             values.update(metric(references, predictions))
         return {**values, "score": task_score(values)}
-
-    def mirror_config(self, data_dir: str | Path) -> str | None:
-        """The configuration a mirror serves the task from: its own `hub_config` where the mirror has that folder,
-        else the first of `fallback_configs` it has, else its own (whose folder is then absent)."""
-        root = Path(data_dir) / self.hub_id.replace("/", "__")
-        for config in (self.hub_config, *self.fallback_configs):
-            if (root / (config or "default")).is_dir():
-                return config
-        return self.hub_config
-
-    def mirror_dir(self, data_dir: str | Path, own: bool = False) -> Path:
-        """The one place that picks a task's mirror folder, `<data_dir>/<hub id, / as __>/<config>`: that of
-        `mirror_config`, which every reader follows; `own`: that of `hub_config`, present or not (to write one)."""
-        config = self.hub_config if own else self.mirror_config(data_dir)
-        return Path(data_dir) / self.hub_id.replace("/", "__") / (config or "default")
-
-    def mirror_path(self, data_dir: str | Path, split: str, own: bool = False) -> Path:
-        """The mirror file of a data split name (not a role): `<data_dir>/<hub id, / as __>/<config>/<split>.jsonl`,
-        the configuration as in `mirror_dir`; a task's own file where it names one (`files`)."""
-        if split in self.files:
-            return Path(self.files[split])
-        return self.mirror_dir(data_dir, own) / f"{split}.jsonl"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Tokenised task splits cached on disk, so the hundreds of runs of a study tokenise each task once.
 
 The key hashes everything that determines the token ids: the task (versioned name, split spec, the source
-of its preprocessor), the data (the contents of the mirror files read, so a fallback configuration read in
-place of the task's own gets entries of its own; or hub id / config / revision), the row limit, the tokenizer and
-the codec's settings. A cache entry is written beside its final place and renamed, so a concurrent worker never
-reads half of one.
+of its preprocessor), the data (its `DataSource.identity`: the contents of the mirror files read, so a fallback
+configuration read in place of the task's own gets entries of its own; or hub id / config / revision), the row
+limit, the tokenizer and the codec's settings. A cache entry is written beside its final place and renamed, so a
+concurrent worker never reads half of one.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from datasets.fingerprint import Hasher
 from datasets.utils import are_progress_bars_disabled as progress_bars_disabled
 from datasets.utils import disable_progress_bars, enable_progress_bars
 
-from spot_core.data import Codec, Encoded, encode_examples
+from spot_core.encoding import Codec, Encoded, encode_examples
 from spot_core.run_dir import follow_umask
-from spot_core.tasks.base import Task, split_file
-from spot_core.tasks.loading import load_examples, resolve_splits
+from spot_core.tasks.base import Task
+from spot_core.tasks.loading import read_examples
+from spot_core.tasks.source import DataSource
 
 CACHE_FORMAT = 3  # 2: `limit` samples rows with a fixed seed; 3: decoder-only inputs keep the tokenizer's <bos>
 
@@ -37,37 +38,17 @@ def _source_code(fn) -> str:
         return repr(fn)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def cache_key(task: Task, role: str, data_dir: str | Path | None, codec: Codec, limit: int | None) -> str:
-    spec = resolve_splits(task, data_dir)[role]
-    if data_dir is None and not task.files:
-        source = {
-            "hub": task.hub_id,
-            "config": task.hub_config,
-            "revision": task.revision,
-            "data_files": dict(task.hub_data_files),
-        }
-    else:
-        source = {
-            name: _file_digest(task.mirror_path(data_dir, name))
-            for name in split_file(spec)
-            if task.mirror_path(data_dir, name).is_file()
-        }
+def cache_key(source: DataSource, role: str, codec: Codec, limit: int | None) -> str:
+    """The key of one role's tokenised examples: what determines their token ids, hashed."""
+    task = source.task
     parts = {
         "format": CACHE_FORMAT,
         "task": task.name,
         "role": role,
-        "spec": spec,
+        "spec": source.splits[role],
         "code": [_source_code(f) for f in (task.preprocess, task.train_filter) if f is not None],
         "definition": getattr(task.preprocess, "definition", None),  # a file task's: its preprocessor is shared code
-        "source": source,
+        "source": source.identity(role),
         "limit": limit,
         "tokenizer": Hasher.hash(codec.tokenizer),
         "codec": [codec.is_encoder_decoder, codec.max_input_tokens, codec.max_target_tokens],
@@ -104,12 +85,13 @@ def encoded_split(
 ) -> list[Encoded]:
     """One role's examples, preprocessed and tokenised; read from `cache_dir` when cached there, else made
     and cached. `cache_dir` None: no cache. `limit`: a fixed-seed sample of that many rows."""
+    source = DataSource.of(task, data_dir)
     if cache_dir is None:
-        return encode_examples(codec, load_examples(task, role, data_dir, limit))
-    path = Path(cache_dir) / "tokenized" / task.name / cache_key(task, role, data_dir, codec, limit)
+        return encode_examples(codec, read_examples(source, role, limit))
+    path = Path(cache_dir) / "tokenized" / task.name / cache_key(source, role, codec, limit)
     if (path / "dataset_info.json").is_file():
         return _from_dataset(datasets.load_from_disk(str(path)))
-    rows = encode_examples(codec, load_examples(task, role, data_dir, limit))
+    rows = encode_examples(codec, read_examples(source, role, limit))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
     shown = not progress_bars_disabled()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from spot_core.tasks.base import KINDS, Task, get_mixture, get_task, mixture_names, task_names
-from spot_core.tasks.definitions import KEYS
-from spot_core.tasks.loading import availability, data_config, load_rows, preprocess_rows, resolve_splits
+from spot_core.tasks.loading import preprocess_rows, read_rows
+from spot_core.tasks.source import DataSource
+from spot_core.tasks.task_file import KEYS
 
 STUDY_SOURCES = (
     "c4 doc_nli yelp_polarity mnli qqp qnli record cxc squad drop sst2 winogrande hellaswag multirc cosmos_qa race"
@@ -34,18 +35,16 @@ def _clip(text: str, limit: int = 160) -> str:
 
 def task_row(task: Task, data_dir: str | Path) -> dict[str, str]:
     """One task's line: offline status, split sizes in the mirror and a real example from it."""
-    status = availability(task, data_dir)
-    sizes, example = [], None
+    source = DataSource.of(task, data_dir)
+    status, sizes, example = source.availability, [], None
     if status != "missing":
-        splits = resolve_splits(task, data_dir)
         for role in ("train", "validation"):
-            rows = load_rows(task, role, data_dir, splits)
-            sizes.append(f"{role} {len(rows):,} ({splits[role]})")
+            rows = read_rows(source, role)
+            sizes.append(f"{role} {len(rows):,} ({source.splits[role]})")
             if example is None:
                 example = preprocess_rows(task, rows.select(range(1)), "validation")[0]
-    config = data_config(task, data_dir)
-    if status != "missing" and config != task.hub_config:
-        status += f" of `{config}`"
+        if source.reads_fallback:
+            status += f" of `{source.config}`"
     hub = f"`{task.hub_id}`" + (f" ({task.hub_config})" if task.hub_config else "") if task.on_hub else "none"
     shown = f"`{_clip(example['inputs'])}` → `{_clip(example['targets'], 60)}`" if example else "no offline data"
     return {
@@ -60,10 +59,11 @@ def task_row(task: Task, data_dir: str | Path) -> dict[str, str]:
 
 
 def study_offline(data_dir: str | Path) -> list[str]:
-    """How many of SPoT's source and target tasks the mirror serves (`availability`), and which it does not."""
+    """How many of SPoT's source and target tasks the mirror serves (`DataSource.availability`), and which it
+    does not."""
     lines = []
     for role, names in (("source", STUDY_SOURCES.split()), ("target", STUDY_TARGETS.split())):
-        missing = [name for name in names if availability(get_task(name), data_dir) == "missing"]
+        missing = [name for name in names if DataSource.of(get_task(name), data_dir).availability == "missing"]
         gaps = f"; missing: {', '.join(f'`{get_task(n).name}`' for n in missing)}" if missing else ""
         lines.append(f"- {len(names) - len(missing)} of SPoT's {len(names)} {role} tasks run offline here{gaps}.")
     return lines
@@ -119,7 +119,7 @@ def coverage_markdown(data_dir: str | Path) -> str:
 
 
 def own_task_section() -> list[str]:
-    """How to add a task with no Python: the keys of a task file (`definitions.KEYS`) and where it goes."""
+    """How to add a task with no Python: the keys of a task file (`task_file.KEYS`) and where it goes."""
     return [
         "## Your own task",
         "",

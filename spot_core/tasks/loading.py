@@ -1,10 +1,9 @@
-"""Reading a task's split from an offline mirror directory or from the Hugging Face hub.
+"""Reading a task's rows from where its `DataSource` says they live: a mirror's files or the Hugging Face hub.
 
-Both sources give rows in the hub's schema, so one preprocessor serves both. Split specs are applied
-here, the same way for both sources: `name`, `name[a:b]` with integers (negative counts from the end) or
-percentages (`[:50%]`, boundaries rounded to the nearest row), and `+` to join splits. A mirror without a task's
-configuration folder serves it from a fallback configuration where the task names one (`data_config`), and a
-mirror without a split serves it through the task's carve-out where it has one (`resolve_splits`).
+Both give rows in the hub's schema, so one preprocessor serves both. Which files, which configuration and which
+split specs (a carve-out where a mirror lacks a split) the source settles once (`spot_core.tasks.source`); the
+specs are applied here, the same way for both: `name`, `name[a:b]` with integers (negative counts from the end) or
+percentages (`[:50%]`, boundaries rounded to the nearest row), and `+` to join splits.
 
 Data is checked, not guessed: every row read is checked against the fields its task reads (`Task.reads`) before
 the preprocessor sees it, and a row that is not JSON, lacks a field, holds a value of another kind, or a label
@@ -15,7 +14,7 @@ skipped) and the field. `check_data` reads every row of a mirror's splits this w
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from spot_core.tasks.base import Example, FieldError, Task, TaskDataError, members, split_file
 from spot_core.tasks.rows import RowError, Rows, check_row
+from spot_core.tasks.source import DataSource
 
 R = TypeVar("R", Rows, datasets.Dataset)
 SAMPLE_SEED = 0
@@ -51,50 +51,14 @@ def slice_rows(rows: R, spec_part: str) -> R:
     return rows.select(range(len(rows))[slice(start, stop)])
 
 
-def resolve_splits(task: Task, data_dir: str | Path | None) -> dict[str, str]:
-    """Role -> split spec for the data at hand: the task's own splits, or its carve-out where a mirror lacks
-    a split the carve-out replaces (the hub has every official split)."""
-    splits = dict(task.splits)
-    if data_dir is None or not task.fallback_splits:
-        return splits
-    replaced = [task.splits[role] for role in task.fallback_splits if role in task.splits]
-    if all(task.mirror_path(data_dir, name).is_file() for spec in replaced for name in split_file(spec)):
-        return splits
-    return {**splits, **task.fallback_splits}
-
-
-def data_config(task: Task, data_dir: str | Path | None) -> str | None:
-    """The configuration a task's rows are read from: from the hub (`data_dir` None) always its own `hub_config`;
-    from a mirror the one whose folder it reads (`Task.mirror_config`: its own, or where the mirror lacks that
-    folder, the first of its `fallback_configs` the mirror has)."""
-    return task.hub_config if data_dir is None else task.mirror_config(data_dir)
-
-
-def availability(task: Task, data_dir: str | Path) -> str:
-    """Whether a mirror can serve a task's train and validation: "official splits", "carve-out", or "missing"."""
-    splits = resolve_splits(task, data_dir)
-    needed = [name for role in ("train", "validation") for name in split_file(splits[role])]
-    if not all(task.mirror_path(data_dir, name).is_file() for name in needed):
-        return "missing"
-    return "official splits" if splits == dict(task.splits) else "carve-out"
-
-
-def _missing(task: Task, role: str, data_dir: str | Path, path: Path) -> TaskDataError:
-    absent = "" if Path(data_dir).is_dir() else f" (the data directory {data_dir} does not exist)"
-    if task.fallback_configs and data_config(task, data_dir) == task.hub_config:
-        absent += f" (nor a folder of its fallback configurations {', '.join(task.fallback_configs)} beside it)"
-    return TaskDataError(
-        f"task {task.name!r}: no data for its {role!r} split at {path}{absent}. Either point the data directory "
-        "(data_dir=..., or $SPOT_DATA_DIR) at a mirror that has it, e.g. one written by `make data`, "
-        "or read the task from the Hugging Face hub (data_dir unset, with internet access)."
-    )
-
-
-def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -> Rows:
-    if data_dir is not None or name in task.files:
-        path = task.mirror_path(data_dir, name)
+def read_split(source: DataSource, name: str, role: str | None = None) -> Rows:
+    """The rows of one split name (not a role) of `source`: its file, or the hub's split; `role`: the role that
+    reads it, as a missing file's message names it."""
+    task = source.task
+    if not source.from_hub:
+        path = source.file(name)
         if not path.is_file():
-            raise _missing(task, role, data_dir, path)
+            raise source.missing(role or name, path)
         try:
             return Rows.from_file(path)
         except RowError as e:
@@ -104,8 +68,12 @@ def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -
     if not task.on_hub:
         raise TaskDataError(
             f"task {task.name!r} has no Hugging Face copy; it reads only from a mirror. Put its {name!r} split at "
-            f"{task.mirror_path('<data_dir>', name)} and set data_dir. {task.notes}"
+            f"{DataSource.at(task, '<data_dir>', task.hub_config).file(name)} and set data_dir. {task.notes}"
         )
+    return _hub_split(task, name)
+
+
+def _hub_split(task: Task, name: str) -> Rows:
     try:
         if name in task.hub_data_files:
             files = {name: task.hub_data_files[name]}
@@ -121,14 +89,14 @@ def _read_split(task: Task, name: str, data_dir: str | Path | None, role: str) -
     return Rows.from_dataset(rows, f"hub {task.hub_id} ({task.hub_config}) split {name!r}")
 
 
-def load_rows(task: Task, role: str, data_dir: str | Path | None, splits: Mapping[str, str] | None = None) -> Rows:
-    """The raw rows (hub schema) of one role's split, each with its place; `data_dir` None reads from the hub."""
-    splits = splits or resolve_splits(task, data_dir)
-    if role not in splits:
-        raise TaskDataError(f"task {task.name!r} has no {role!r} split (it declares {sorted(splits)})")
+def read_rows(source: DataSource, role: str) -> Rows:
+    """The raw rows (hub schema) of one role's split, each with its place."""
+    if role not in source.splits:
+        raise TaskDataError(f"task {source.task.name!r} has no {role!r} split (it declares {sorted(source.splits)})")
+    spec = source.splits[role]
     parts = [
-        slice_rows(_read_split(task, name, data_dir, role), part)
-        for part, name in zip(splits[role].split("+"), split_file(splits[role]), strict=True)
+        slice_rows(read_split(source, name, role), part)
+        for part, name in zip(spec.split("+"), split_file(spec), strict=True)
     ]
     return Rows.concat(parts)
 
@@ -172,13 +140,6 @@ def preprocess_rows(task: Task, rows: Rows, role: str) -> list[Example]:
     return list(examples(task, rows, role))
 
 
-def describe_source(task: Task, role: str, data_dir: str | Path | None, splits: Mapping[str, str]) -> str:
-    spec = splits[role]
-    if data_dir is None and not task.files:
-        return f"{spec!r} of hub {task.hub_id} ({task.hub_config}) at {task.revision or 'main'}"
-    return f"{spec!r} of " + " + ".join(str(task.mirror_path(data_dir, name)) for name in split_file(spec))
-
-
 def sample_rows(rows: R, limit: int | None) -> R:
     """`limit` rows drawn with a fixed seed, kept in file order (all rows if `limit` is None or not smaller).
     Not the first rows: some files are sorted by label (CR's test split starts with 1,000 negatives)."""
@@ -188,18 +149,23 @@ def sample_rows(rows: R, limit: int | None) -> R:
     return rows.select(keep.tolist())
 
 
-def load_examples(task: Task, role: str, data_dir: str | Path | None, limit: int | None = None) -> list[Example]:
+def read_examples(source: DataSource, role: str, limit: int | None = None) -> list[Example]:
     """Preprocessed examples of one role's split (train / validation / test), from a fixed-seed sample of
     `limit` rows when given. Only the rows used are parsed and checked (`check_data` checks them all)."""
-    return preprocess_rows(task, sample_rows(load_rows(task, role, data_dir), limit), role)
+    return preprocess_rows(source.task, sample_rows(read_rows(source, role), limit), role)
+
+
+def load_examples(task: Task, role: str, data_dir: str | Path | None, limit: int | None = None) -> list[Example]:
+    """`read_examples` of the task's data in `data_dir` (None: the hub), for a caller that reads one split."""
+    return read_examples(DataSource.of(task, data_dir), role, limit)
 
 
 _CHECKED: set[tuple] = set()  # mirror splits found good in this process, by their files' path, size and mtime
 
 
-def _mirror_identity(task: Task, role: str, data_dir: str | Path, splits: Mapping[str, str]) -> tuple:
-    files = [task.mirror_path(data_dir, name) for name in split_file(splits[role])]
-    return (task.name, role, *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()))
+def _stamp(source: DataSource, role: str) -> tuple:
+    files = [path for path in source.role_files(role) if path.is_file()]
+    return (source.task.name, role, *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
 def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("train", "validation")) -> None:
@@ -208,20 +174,18 @@ def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("
     Missing or empty data, or a bad row, raises TaskDataError. A mirror split already found good in this process,
     unchanged since, is not read again (an entry point checks before `prepare` does; a worker runs many cells)."""
     for task in members(name):
-        splits = resolve_splits(task, data_dir)
+        source = DataSource.of(task, data_dir)
         for role in roles:
-            from_files = data_dir is not None or bool(task.files)
-            identity = _mirror_identity(task, role, data_dir, splits) if from_files else None
-            if identity in _CHECKED:
+            stamp = None if source.from_hub else _stamp(source, role)
+            if stamp in _CHECKED:
                 continue
-            rows = load_rows(task, role, data_dir, splits)
+            rows = read_rows(source, role)
             if len(rows) == 0:
-                where = describe_source(task, role, data_dir, splits)
                 raise TaskDataError(
-                    f"task {task.name!r}: no rows in its {role} split ({where}). Point data_dir at a mirror that has "
-                    "them, or rebuild it (make data)"
+                    f"task {task.name!r}: no rows in its {role} split ({source.describe(role)}). Point data_dir at a "
+                    "mirror that has them, or rebuild it (make data)"
                 )
-            for _ in examples(task, rows if from_files else sample_rows(rows, 1), role):
+            for _ in examples(task, sample_rows(rows, 1) if source.from_hub else rows, role):
                 pass
-            if identity is not None:
-                _CHECKED.add(identity)
+            if stamp is not None:
+                _CHECKED.add(stamp)

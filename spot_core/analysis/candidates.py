@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from spot_core.analysis.frames import check_runs, complete_baseline, lookup, nan_mean, seed_table, stage, study_seeds
-from spot_core.analysis.similarity import Indicator, Similarity, layer_windows, rank_sources, task_similarity
 from spot_core.analysis.transfer import relative_error_reduction
+from spot_core.similarity import Indicator, Similarity, layer_windows, rank_sources, task_similarity
 
 METHODS = tuple(Indicator)
 RANKING_COLUMNS = ["method", "target", "rank", "source_key", "source", "similarity"]

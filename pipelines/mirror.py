@@ -1,7 +1,7 @@
 """Prepares a data directory in the mirror layout, from the Hugging Face hub or from a local mirror.
 
 make data                                      # ../shared/data if present beside the repo, else the hub
-python -m pipelines.data source=hub tasks=[boolq_v1,cb_v1] out_dir=/nfs/spot-data
+python -m pipelines.mirror source=hub tasks=[boolq_v1,cb_v1] out_dir=/nfs/spot-data
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipelines.errors import MissingFileError, entry_point
-from pipelines.paths import REPO, check_writable
+from pipelines.paths import SHARED_DATA, check_writable
 from pipelines.user_tasks import resolve
 from spot_core.tasks import TaskDataError, check_data, get_task, task_names
-from spot_core.tasks.export import export_task, update_manifest
-from spot_core.tasks.loading import availability
+from spot_core.tasks.mirror import export_task, update_manifest
+from spot_core.tasks.source import DataSource
 
 TASK_DIRS = [Path("tasks")]  # where `tasks=[my_reviews]` finds tasks/my_reviews.yaml (the default of tasks.dirs)
 
@@ -27,8 +27,7 @@ def resolve_source(value: str) -> Path | None:
     if value == "hub":
         return None
     if value == "auto":
-        shared = REPO.parent / "shared" / "data"
-        return shared if shared.is_dir() else None
+        return SHARED_DATA if SHARED_DATA.is_dir() else None
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
         raise MissingFileError(f"source={value}: no such directory: use `auto`, `hub` or a mirror directory")
@@ -58,7 +57,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             print(f"  {name}: FAILED: {e}", flush=True)
             continue
         written += files
-        status = availability(task, out_dir)
+        status = DataSource.of(task, out_dir).availability
         if status == "missing":
             unavailable.append(name)
         shown = ", ".join(f"{f.split} {f.rows:,}" for f in files) or "no files"
@@ -68,7 +67,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if from_hub:
         print(
             f"{len(from_hub)} tasks cannot run from {out_dir} yet; on a machine with internet run\n"
-            f"  python -m pipelines.data source=hub out_dir={out_dir} tasks=[{','.join(from_hub)}]"
+            f"  python -m pipelines.mirror source=hub out_dir={out_dir} tasks=[{','.join(from_hub)}]"
         )
     return {
         "out_dir": str(out_dir),
@@ -79,7 +78,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@entry_point("data")
+@entry_point("mirror")
 def main(cfg: DictConfig) -> None:
     result = run(cfg)
     print(f"{result['files']} files listed in {result['manifest']}")

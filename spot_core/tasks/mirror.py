@@ -1,8 +1,9 @@
-"""Writing registered tasks' data into the mirror layout, so offline machines read it with `data_dir`.
+"""Writing registered tasks' data into a mirror, so offline machines read it with `data_dir` (`make data`).
 
-From the hub, each split the task reads is downloaded and written as JSON lines with the hub's fields. From
-another mirror directory (such as `../shared/data`), files are linked (or copied), not rewritten. Either way
-`MANIFEST.json` in the output lists every file with its rows, sha256 and where it came from.
+From the hub, each split the task may read is downloaded and written as JSON lines with the hub's fields. From
+another mirror directory (such as `../shared/data`), files are linked (or copied), not rewritten. Either way the
+files land where a `DataSource` of the output looks for them, and `MANIFEST.json` in the output lists every file
+with its rows, sha256 and where it came from.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spot_core.run_dir import follow_umask, write_json
-from spot_core.tasks.base import Task, split_file
-from spot_core.tasks.loading import data_config, load_rows
+from spot_core.tasks.base import Task
+from spot_core.tasks.loading import read_split
+from spot_core.tasks.source import DataSource, split_names
 
 MANIFEST = "MANIFEST.json"
 
@@ -34,12 +36,6 @@ class ExportedFile:
     sha256: str
     source: str
     completeness: str
-
-
-def split_names(task: Task) -> list[str]:
-    """Every data split a task may read: its own splits and its carve-outs'."""
-    specs = [*task.splits.values(), *task.fallback_splits.values()]
-    return list(dict.fromkeys(name for spec in specs for name in split_file(spec)))
 
 
 def _digest_and_rows(path: Path) -> tuple[str, int]:
@@ -69,8 +65,8 @@ def _place(src: Path, dst: Path, link: bool) -> None:
     os.replace(tmp, dst)
 
 
-def _write_hub_split(task: Task, name: str, dst: Path) -> None:
-    rows = load_rows(task, "export", None, {"export": name})
+def _write_hub_split(hub: DataSource, name: str, dst: Path) -> None:
+    rows = read_split(hub, name)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
     os.close(fd)
@@ -85,31 +81,30 @@ def _write_hub_split(task: Task, name: str, dst: Path) -> None:
 def export_task(
     task: Task, out_dir: str | Path, source_dir: str | Path | None = None, link: bool = True
 ) -> tuple[list[ExportedFile], list[str]]:
-    """Writes a task's splits under `out_dir` in the mirror layout, from the hub (`source_dir` None) or from
-    another mirror. Returns the files written and the split names the source lacks."""
+    """Writes the splits of a task (one that reads no files of its own) under `out_dir` in the mirror layout, from
+    the hub (`source_dir` None) or from another mirror. Returns the files written and the split names the source
+    lacks."""
     out_dir = Path(out_dir)
     written, missing = [], []
+    source = DataSource.of(task, source_dir)
+    target = DataSource.at(task, out_dir, source.config)  # the configuration served (WinoGrande L) keeps its folder
     known = _source_manifest(Path(source_dir)) if source_dir else {}
-    config = task.hub_config if source_dir is None else data_config(task, source_dir)
     for name in split_names(task):
-        # the configuration the source serves (WinoGrande L where a mirror lacks XL) keeps its own folder
-        dst = task.mirror_dir(out_dir, own=True).parent / (config or "default") / f"{name}.jsonl"
+        dst = target.file(name)
         rel = dst.relative_to(out_dir).as_posix()
-        if source_dir is None:
-            _write_hub_split(task, name, dst)
-            source, completeness = f"hub {task.hub_id}@{task.revision or 'main'}", "full"
+        if source.from_hub:
+            _write_hub_split(source, name, dst)
+            origin, completeness = f"hub {task.hub_id}@{task.revision or 'main'}", "full"
         else:
-            src = task.mirror_path(source_dir, name)
+            src = source.file(name)
             if not src.is_file():
                 missing.append(name)
                 continue
             if src.resolve() != dst.resolve():
                 _place(src, dst, link)
-            source, completeness = str(Path(source_dir).resolve()), known.get(rel, {}).get("completeness", "unknown")
+            origin, completeness = str(Path(source_dir).resolve()), known.get(rel, {}).get("completeness", "unknown")
         sha, rows = _digest_and_rows(dst)
-        written.append(
-            ExportedFile(rel, task.name, task.hub_id, config, name, rows, sha, source, completeness)
-        )
+        written.append(ExportedFile(rel, task.name, task.hub_id, source.config, name, rows, sha, origin, completeness))
     return written, missing
 
 
