@@ -157,6 +157,22 @@ def exit_if_user_error(error: Exception, tracebacks: bool) -> None:
     raise SystemExit(EXIT_USER_ERROR) from None
 
 
+def check_overrides(overrides: list[str]) -> None:
+    """Overrides that Hydra would answer with a traceback: a key under `stages`, which is a list (`stages.modules`
+    is how task modules are named, `tasks.modules`, but stages from outside the package are `stage_modules`).
+
+    Raises:
+        ConfigError: such an override.
+    """
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.startswith("stages."):
+            raise ConfigError(
+                f"{key}: `stages` is the list of stages to run (stages=[source,target,...]); name a module that adds a "
+                "stage with stage_modules=[my_pkg.my_stage] (docs/stages.md)"
+            )
+
+
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """`@hydra.main` for spot's entry points (`conf/<config_name>.yaml`), with the one error path: a user's error
     prints one line on stderr and exits 2; a bug keeps its traceback; HYDRA_FULL_ERROR=1 or SPOT_VERBOSE=1 shows
@@ -185,6 +201,7 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             # re-raises them instead of printing its own multi-line report and exiting 1.
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
+                check_overrides(sys.argv[1:])
                 with sigterm_raises():
                     return hydra_main()
             except (KeyboardInterrupt, Terminated) as stop:

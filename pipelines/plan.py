@@ -61,14 +61,14 @@ def lacking_model(name: str, cache_dir: str | None, prompt_once: bool | None) ->
 # --- what there is to run ----------------------------------------------------------------------------------
 @dataclass
 class StageRow:
-    """A stage's cells: `later` when they are planned from finished runs (counted here from the design)."""
+    """A stage's cells; `later` of them planned from finished runs (counted here from the design)."""
 
     stage: StageDef
     cells: list[Cell]
     finished: int
     todo: list[Cell]
     trials: int
-    later: bool = False
+    later: int = 0  # how many of `cells` are planned from finished runs
 
 
 @dataclass
@@ -133,12 +133,11 @@ def make_plan(
     for stage in stages:
         mine = [c for c in cells if c.stage in stage.kinds]
         todo = [c for c in mine if c.key not in keys]
-        if stage.plan_later:  # and the cells it plans from finished runs, counted from the design
-            later = stage.designed(study) if stage.designed else []
-            todo += beyond(later, current - Counter(str(c.stage) for c in mine if c.key in keys))
-            mine += later
+        later = stage.designed(study) if stage.plan_later and stage.designed else []
+        todo += beyond(later, current - Counter(str(c.stage) for c in mine if c.key in keys))  # counted from the design
+        mine += later
         finished = len(mine) - len(todo)
-        rows.append(StageRow(stage, mine, finished, todo, trials(todo, stage, per_trial, pack_key), stage.plan_later))
+        rows.append(StageRow(stage, mine, finished, todo, trials(todo, stage, per_trial, pack_key), len(later)))
     return Plan(study.name, per_trial, rows, source, list(lacking))
 
 
@@ -161,7 +160,8 @@ def render(plan: Plan, study: StudyConfig) -> str:
         note = ""
         if r.later:
             inputs = " and ".join(f"{kind} runs" for kind in r.stage.waits_for) or "runs it needs"
-            note = f"  planned once the {inputs} have finished; counted from the design"
+            some = f"{r.later} of them " if r.later < len(r.cells) else ""
+            note = f"  {some}planned once the {inputs} have finished; counted from the design"
         lines.append(f"  {r.stage.name:<12} {len(r.cells):>7} {r.finished:>9} {len(r.todo):>7} {r.trials:>7}{note}")
     total = [sum(len(r.cells) for r in plan.rows), sum(r.finished for r in plan.rows)]
     total += [sum(len(r.todo) for r in plan.rows), sum(r.trials for r in plan.rows)]

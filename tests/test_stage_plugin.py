@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from test_pipeline_study import compose_report, compose_study, overrides
 
 from pipelines import user_tasks
+from pipelines.errors import check_overrides
 from pipelines.report import run as report_run
 from pipelines.study import run
 from spot_core.errors import ConfigError
@@ -80,3 +81,12 @@ def test_a_stage_module_without_a_stage_or_that_does_not_import_is_one_line(tmp_
     finally:
         sys.path.remove(str(tmp_path))
     assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("override", ["stages.modules=[probe_stage]", "+stages.modules=[probe_stage]"])
+def test_stages_dot_modules_says_to_name_stage_modules(override):
+    """`stages` is the list of stages to run: a key under it would be Hydra's traceback, so the entry points answer
+    it in one line that names the key to use (pipelines.errors.check_overrides, before Hydra composes)."""
+    with pytest.raises(ConfigError, match=r"^stages.modules: .*stage_modules=\[my_pkg.my_stage\]"):
+        check_overrides(["study=smoke", override])
+    check_overrides(["stages=[source,target]", "stage_modules=[probe_stage]"])  # the keys to use pass
