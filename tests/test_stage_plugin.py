@@ -13,7 +13,7 @@ from test_pipeline_study import compose_report, compose_study, overrides
 from pipelines import user_tasks
 from pipelines.errors import check_overrides
 from pipelines.report import run as report_run
-from pipelines.study import run
+from pipelines.study import build_study, run
 from spot_core.errors import ConfigError
 from spot_core.stages import catalogue
 
@@ -90,3 +90,21 @@ def test_stages_dot_modules_says_to_name_stage_modules(override):
     with pytest.raises(ConfigError, match=r"^stages.modules: .*stage_modules=\[my_pkg.my_stage\]"):
         check_overrides(["study=smoke", override])
     check_overrides(["stages=[source,target]", "stage_modules=[probe_stage]"])  # the keys to use pass
+
+
+def test_the_example_of_docs_stages_md_is_a_stage_that_plans(tmp_path, monkeypatch, data_dir):
+    """docs/stages.md's complete example imports and plans what tests/plugins/probe_stage.py plans (the tested
+    module, which adds only its kill hook)."""
+    text = (Path(__file__).parents[1] / "docs" / "stages.md").read_text()
+    (tmp_path / "docs_probe_stage.py").write_text(text.split("```python\n", 1)[1].split("```", 1)[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    import docs_probe_stage
+    import probe_stage
+
+    study = build_study(compose_study(*overrides(tmp_path, data_dir, STAGES)))
+    for plan in ("plan", "designed"):
+        assert [c.key for c in getattr(docs_probe_stage.STAGE, plan)(study)] == [
+            c.key for c in getattr(probe_stage.STAGE, plan)(study)
+        ]
+    assert docs_probe_stage.STAGE.kinds == probe_stage.STAGE.kinds
