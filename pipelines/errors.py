@@ -27,11 +27,14 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import hydra
-from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException, HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from pipelines.paths import REPO
+from spot_core.config import no_such_setting, setting_names
 from spot_core.errors import ConfigError, SpotError
 
 CONF = REPO / "conf"
@@ -173,6 +176,70 @@ def check_overrides(overrides: list[str]) -> None:
             )
 
 
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the config-group choices among `overrides`: `model=tiny-t5`, `trainer@study.source_trainer=spot`; the keys
+    of the settings the others set, added (`+`) or not: `trainer.lr`). Hydra's own settings and deletions are left
+    out; so is everything when an override does not parse (Hydra then says why)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:
+        return [], []
+    choices, keys = [], []
+    for line, override in zip(overrides, parsed, strict=True):
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")) or override.is_delete():
+            continue
+        if override.package is not None or "/" in key or (CONF / key).is_dir():
+            choices.append(line)
+        else:
+            keys.append(key)
+    return choices, keys
+
+
+def tree_keys(node: Any, where: str = "") -> Iterator[str]:
+    """The keys of nested mappings at every level, dotted, in order: `trainer`, `trainer.lr`, ..."""
+    for key, value in node.items() if isinstance(node, dict) else ():
+        yield f"{where}{key}"
+        yield from tree_keys(value, f"{where}{key}.")
+
+
+def config_keys(config_name: str, choices: list[str]) -> dict[str, None] | None:
+    """Every key of `conf/<config_name>.yaml` composed with the group `choices` (`trainer`, `trainer.lr`), in
+    order, or None where it does not compose (Hydra says why when it composes it again)."""
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            return dict.fromkeys(tree_keys(OmegaConf.to_container(compose(config_name, choices), resolve=False)))
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return None
+
+
+def check_settings(config_name: str, argv: list[str]) -> None:
+    """Refuses an override of a setting that does not exist, naming the closest one: `trainer.lrr=0.1` (which
+    Hydra refuses, suggesting `+trainer.lrr=0.1`) and `+promt=file` (which Hydra adds and nothing reads). The
+    settings: the keys of the config with the command's group choices, and every field of the dataclasses its
+    nodes become (`pipelines.specs.SETTINGS`: `+trainer.best_includes_init=true` is one). Command lines with flags
+    other than `-m` (`--help`, `-cn`) are left to Hydra.
+
+    Raises:
+        ConfigError: such an override, e.g. `trainer.lrr: no such setting; did you mean trainer.lr?`.
+    """
+    flags = {a for a in argv if a.startswith("-")}
+    if flags - {"-m", "--multirun"}:
+        return
+    choices, keys = split_overrides([a for a in argv if a not in flags])
+    known = config_keys(config_name, choices) if keys else None
+    if known is None or all(k in known for k in keys):
+        return
+    from pipelines.specs import SETTINGS  # the dataclasses, imported only when the YAML lacks a key
+
+    for root, cls in SETTINGS.items():
+        if root in known:
+            known.update(dict.fromkeys(setting_names(cls, root)))
+    for key in keys:
+        if key not in known:
+            raise no_such_setting(key, known)
+
+
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
     """`@hydra.main` for spot's entry points (`conf/<config_name>.yaml`), with the one error path: a user's error
     prints one line on stderr and exits 2; a bug keeps its traceback; HYDRA_FULL_ERROR=1 or SPOT_VERBOSE=1 shows
@@ -202,6 +269,7 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 check_overrides(sys.argv[1:])
+                check_settings(config_name, sys.argv[1:])
                 with sigterm_raises():
                     return hydra_main()
             except (KeyboardInterrupt, Terminated) as stop:

@@ -14,10 +14,19 @@ SHARED_DATA = REPO.parent / "shared" / "data"  # the mirror beside the repositor
 def resolve_data_dir(value: str | None) -> str | None:
     """The data directory a run reads (the root that `spot_core.tasks.source.DataSource` resolves a task's files
     in): the configured dir, else $SPOT_DATA_DIR, else `data/` in the repository (written by `make data`), else
-    ../shared/data beside the repository, else None (the hub)."""
+    ../shared/data beside the repository, else None (the hub).
+
+    Raises:
+        ConfigError: the configured dir is a file (a dir that does not exist is the data checks' to report).
+    """
     for candidate in (value, os.environ.get("SPOT_DATA_DIR"), REPO / "data", SHARED_DATA):
         if candidate:
             path = Path(candidate).expanduser().resolve()
+            if candidate == value and path.is_file():
+                raise ConfigError(
+                    f"data_dir: {path} is a file, not a folder: set data_dir to the folder of an offline mirror "
+                    "(make data writes one), or leave it unset (data_dir=null)"
+                )
             if path.is_dir() or candidate == value:
                 return str(path)
     return None

@@ -9,8 +9,13 @@ from omegaconf import DictConfig, OmegaConf
 from pipelines.deprecated import upgrade
 from pipelines.paths import resolve_data_dir
 from pipelines.user_tasks import use_tasks
+from spot_core.study import StudyConfig
 from spot_core.trainer import TrainerConfig
 from spot_core.tuning import PromptConfig, RunSpec
+
+# The config nodes that become these dataclasses: each of their fields is a setting, also where no YAML file sets
+# it (`+trainer.best_includes_init=true`); pipelines.errors.check_settings refuses any other key.
+SETTINGS = {"prompt": PromptConfig, "trainer": TrainerConfig, "study": StudyConfig}
 
 
 def build_spec(cfg: DictConfig) -> RunSpec:
@@ -19,8 +24,9 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     return RunSpec(
         model=cfg.model.name,
         task=use_tasks(cfg, [cfg.task], data_dir)[0],  # a task file: read and checked here
-        prompt=PromptConfig(**OmegaConf.to_container(cfg.prompt, resolve=True)),
-        trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+        # mappings, made dataclasses by RunSpec (config.nested): a key that is no field is a ConfigError naming it
+        prompt=OmegaConf.to_container(cfg.prompt, resolve=True),
+        trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
         **run_fields(cfg, data_dir),
     )
 

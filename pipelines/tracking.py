@@ -3,6 +3,7 @@ checks that run before any training."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 import urllib.error
@@ -17,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.paths import check_writable
 from spot_core.errors import SpotError
+from spot_core.run_dir import follow_umask
 
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
 SQLITE = "sqlite:///"
@@ -26,6 +28,8 @@ ARTIFACTS = "mlartifacts"  # beside a sqlite store: <folder of the .db>/mlartifa
 # The MLflow 3 UI opens an experiment of this kind on its runs (without it: on the GenAI traces view)
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 GUESSED_KINDS = ("", "no_inferred_type", "genai_development_inferred", "custom_model_development_inferred")
+# The schemes MLflow has a tracking store for (mlflow.tracking._tracking_service.utils: its store registry)
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
 
 
 Client = MlflowClient  # the pipelines annotate with this name: MLflow itself is imported here and in the ledger
@@ -48,23 +52,72 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 def check_store(uri: str) -> None:
-    """Fails fast, writing nothing, unless the store can be used: a server answers, a sqlite store's folder can
-    be written."""
+    """Fails fast, writing nothing, unless the store can be used: MLflow knows its scheme, an MLflow server answers
+    at it, a sqlite store's folder can be written."""
     uri = normalise_uri(uri)
+    check_scheme(uri)
     if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            where = urllib.parse.urlsplit(uri)
-            host = "127.0.0.1" if where.hostname in ("localhost", "127.0.0.1", "::1") else "0.0.0.0"
-            raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({getattr(reason, 'strerror', None) or reason}): start "
-                f"it (mlflow server --backend-store-uri sqlite:///$PWD/outputs/mlflow.db --host {host} --port "
-                f"{where.port or 5000}), or track locally (tracking.uri=sqlite:///outputs/mlflow.db, the default)"
-            ) from e
+        check_server(uri)
     elif (db := sqlite_file(uri)) is not None:
         check_writable(db.parent, "tracking.uri")
+
+
+def check_scheme(uri: str) -> None:
+    """A TrackingError unless MLflow has a tracking store for the URI's scheme (a plain path has none: a file
+    store). `postgresql+psycopg2://` is PostgreSQL's, as MLflow reads it."""
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if not scheme or scheme.split("+")[0] in SCHEMES:
+        return
+    close = difflib.get_close_matches(scheme, SCHEMES, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise TrackingError(
+        f"tracking.uri={uri}: MLflow has no tracking store for the scheme {scheme!r}{hint}: use sqlite:///PATH (a "
+        "local file; the default is sqlite:///outputs/mlflow.db), http(s)://HOST:PORT (an MLflow server), file:PATH, "
+        "postgresql://..., mysql://... or databricks"
+    )
+
+
+def check_server(uri: str) -> None:
+    """A TrackingError unless an MLflow tracking server answers at `uri`: its /health says OK, or (a server whose
+    /health lives under a prefix) its REST API lists experiments."""
+    try:
+        answer = http_get(uri.rstrip("/") + "/health")
+        if answer == (200, "OK") or is_mlflow_api(uri):
+            return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        where = urllib.parse.urlsplit(uri)
+        host = "127.0.0.1" if where.hostname in ("localhost", "127.0.0.1", "::1") else "0.0.0.0"
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(reason, 'strerror', None) or reason}): start "
+            f"it (mlflow server --backend-store-uri sqlite:///$PWD/outputs/mlflow.db --host {host} --port "
+            f"{where.port or 5000}), or track locally (tracking.uri=sqlite:///outputs/mlflow.db, the default)"
+        ) from e
+    code, text = answer
+    raise TrackingError(
+        f"{uri} answered, but is not an MLflow tracking server (GET /health: {code} {text[:40]!r}; MLflow's says "
+        "200 'OK'): set tracking.uri to the address of an MLflow server (mlflow server ... --port PORT), or track "
+        "locally (tracking.uri=sqlite:///outputs/mlflow.db, the default)"
+    )
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, the first 64 characters of the body) of a GET; an error status too, which is an answer.
+
+    Raises:
+        URLError, OSError: no answer (a closed port, an unknown host, a timeout).
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read(64).decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as e:  # before URLError, its base: the server answered
+        return e.code, str(e.reason)
+
+
+def is_mlflow_api(uri: str) -> bool:
+    """Whether MLflow's REST API answers at `uri` with its JSON (a server that did not pass the /health check)."""
+    code, text = http_get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    return code == 200 and text.startswith("{")
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
@@ -85,11 +138,14 @@ def open_store(uri: str, experiment: str, create: bool = True) -> tuple[MlflowCl
     db = sqlite_file(uri)
     if not create and db is not None and not db.is_file():
         raise TrackingError(f"no tracking store at {db}: run a study first, or pass its tracking.uri=sqlite:///PATH")
+    new = db is not None and not db.exists()
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
+    found = client.get_experiment_by_name(experiment)  # creates a new sqlite store's file
+    if new and db.is_file():
+        follow_umask(db)  # sqlite creates it 0644 whatever the umask: 0664 under 002, as every other file spot writes
     if found is None and not create:
         raise TrackingError(
             f"no experiment {experiment!r} in the tracking store {uri}: run a study first, or pass the "

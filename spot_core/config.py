@@ -8,9 +8,11 @@ the setting where the user wrote it (`study.source_trainer.lr`, not `trainer.lr`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -57,14 +59,14 @@ def nested(cls: type[C], value: C | Mapping[str, Any], where: str) -> C:
     `where` instead of `cls.SETTING`: TrainerConfig's `trainer.lr` is `study.source_trainer.lr` in a study.
 
     Raises:
-        ConfigError: a bad value (renamed), or a key `cls` has no field for (with the fields it has).
+        ConfigError: a bad value (renamed), or a key `cls` has no field for (with the closest field).
     """
     if not isinstance(value, Mapping):
         return value
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in value if k not in names]
     if unknown:
-        raise ConfigError(f"{where} has no setting {', '.join(map(repr, unknown))}; its settings: {', '.join(names)}")
+        raise no_such_setting(f"{where}.{unknown[0]}", setting_names(cls, where))
     missing = [
         f.name
         for f in dataclasses.fields(cls)
@@ -76,6 +78,42 @@ def nested(cls: type[C], value: C | Mapping[str, Any], where: str) -> C:
         return cls(**value)
     except ConfigError as e:
         raise ConfigError(rename(str(e), cls.SETTING, where)) from None
+
+
+def field_config(cls: type, name: str) -> type | None:
+    """The config dataclass that field `name` of `cls` holds (`TrainerConfig | None` -> TrainerConfig), or None."""
+    hint = typing.get_type_hints(cls).get(name)
+    return next((t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)), None)
+
+
+def setting_names(cls: type, where: str) -> list[str]:
+    """Every setting of config dataclass `cls` as the user writes it under `where`, nested configs' too:
+    `setting_names(StudyConfig, "study")` holds `study.seeds` and `study.source_trainer.lr`."""
+    out = []
+    for f in dataclasses.fields(cls):
+        out.append(f"{where}.{f.name}")
+        inner = field_config(cls, f.name)
+        if inner is not None:
+            out += setting_names(inner, f"{where}.{f.name}")
+    return out
+
+
+def no_such_setting(key: str, known: Collection[str]) -> ConfigError:
+    """The error for a setting `key` (dotted: `trainer.lrr`) that is not among the `known` ones (dotted:
+    `trainer.lr`; the levels above a setting are known too). It names the closest setting beside the first
+    unknown part of `key` (`did you mean trainer.lr?`), or else lists the settings there."""
+    levels = {".".join(k.split(".")[:n]) for k in known for n in range(1, k.count(".") + 2)}
+    parts = key.split(".")
+    depth = next((i for i in range(len(parts)) if ".".join(parts[: i + 1]) not in levels), len(parts) - 1)
+    parent = ".".join(parts[:depth])
+    inside = [k for k in known if k.startswith(f"{parent}.")] if parent else list(known)
+    beside = list(dict.fromkeys(k.split(".")[depth] for k in inside))
+    close = difflib.get_close_matches(parts[depth], beside, n=1)
+    if close:
+        guess = ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
+        return ConfigError(f"{key}: no such setting; did you mean {guess}?")
+    where = f"the settings of {parent}" if parent else "the top-level settings"
+    return ConfigError(f"{key}: no such setting; {where} are: {', '.join(beside)}")
 
 
 def rename(message: str, own: str, where: str) -> str:

@@ -29,6 +29,7 @@ FORMATS = (
     "a spot prompt file (.safetensors, as training writes it), a PEFT prompt-tuning adapter folder "
     "(adapter_config.json + adapter_model.safetensors), or a SPoT numpy prompt (.npy, written by np.save)"
 )
+USE = f"A prompt file is {FORMATS}"
 NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -72,13 +73,13 @@ def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
             if KEY not in f.keys():
                 raise PromptFileError(
                     f"{path} is a safetensors file without a {KEY!r} tensor (it holds {list(f.keys())}): not a "
-                    f"prompt. A prompt file is {FORMATS}"
+                    f"prompt. {USE}"
                 )
             tensor, raw = f.get_tensor(KEY), f.metadata() or {}
     except PromptFileError:
         raise
     except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise PromptFileError(f"{path} is not a safetensors prompt file ({e}). A prompt file is {FORMATS}") from e
+        raise PromptFileError(f"{path} is not a safetensors prompt file ({e}). {USE}") from e
     return tensor.to(torch.float32), {k: _json_or_text(v) for k, v in raw.items()}
 
 
@@ -133,10 +134,8 @@ def import_peft(adapter_dir: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     if not d.exists():
         raise _missing(d, "PEFT adapter folder")
     if not (d / PEFT_CONFIG).is_file() or not (d / PEFT_WEIGHTS).is_file():
-        raise PromptFileError(
-            f"{d} is a folder but not a PEFT adapter (it needs {PEFT_CONFIG} and {PEFT_WEIGHTS}). "
-            f"A prompt file is {FORMATS}"
-        )
+        needs = f"it needs {PEFT_CONFIG} and {PEFT_WEIGHTS}"
+        raise PromptFileError(f"{d} is a folder but not a PEFT adapter ({needs}). {USE}")
     try:
         config = json.loads((d / PEFT_CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -190,19 +189,34 @@ def read_prompt_file(path: str | Path) -> tuple[torch.Tensor, str | None]:
     p = Path(path)
     if p.is_dir():
         tensor, config = import_peft(p)
-        return tensor, config.get("base_model_name_or_path")
+        return _finite(tensor, p), config.get("base_model_name_or_path")
     if not p.exists():
         raise _missing(p)
+    if p.stat().st_size == 0:
+        raise PromptFileError(f"prompt file {p} is empty (0 bytes), not a prompt: copy or train it again. {USE}")
     with p.open("rb") as f:
         head = f.read(len(NPY_MAGIC))
     if head == NPY_MAGIC:
-        return load_numpy_prompt(p), None
+        return _finite(load_numpy_prompt(p), p), None
     if is_safetensors(p):
         tensor, meta = load_prompt(p)
         trained_on = meta.get("model") or meta.get("target_model")  # a projected prompt: the model it is for
-        return tensor, trained_on if isinstance(trained_on, str) else None
+        return _finite(tensor, p), trained_on if isinstance(trained_on, str) else None
     kind = "a text file" if _is_text(p) else "a binary file of another format"
-    raise PromptFileError(f"{p} is not a prompt file ({kind}). A prompt file is {FORMATS}")
+    raise PromptFileError(f"{p} is not a prompt file ({kind}). {USE}")
+
+
+def _finite(prompt: torch.Tensor, path: Path) -> torch.Tensor:
+    """`prompt`, unless some of its values are NaN or infinite: training from it would fail at its first step,
+    after the run has started, and a score of it would mean nothing."""
+    bad = int((~torch.isfinite(prompt)).sum())
+    if bad:
+        raise PromptFileError(
+            f"prompt file {path} holds {bad} of {prompt.numel()} values that are not finite (NaN or infinite): "
+            "training from it or scoring it gives NaN. Use another prompt file, or train this one again (with a "
+            "lower trainer.lr if its training diverged)"
+        )
+    return prompt
 
 
 def _is_text(path: Path) -> bool:

@@ -216,10 +216,13 @@ def test_a_traceback_on_request(tmp_path, monkeypatch, variable):
 
 
 def test_an_unknown_setting_and_a_store_that_does_not_exist(tmp_path, monkeypatch, capsys):
-    assert run_main(train.main, monkeypatch, "trainer.steps_per_epoch=3") == EXIT_USER_ERROR
-    assert capsys.readouterr().err == (
-        "error: Could not override 'trainer.steps_per_epoch'. To append to your config use +trainer.steps_per_epoch=3\n"
-    )
+    for override in ("trainer.steps_per_epoch=3", "+trainer.steps_per_epoch=3"):  # Hydra's hint, followed
+        assert run_main(train.main, monkeypatch, override) == EXIT_USER_ERROR
+        assert capsys.readouterr().err == (
+            "error: trainer.steps_per_epoch: no such setting; the settings of trainer are: steps, batch_size, "
+            "micro_batch_size, optimizer, lr, weight_decay, decay_rate, grad_clip, eval_every, eval_batch_size, "
+            "eval_at_start, embedding_step, keep_checkpoints, seed, best_includes_init\n"
+        )
     uri = f"tracking.uri=sqlite:///{tmp_path}/none/mlflow.db"
     assert run_main(report.main, monkeypatch, "study=smoke", uri, f"out_dir={tmp_path}/report") == EXIT_USER_ERROR
     assert capsys.readouterr().err == (

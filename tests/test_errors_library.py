@@ -76,8 +76,9 @@ def study(**kw) -> StudyConfig:
         ),
         (
             {"source_trainer": {"lrr": 0.1}},
-            "study.source_trainer has no setting 'lrr'; its settings: steps, batch_size",
+            "study.source_trainer.lrr: no such setting; did you mean study.source_trainer.lr?",
         ),
+        ({"mpt": {"rnk": 1}}, "study.mpt.rnk: no such setting; did you mean study.mpt.rank?"),
         (
             {"cross_model": {"model": "tiny-t5", "train_tasks": ["sst2"], "trainer": {"lr": math.nan}}},
             "study.cross_model.trainer.lr must be a finite number > 0, got nan",
@@ -130,6 +131,20 @@ def test_a_run_names_its_trainer_settings(kw, message):
 def test_a_run_names_its_prompt_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         PromptConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"trainer": {"lrr": 0.1}}, "trainer.lrr: no such setting; did you mean trainer.lr?"),
+        ({"prompt": {"lenght": 4}}, "prompt.lenght: no such setting; did you mean prompt.length?"),
+        ({"trainer": {"xyz": 1}}, "trainer.xyz: no such setting; the settings of trainer are: steps, batch_size, "),
+    ],
+)
+def test_a_run_names_a_setting_that_does_not_exist_and_the_closest_one(kw, message):
+    with pytest.raises(ConfigError) as caught:  # the config's plain values, as pipelines.specs passes them
+        RunSpec(model="tiny-llama", task="sst2", **kw)
+    assert str(caught.value).startswith(message)
 
 
 # --- design errors the planner sees --------------------------------------------------------------------------------
@@ -330,3 +345,39 @@ def test_evaluate_prompt_scores_an_untrained_init_or_a_file_without_reading_the_
     result = evaluate_prompt(spec, tmp_path / "eval")
     assert result["best/step"] == 0 and result["best/val_score"] in {100 * i / 8 for i in range(9)}
     assert RunDir(tmp_path / "eval").finished()
+
+
+# --- a prompt library: what is wrong, and what to do ----------------------------------------------------------------
+def test_a_missing_or_damaged_library_says_what_to_do(tmp_path):
+    from spot_core.library import Library
+
+    with pytest.raises(SpotError) as caught:
+        Library.open(tmp_path / "nolib")
+    assert str(caught.value) == (
+        f"no prompt library at {tmp_path}/nolib: the folder does not exist: check the path, or export a study's source "
+        f"prompts there first (make library ARGS='study=NAME library={tmp_path}/nolib')"
+    )
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "index.json").write_text('{"format": "spot-prompt-library", "entr')
+    with pytest.raises(SpotError) as caught:
+        Library.open(tmp_path / "lib")
+    assert str(caught.value).startswith(f"{tmp_path}/lib/index.json: not valid JSON (")
+    assert str(caught.value).endswith(
+        "): restore it from a copy, or export the library again into a new folder (make library ARGS='study=NAME "
+        "library=NEW')"
+    )
+
+
+def test_a_library_of_another_model_names_its_models_and_what_to_do(tmp_path):
+    from types import SimpleNamespace
+
+    from spot_core.selection import library_sources
+
+    library = SimpleNamespace(root=tmp_path, entries=[SimpleNamespace(model="tiny-llama")] * 3)
+    with pytest.raises(ConfigError) as caught:
+        library_sources(library, "tiny-t5")
+    assert str(caught.value) == (
+        f"library {tmp_path} has no source prompt for model 'tiny-t5'; it has tiny-llama (3 entries): set model.name "
+        "to one of its models (model.name=tiny-llama), or export the source runs of a study on 'tiny-t5' into it "
+        "(make library)"
+    )

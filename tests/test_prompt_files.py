@@ -101,3 +101,25 @@ def test_numpy_prompts_from_the_reference_code(tmp_path):
         load_numpy_prompt(tmp_path / "raw")
     with pytest.raises(PromptShapeError, match=r"shape \(4, 3\).*\[L, 5\]"):
         load_numpy_prompt(tmp_path / "prompt", hidden_size=5)
+
+
+PEFT_DIMS = {"is_encoder_decoder": False, "num_layers": 2, "num_attention_heads": 2}
+
+
+@pytest.mark.parametrize("kind", ["npy", "peft"])
+def test_a_prompt_of_values_that_are_not_finite_is_refused_in_every_format(tmp_path, kind):
+    values = torch.zeros(3, 4)
+    values[1, 2], values[2, 0] = float("nan"), float("-inf")
+    if kind == "npy":
+        path = tmp_path / "prompt.npy"
+        np.save(path, values.numpy())
+    else:
+        path = export_peft(tmp_path / "adapter", values, "tiny-llama", **PEFT_DIMS)
+    with pytest.raises(PromptFileError, match=rf"prompt file {path} holds 2 of 12 values that are not finite"):
+        read_prompt(path)
+
+
+def test_an_empty_file_is_called_empty(tmp_path):
+    (tmp_path / "p.safetensors").write_bytes(b"")
+    with pytest.raises(PromptFileError, match=r"p.safetensors is empty \(0 bytes\), not a prompt: copy or train it"):
+        read_prompt(tmp_path / "p.safetensors")

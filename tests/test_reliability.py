@@ -3,18 +3,25 @@ stderr and exit code 2 before anything is written (no MLflow run, no file). The 
 (tests/test_entry_errors.py runs the others as subprocesses); `pytest -rP` prints each line and its time to fail."""
 
 import json
+import math
 import os
 import sys
+import threading
 import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import save_file
 
-from pipelines import study, train
-from pipelines.errors import EXIT_USER_ERROR
+from pipelines import evaluate, study, train
+from pipelines.errors import CONF, EXIT_USER_ERROR, check_settings
+from pipelines.tracking import open_store
+from spot_core.errors import ConfigError
 from spot_core.prompt_files import save_prompt
 from spot_core.tasks import DataSource, get_task
 
@@ -42,7 +49,7 @@ def fails(main, monkeypatch, capsys, tmp_path: Path, *args: str) -> str:
     """Runs an entry point as the command line would; checks exit 2, one line on stderr, nothing written."""
     inputs = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     store = tmp_path / "store" / "mlflow.db"
-    argv = [*args, f"tracking.uri=sqlite:///{store}", f"out_dir={tmp_path}/out", "hydra/job_logging=none"]
+    argv = [f"tracking.uri=sqlite:///{store}", f"out_dir={tmp_path}/out", *args, "hydra/job_logging=none"]
     monkeypatch.setattr(sys, "argv", ["spot", *argv, "hydra/hydra_logging=none"])
     start = time.perf_counter()
     try:
@@ -93,6 +100,9 @@ def test_bad_data_names_the_file_row_and_field(tmp_path, data_dir, monkeypatch, 
         ("rank", "holds a 3-D tensor of shape (2, 4, 32), not a prompt"),
         ("format", "is not a prompt file (a text file)"),
         ("missing", "does not exist"),
+        ("nan", "holds 128 of 128 values that are not finite (NaN or infinite)"),
+        ("inf", "holds 2 of 128 values that are not finite (NaN or infinite)"),
+        ("empty", "is empty (0 bytes), not a prompt"),
     ],
 )
 def test_a_bad_prompt_file_says_what_is_wrong_with_it(tmp_path, data_dir, monkeypatch, capsys, prompt, expected):
@@ -107,6 +117,12 @@ def test_a_bad_prompt_file_says_what_is_wrong_with_it(tmp_path, data_dir, monkey
     elif prompt == "format":
         path = inputs / "notes.txt"
         path.write_text("0.1 0.2 0.3 0.4 0.5\n")
+    elif prompt in ("nan", "inf"):
+        values = torch.full((4, 32), math.nan) if prompt == "nan" else torch.zeros(4, 32)
+        values[0, :2] = math.inf if prompt == "inf" else math.nan
+        save_prompt(path, values)
+    elif prompt == "empty":
+        path.write_bytes(b"")
     args = [*TINY, f"data_dir={data_dir}", "prompt=file", f"prompt.files=[{path}]", "prompt.length=4"]
     line = fails(train.main, monkeypatch, capsys, tmp_path, *args)
     assert expected in line and str(path) in line
@@ -145,3 +161,84 @@ def test_a_smoke_studys_files_are_readable_by_group_and_others(tmp_path):
     finally:
         os.umask(old)
     assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "run").iterdir()} == {"0o644"}
+
+
+# --- a setting that does not exist, a store that is no store, a data_dir that is a file --------------------------
+@pytest.mark.parametrize(
+    ("main", "args", "expected"),
+    [
+        (train.main, ["+trainer.lrr=0.1"], "trainer.lrr: no such setting; did you mean trainer.lr?"),
+        (train.main, ["trainer.lrr=0.1"], "trainer.lrr: no such setting; did you mean trainer.lr?"),
+        (train.main, ["+promt=file"], "promt: no such setting; did you mean prompt?"),
+        (evaluate.main, ["+promt=file"], "promt: no such setting; did you mean prompt?"),
+        (evaluate.main, ["+trainer.eval_batchsize=4"], "did you mean trainer.eval_batch_size?"),
+        (study.main, ["study=smoke", "+study.source_trainer.lrr=0.1"], "did you mean study.source_trainer.lr?"),
+        (study.main, ["study=smoke", "+datadir=/x"], "datadir: no such setting; did you mean data_dir?"),
+    ],
+)
+def test_a_setting_that_does_not_exist_names_the_closest(tmp_path, monkeypatch, capsys, main, args, expected):
+    line = fails(main, monkeypatch, capsys, tmp_path, *args)
+    assert line == f"error: {expected}" or line.endswith(f"; {expected}")
+
+
+def test_a_setting_that_does_not_exist_is_refused_by_run_too(tmp_path, data_dir):
+    """Hydra's compose API (no command line to check): the run's dataclasses refuse it, naming the closest."""
+    overrides = [*TINY, f"data_dir={data_dir}", f"out_dir={tmp_path}/out", "+trainer.lrr=0.1"]
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides)
+    with pytest.raises(ConfigError, match=r"^trainer.lrr: no such setting; did you mean trainer.lr\?$"):
+        train.run(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides"),
+    [
+        ("train", ["+trainer.best_includes_init=true", "trainer.lr=0.1", "model=tiny-t5", "task=rte"]),
+        ("study", ["study=smoke", "++study.task_embedding=displacement", "++study.retrieval_similarity=per_token"]),
+        ("study", ["+study.cross_model.model=tiny-t5", "trainer@study.source_trainer=spot", "-m"]),
+        ("retrieve", ["library=x", "task=rte", "top_k=2", "+trainer.best_includes_init=true"]),
+    ],
+)
+def test_settings_that_exist_pass_also_added_with_a_plus(config, overrides):
+    check_settings(config, overrides)  # fields of the config dataclasses that no YAML file sets: + adds them
+
+
+def test_a_tracking_uri_of_an_unknown_scheme(tmp_path, data_dir, monkeypatch, capsys):
+    args = [*TINY, f"data_dir={data_dir}", "tracking.uri=sqllite:///x.db"]
+    line = fails(train.main, monkeypatch, capsys, tmp_path, *args)
+    assert line.startswith("error: tracking.uri=sqllite:///x.db: MLflow has no tracking store for the scheme ")
+    assert "(did you mean sqlite?): use sqlite:///PATH" in line and not (tmp_path / "x.db").exists()
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # python -m http.server's request lines would go to stderr
+        pass
+
+
+def test_a_web_server_that_is_not_mlflow(tmp_path, data_dir, monkeypatch, capsys):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        line = fails(train.main, monkeypatch, capsys, tmp_path, *TINY, f"data_dir={data_dir}", f"tracking.uri={uri}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert line.startswith(f"error: {uri} answered, but is not an MLflow tracking server (GET /health: 404 ")
+    assert "set tracking.uri to the address of an MLflow server" in line
+
+
+def test_a_data_dir_that_is_a_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    line = fails(train.main, monkeypatch, capsys, tmp_path, *TINY, f"data_dir={tmp_path}/data.jsonl")
+    assert line.startswith(f"error: data_dir: {tmp_path}/data.jsonl is a file, not a folder: set data_dir to")
+
+
+def test_a_new_sqlite_store_follows_the_umask(tmp_path):
+    old = os.umask(0o002)
+    try:
+        open_store(f"sqlite:///{tmp_path}/store/mlflow.db", "spot-train")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "store" / "mlflow.db").stat().st_mode & 0o777) == "0o664"

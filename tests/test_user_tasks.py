@@ -98,13 +98,30 @@ def test_csv_tsv_a_label_mapping_input_fields_and_a_generation_task(tmp_path):
         ('inputs: "r: {text}"\nlabel_field: label\nlabel_words: [a, b]\nmetrics: [acc]\n', {}, "metrics: unknown"),
         ('inputs: "r: {text}"\ntarget: "{label}"\nmetrics: [f1]\n', {}, "metrics: metric 'f1' needs label words"),
         ('inputs: "r: text"\nlabel_field: label\nlabel_words: [a, b]\n', {}, "inputs: needs fields in braces"),
-        ('label_field: label\nlabel_words: [a, b]\n', {}, "inputs: give either inputs"),
+        ("label_field: label\nlabel_words: [a, b]\n", {}, "inputs: give either inputs"),
         ('inputs: "r: {text}"\nlabel_field: label\nlabel_words: [a, b]\n', {"train": "nope.jsonl"}, "data: needs"),
-        ('inputs: "r: {text}"\nlabel_field: label\nlabel_words: [a, b]\n',
-         {"train": "nope.jsonl", "validation": "reviews.jsonl"}, "data.train: no file at"),  # fmt: skip
-        ('inputs: "r: {text}"\nlabel_field: label\nlabel_words: [a, b]\n',
-         {"train": "reviews.txt", "validation": "reviews.jsonl"}, "data.train: reviews.txt is not a"),  # fmt: skip
+        (
+            'inputs: "r: {text}"\nlabel_field: label\nlabel_words: [a, b]\n',
+            {"train": "nope.jsonl", "validation": "reviews.jsonl"},
+            "data.train: no file at",
+        ),  # fmt: skip
+        (
+            'inputs: "r: {text}"\nlabel_field: label\nlabel_words: [a, b]\n',
+            {"train": "reviews.txt", "validation": "reviews.jsonl"},
+            "data.train: reviews.txt is not a",
+        ),  # fmt: skip
         ("inputs: [unclosed\n", {}, "not valid YAML (line"),
+        ('inputs: "r: {text}\nlabel_field: label\n', {}, "while scanning a quoted scalar from line 5. Fix it: a value"),
+        (
+            'inputs: "r: {text}"\nlabel_field: label\nlabel_words: [good, good]\n',
+            {},
+            "label_words: 'good' is the word of labels 0 and 1: give each label its own word",
+        ),  # fmt: skip
+        (
+            'inputs: "r: {text}"\nlabel_field: label\nlabel_words: {0: bad, 1: good, 2: good}\n',
+            {},
+            "label_words: 'good' is the word of labels 1 and 2: give each label its own word",
+        ),  # fmt: skip
     ],
 )
 def test_a_malformed_task_file_is_one_line_naming_the_file_and_the_key(tmp_path, body, data, message):
@@ -115,6 +132,12 @@ def test_a_malformed_task_file_is_one_line_naming_the_file_and_the_key(tmp_path,
         load_task_file(path)
     text = str(caught.value)
     assert "\n" not in text and str(path.name) in text and message in text, text
+
+
+def test_every_registered_task_has_a_word_of_its_own_for_each_label():
+    for name in base.task_names():
+        words = get_task(name).label_words or ()
+        assert len(set(words)) == len(words), f"{name}: {words}"
 
 
 def test_one_name_one_definition_a_builtin_name_is_refused_and_the_key_follows_the_template(tmp_path):

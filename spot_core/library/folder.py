@@ -70,7 +70,10 @@ class Library:
             if create and (not root.exists() or (root.is_dir() and not any(root.iterdir()))):
                 return cls(root)
             if not root.exists():
-                raise LibraryError(f"no prompt library at {root}: the folder does not exist")
+                raise LibraryError(
+                    f"no prompt library at {root}: the folder does not exist: check the path, or export a study's "
+                    f"source prompts there first (make library ARGS='study=NAME library={root}')"
+                )
             what = f"holds files but no {cls.INDEX}" if root.is_dir() else "is a file"
             raise LibraryError(f"{root} {what}: not a prompt library (a new library needs a new or empty folder)")
         data = _read_index(index)
@@ -182,13 +185,21 @@ class Library:
         return path.relative_to(self.root).as_posix()
 
 
+# what to do about a damaged index.json
+RESTORE = (
+    "restore it from a copy, or export the library again into a new folder (make library ARGS='study=NAME library=NEW')"
+)
+
+
 def _read_index(index: Path) -> dict[str, Any]:
     try:
         data = json.loads(index.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LibraryError(f"{index}: not valid JSON ({e})") from None
+        raise LibraryError(f"{index}: not valid JSON ({e}): {RESTORE}") from None
     if not isinstance(data, dict):
-        raise LibraryError(f"{index}: expected a JSON object with format {FORMAT!r}, got {type(data).__name__}")
+        raise LibraryError(
+            f"{index}: expected a JSON object with format {FORMAT!r}, got {type(data).__name__}: {RESTORE}"
+        )
     if data.get("format") != FORMAT:
         raise LibraryError(f"{index}: format is {data.get('format')!r}, expected {FORMAT!r}: not a prompt library")
     version = data.get("version")
@@ -197,7 +208,7 @@ def _read_index(index: Path) -> dict[str, Any]:
         hint = ": a newer spot wrote it, upgrade spot" if newer else ""
         raise LibraryError(f"{index}: version is {version!r}; this spot reads version {VERSION}{hint}")
     if not isinstance(data.get("entries"), list):
-        raise LibraryError(f"{index}: entries must be a list, got {json.dumps(data.get('entries'))[:60]}")
+        raise LibraryError(f"{index}: entries must be a list, got {json.dumps(data.get('entries'))[:60]}: {RESTORE}")
     return data
 
 

@@ -80,7 +80,9 @@ def library_sources(library: Library, model: str, prompt_length: int | None = No
     mine = [e for e in library.entries if e.model == model]
     if not mine:
         have = ", ".join(f"{m} ({n} entries)" for m, n in sorted(models.items())) or "no entries at all"
-        raise ConfigError(f"library {library.root} has no source prompt for model {model!r}; it has {have}: set model=")
+        export = f"export the source runs of a study on {model!r} into it (make library)"
+        fix = f"set model.name to one of its models (model.name={min(models)}), or {export}" if models else export
+        raise ConfigError(f"library {library.root} has no source prompt for model {model!r}; it has {have}: {fix}")
     lengths = sorted({e.prompt_length for e in mine})
     if prompt_length is None and len(lengths) > 1:
         raise ConfigError(

@@ -39,10 +39,20 @@ def read_task_file(path: Path, data_dir: str | Path | None) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"task file {path}: cannot read it: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise ConfigError(f"task file {path}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(
+            f"task file {path}: not valid YAML{_yaml_problem(e)}. Fix it: a value holding ': ' or ' #', or starting "
+            "with [, {, * or &, goes in quotes (docs/tasks.md shows a whole task file)"
+        ) from None
     return normalise(raw, path, data_dir)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """` (line 5): found unexpected end of stream, while scanning a quoted scalar from line 3`: where PyYAML saw
+    the problem, and where what it was reading began (an unclosed quote or bracket: often the line to fix)."""
+    where, began = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
+    line = f" (line {where.line + 1})" if where else ""
+    context = f", {error.context} from line {began.line + 1}" if began and getattr(error, "context", None) else ""
+    return f"{line}: {getattr(error, 'problem', None) or error}{context}"
 
 
 def _fail(source: Path | str, key: str, problem: str) -> ConfigError:
@@ -171,8 +181,23 @@ def _io(raw: dict, source: Path) -> dict[str, Any]:
         raise _fail(source, "label_words", "needs two or more words: a list (labels 0..n-1) or {label: word}")
     if not all(isinstance(w, str) and w.strip() for w in words.values()):
         raise _fail(source, "label_words", f"must be non-empty strings, got {list(words.values())}")
+    _distinct(words, source)
     item["label_words"] = {str(k): w for k, w in words.items()}
     return item
+
+
+def _distinct(words: dict, source: Path) -> None:
+    """Refuses a word shared by two labels: rank classification could not tell them apart, and a prediction of
+    that word would count as right for both (accuracy 100 %)."""
+    seen: dict[str, Any] = {}
+    for label, word in words.items():
+        if word.strip() in seen:
+            raise _fail(
+                source,
+                "label_words",
+                f"{word!r} is the word of labels {seen[word.strip()]} and {label}: give each label its own word",
+            )
+        seen[word.strip()] = label
 
 
 def _metrics(names: Any, words: dict | None, source: Path) -> list[str]:
