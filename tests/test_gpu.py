@@ -27,9 +27,10 @@ def test_cuda_loss_gradient_and_scores_match_cpu(tiny_name):
     torch.testing.assert_close(gpu.prompt.weight.grad.cpu(), cpu.prompt.weight.grad, rtol=1e-2, atol=1e-4)
     inputs = [e.input_ids for e in encode_examples(codec, EXAMPLES)]
     labels = [codec.encode_target(w) for w in ("positive", "negative")]
-    torch.testing.assert_close(
-        label_scores(gpu, inputs, labels).cpu(), label_scores_naive(gpu, inputs, labels).cpu(), rtol=1e-3, atol=1e-3
-    )
+    on_cpu = label_scores(cpu, inputs, labels)  # the reference: the same model and prompt, on the CPU
+    assert on_cpu.shape == (len(inputs), len(labels))
+    for scores in (label_scores(gpu, inputs, labels), label_scores_naive(gpu, inputs, labels)):
+        torch.testing.assert_close(scores.cpu(), on_cpu, rtol=1e-3, atol=1e-3)
 
 
 def test_cuda_prompt_once_equals_the_concatenated_path():

@@ -79,7 +79,8 @@ def assert_same_run(ours, theirs, exact=False):
 
 
 @pytest.mark.parametrize(
-    ("name", "prompt_once"), [("tiny-llama", None), ("tiny-llama", False), ("tiny-t5", None)]
+    ("name", "prompt_once"),
+    [("tiny-llama", None), ("tiny-llama", False), ("tiny-t5", None), ("tiny-gemma3", None), ("tiny-gemma3", False)],
 )
 def test_packed_gradients_are_each_runs_own(tmp_path, name, prompt_once):
     trainers = build(name, tmp_path, prompt_once=prompt_once)
@@ -99,7 +100,7 @@ def test_packed_gradients_are_each_runs_own(tmp_path, name, prompt_once):
             model.prompt.weight.grad = None
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5", "tiny-gemma3"])
 def test_a_packed_run_equals_the_same_run_trained_alone(tmp_path, name):
     packed = build(name, tmp_path / "packed")
     results = Pack(packed).fit()

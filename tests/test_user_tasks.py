@@ -212,7 +212,14 @@ def test_train_a_two_worker_study_library_and_retrieve_with_a_task_file(tmp_path
             f"out_dir={tmp_path}/train", *common,
         )
     )  # fmt: skip
-    assert result["best/val_score"] >= 0 and (tmp_path / "train" / "result.json").is_file()
+    # the run's result is its files': the best of its evaluations after step 0 (metrics.json), each an accuracy on
+    # the 8 validation reviews (a multiple of 100/8), and result.json says the same
+    history = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert [h["step"] for h in history] == [0, 2, 4]
+    assert all((h["val/score"] * 8 / 100).is_integer() for h in history)
+    best = max(history[1:], key=lambda h: h["val/score"])  # the first of equal scores, as the Trainer keeps it
+    assert (result["best/val_score"], result["best/step"]) == (best["val/score"], best["step"])
+    assert json.loads((tmp_path / "train" / "result.json").read_text()).items() <= result.items()
     cfg = compose_with(
         "study", "study=smoke", "study.sources=[sst2]", "study.targets=[reviews_s]", "study.seeds=[0]",
         "stages=[source,target,transfer,retrieval,zero_shot,report]", "study.retrieval_ks=[1]",
