@@ -22,7 +22,7 @@ from spot_core.tuning import data_record, prepare, prompt_record
 
 
 class PrintProgress(Callback):
-    """One line per evaluation on stdout."""
+    """One line per evaluation on stdout, and one when the run resumes."""
 
     def __init__(self, steps: int):
         self.steps = steps
@@ -30,6 +30,9 @@ class PrintProgress(Callback):
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         print(f"step {step}/{self.steps}  {shown}", flush=True)
+
+    def on_resume(self, step: int) -> None:
+        print(f"resuming from step {step}/{self.steps} (the run's last checkpoint)", flush=True)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

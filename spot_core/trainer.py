@@ -131,6 +131,9 @@ class Callback:
     def on_checkpoint(self, step: int, path: Path) -> None:
         pass
 
+    def on_resume(self, step: int) -> None:
+        """The run restarts from its last checkpoint, taken at `step`."""
+
 
 @dataclass
 class _State:
@@ -223,6 +226,8 @@ class Trainer:
             for record in state.history:
                 self.tracker.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
             self.tracker.log_metrics({"train/resumed_at_step": float(state.step)}, state.step)
+            for cb in self.callbacks:
+                cb.on_resume(state.step)
         self.model.train()
         return state
 

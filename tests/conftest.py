@@ -12,14 +12,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("SPOT_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"offline data mirror not found at {DATA_DIR} (set SPOT_DATA_DIR)")
-    return DATA_DIR
+    """The offline mirror where the entry points find it (README): $SPOT_DATA_DIR, else data/ (`make data`), else
+    ../shared/data beside the repository."""
+    from pipelines.paths import resolve_data_dir
+
+    found = resolve_data_dir(None)
+    if found is None:
+        pytest.skip("no offline data mirror: set SPOT_DATA_DIR, run make data, or put shared/data beside the repo")
+    return Path(found)
 
 
 def mirror_rows(task, data_dir, split="train") -> list[dict]:

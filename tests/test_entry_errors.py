@@ -309,7 +309,7 @@ def test_malformed_task_file(tmp_path, store, data_dir, module):
 # --- a run stopped by Ctrl-C or SIGTERM: KILLED, one line, and the same command resumes it -------------------------
 @pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
-    tmp_path, data_dir, monkeypatch, signum, code, name
+    tmp_path, data_dir, monkeypatch, capsys, signum, code, name
 ):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     open_store(uri, "spot-train")  # a new store's set-up lines left out of stderr
@@ -341,4 +341,6 @@ def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
     assert run_main(train.main, monkeypatch, *args) == 0  # the same command again, in this process
     resumed = next(r for r in client.search_runs([experiment]) if r.info.run_id != stopped.info.run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.metrics["final/step"] == 100
-    assert resumed.data.metrics["train/resumed_at_step"] >= 10  # from the stopped run's last checkpoint
+    step = int(resumed.data.metrics["train/resumed_at_step"])
+    assert step >= 10  # from the stopped run's last checkpoint, and the run says so
+    assert f"resuming from step {step}/100 (the run's last checkpoint)" in capsys.readouterr().out.splitlines()
