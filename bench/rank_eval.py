@@ -11,7 +11,9 @@ random token ids) and the same prompt:
     shared    the method before (`label_scores_repeated` with `prompt_once=False`): prompt + input computed once
               per example, shared across the labels, one row per (example, label)
     naive     `label_scores_naive`: one full forward per (example, label)
-The script reports how often the three pick the same label, the largest score difference and the speed-ups.
+Each method runs `--warmup` untimed rounds, then `--repeats` timed rounds that rotate which method goes first; the
+figures are the medians of the rounds (`rounds_s` keeps them all). The script reports how often the three pick the
+same label, the largest score difference and the speed-ups.
 The JSON's top-level `speedup_vs_shared_labels` and `speedup_vs_naive` are the smallest over the tasks.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -46,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="../shared/data", help="offline data mirror (else synthetic)")
     p.add_argument("--input-len", type=int, default=40, help="tokens per synthetic input")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds of every method before timing")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds; each rotates which method goes first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
@@ -74,6 +79,20 @@ def timed(fn) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - t0
 
 
+def time_rounds(methods: dict, warmup: int, repeats: int) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """Runs every method `warmup + repeats` times, rotating which goes first in each round (a machine that slows
+    down or speeds up over the run weighs on all of them alike); returns each one's scores and timed rounds."""
+    names, outputs = list(methods), {}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(warmup + max(repeats, 1)):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            outputs[name], seconds = timed(methods[name])
+            if round_ >= warmup:
+                times[name].append(seconds)
+    return outputs, times
+
+
 def bench_task(task: str, fast: PromptedLM, reference: PromptedLM, codec: Codec, args: argparse.Namespace) -> dict:
     """The three methods on one task's labels; their times, agreement and speed-ups."""
     inputs, source = load_inputs(task, fast.backbone, codec, args)
@@ -88,10 +107,10 @@ def bench_task(task: str, fast: PromptedLM, reference: PromptedLM, codec: Codec,
     def shared() -> torch.Tensor:
         return torch.cat([label_scores_repeated(reference, chunk, labels).cpu() for chunk in chunks])
 
-    spot(), shared(), label_scores_naive(reference, inputs[:1], labels[:1])  # warm-up
-    ours, t_spot = timed(spot)
-    theirs, t_shared = timed(shared)
-    naive, t_naive = timed(lambda: label_scores_naive(reference, inputs, labels))
+    methods = {"spot": spot, "shared_labels": shared, "naive": lambda: label_scores_naive(reference, inputs, labels)}
+    outputs, times = time_rounds(methods, args.warmup, args.repeats)
+    ours, theirs, naive = outputs["spot"], outputs["shared_labels"], outputs["naive"]
+    t_spot, t_shared, t_naive = (statistics.median(times[name]) for name in methods)  # medians of the rounds
     res = {
         "inputs": source,
         "mean_input_tokens": sum(map(len, inputs)) / len(inputs),
@@ -100,6 +119,7 @@ def bench_task(task: str, fast: PromptedLM, reference: PromptedLM, codec: Codec,
         "spot_s": t_spot,
         "shared_labels_s": t_shared,
         "naive_s": t_naive,
+        "rounds_s": times,  # every timed round of each method (the figures above are their medians)
         "speedup_vs_shared_labels": t_shared / t_spot,
         "speedup_vs_naive": t_naive / t_spot,
         "argmax_agree_shared": int((ours.argmax(-1) == theirs.argmax(-1)).sum()),
@@ -110,7 +130,8 @@ def bench_task(task: str, fast: PromptedLM, reference: PromptedLM, codec: Codec,
     print(
         f"{task}: N={len(inputs)} ({source}, mean {res['mean_input_tokens']:.1f} tokens)  K={len(labels)} labels "
         f"({min(res['label_tokens'])}-{max(res['label_tokens'])} target tokens)\n"
-        f"  spot {t_spot:.2f} s  shared labels {t_shared:.2f} s  naive {t_naive:.2f} s  "
+        f"  medians of {len(times['spot'])} rounds: spot {t_spot:.2f} s  shared labels {t_shared:.2f} s  "
+        f"naive {t_naive:.2f} s  "
         f"speed-up vs shared {res['speedup_vs_shared_labels']:.2f}x (target >= {TARGET_SPEEDUP:.0f}x), "
         f"vs naive {res['speedup_vs_naive']:.1f}x\n"
         f"  argmax agree: {res['argmax_agree_shared']}/{len(inputs)} with shared, "
