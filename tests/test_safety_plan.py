@@ -7,15 +7,17 @@ Regenerate the golden list only when a change of keys is intended (every finishe
 
 import json
 import os
+import tarfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 from hydra import compose, initialize_config_dir
+from test_pipeline_study import overrides
 
 # The planning entry points (they may move in the refactor: fix the imports here, not the expectations).
-from pipelines.study import build_study
+from pipelines.study import build_study, run
 from spot_core.stages.catalogue import parse_stages, plan_stages
 from spot_core.stages.retrieval import plan_retrieval
 
@@ -177,3 +179,18 @@ def test_every_preset_plans_the_labels_and_keys_of_the_version_before_stages_hel
     study, stages = build_study(cfg), parse_stages([s for s in cfg.stages if s != "report"])
     cells = plan_stages(study, stages) + [c for s in stages if s.designed for c in s.designed(study)]
     assert [[c.label, c.key] for c in cells] == json.loads(PRESET_KEYS.read_text())[preset]
+
+
+STORE_BEFORE = Path(__file__).parent / "data" / "smoke_store_56975e2.tar.gz"
+ALL_STAGES = "stages=[source,target,transfer,retrieval,zero_shot,neurons,cross_model,mpt,attempt]"
+
+
+def test_a_smoke_study_finished_by_the_previous_version_resumes_with_nothing_run_again(tmp_path, data_dir):
+    """The MLflow store of a whole smoke study, and its source and target runs' task embeddings (what retrieval and
+    ATTEMPT plan from), as the code of commit 56975e2 wrote them (before the stage catalogue took over the cells'
+    stage knowledge, issue 26): every cell, those planned from finished runs included, is found finished by key."""
+    with tarfile.open(STORE_BEFORE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    summary = run(compose_study(*overrides(tmp_path, data_dir, ALL_STAGES)))
+    assert summary["failed"] == {}
+    assert summary["trained_now"] == 0 and summary["finished"] == summary["cells"] == 50

@@ -12,7 +12,6 @@ first partially (stages source and target), then completed; the tests that chang
 import json
 import os
 import shutil
-import tarfile
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -392,17 +391,3 @@ def test_the_smoke_study_on_tiny_t5_finishes_every_cell(tmp_path, data_dir):
     text = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "34 finished runs of" in text and "## Cross-model transfer" in text and "## Zero-shot transfer" in text
 
-
-STORE_BEFORE = Path(__file__).parent / "data" / "smoke_store_56975e2.tar.gz"
-ALL_STAGES = "stages=[source,target,transfer,retrieval,zero_shot,neurons,cross_model,mpt,attempt]"
-
-
-def test_a_smoke_study_finished_by_the_previous_version_resumes_with_nothing_run_again(tmp_path, data_dir):
-    """The MLflow store of a whole smoke study, and its source and target runs' task embeddings (what retrieval and
-    ATTEMPT plan from), as the code of commit 56975e2 wrote them (before the stage catalogue took over the cells'
-    stage knowledge, issue 26): every cell, those planned from finished runs included, is found finished by key."""
-    with tarfile.open(STORE_BEFORE) as tar:
-        tar.extractall(tmp_path, filter="data")
-    summary = study_run(compose_study(*overrides(tmp_path, data_dir, ALL_STAGES)))
-    assert summary["failed"] == {}
-    assert summary["trained_now"] == 0 and summary["finished"] == summary["cells"] == 50
