@@ -170,16 +170,22 @@ def check_gpus(r: DictConfig) -> None:
         raise too_few_gpus(r.gpus_per_trial, f"this machine has {gpus} GPUs")
 
 
-def start_ray(cfg: DictConfig) -> None:
+def start_ray(cfg: DictConfig) -> bool:
+    """Starts a local Ray, or joins the cluster at ray.address; returns True. A process already connected to Ray (a
+    notebook, a test session) keeps its own: the study's trials run there, ray.* start settings aside, and False
+    says that the study must leave it running."""
     r = cfg.ray
-    if r.address:
+    started = not ray.is_initialized()
+    if started and r.address:
         ray.init(address=r.address, include_dashboard=False, log_to_driver=r.log_to_driver)
-    else:
+    elif started:
         ray.init(num_cpus=r.num_cpus, num_gpus=r.num_gpus, include_dashboard=False, log_to_driver=r.log_to_driver)
     gpus = ray.cluster_resources().get("GPU", 0)
     if r.gpus_per_trial > gpus:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
         raise too_few_gpus(r.gpus_per_trial, f"the Ray cluster has {gpus:g} GPUs")
+    return started
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -239,11 +245,12 @@ def train(
     was running end KILLED too, so that the store shows nothing RUNNING once the process has ended."""
     with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations (~2 s) run while Ray starts
         store = pool.submit(open_store, uri, cfg.tracking.experiment)
-        start_ray(cfg)  # too few GPUs on a cluster: fail here
+        started = start_ray(cfg)  # too few GPUs on a cluster: fail here
         try:
             client, experiment_id = store.result()  # checked in run(): a server that went away since fails here
         except BaseException:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
             raise
     design = {
         "sources": ",".join(study.sources),
@@ -265,8 +272,12 @@ def train(
         ledger_ctx = {"client": client, "experiment_id": experiment_id}
         try:
             planned, failed = run_cells(todo, stages, study, cfg, root, ctx, before, ledger_ctx)
+        except BaseException:
+            started = True  # stopped or broken: Ray goes down even if it was the caller's, taking the cells it ran
+            raise
         finally:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
             runs.abandon_stale()  # cells whose workers went down with a stopped driver: KILLED, not RUNNING
         failed.update(unrunnable)
         cells = cells + planned

@@ -26,6 +26,61 @@ def data_dir() -> Path:
     return Path(found)
 
 
+def run_main(main, monkeypatch, *args: str) -> int:
+    """An entry point's `main()` as the command line `python -m pipelines.<entry> args` runs it, in this process
+    (Hydra's logging set-up left out); its exit code."""
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", ["spot", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    try:
+        main()
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        GlobalHydra.instance().clear()
+
+
+# --- one local Ray for the session's studies -------------------------------------------------------------------
+# A study run in this process joins a Ray that is already up and leaves it running (pipelines.study.start_ray):
+# the studies of the suite share one instead of paying Ray's start and stop each. A study that is stopped takes
+# Ray down (its cells must end with it); the next test that asks for Ray starts it again.
+def ensure_ray() -> None:
+    """The session's Ray, started if it is not up (module fixtures that run studies call it)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture
+def ray_runtime():
+    ensure_ray()
+    yield
+
+
+@pytest.fixture
+def own_ray():
+    """A study whose workers must inherit what the test sets up (environment variables, sys.path): Ray starts
+    with the study, after the test's set-up, and goes down with it."""
+    import ray
+
+    ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_down_at_the_end():
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
+
+
 def mirror_rows(task, data_dir, split="train") -> list[dict]:
     """A task's raw rows as the mirror file holds them."""
     from spot_core.tasks import DataSource

@@ -7,6 +7,8 @@ from hydra import compose, initialize_config_dir
 from pipelines.deprecated import RENAMED, upgrade
 from pipelines.study import build_study
 
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
+
 
 def compose_conf(name: str, *overrides: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -1,8 +1,12 @@
 """Bad input to an entry point: one line on stderr that says what was wrong and how to fix it, exit code 2, and
-nothing written (no MLflow run, no file outside a temporary folder). Run as users run them, in a subprocess.
+nothing written (no MLflow run, no file outside a temporary folder). Run as users run them: a few in a subprocess (the
+exit code and stderr a shell sees), the rest through the same `main()` in this process.
 Each case prints its line and time to fail (`pytest -rP`), the table of docs/reliability.md."""
 
+import contextlib
 import errno
+import importlib
+import io
 import os
 import signal
 import subprocess
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
+from conftest import run_main
 from mlflow.tracking import MlflowClient
 
 from pipelines import report, train
@@ -42,9 +46,31 @@ def files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if "cache" not in p.relative_to(folder).parts}
 
 
-def fail(tmp_path: Path, store: str, module: str, *args: str) -> str:
-    """Runs `python -m pipelines.<module> args` in an empty folder (relative defaults such as out_dir land there);
-    checks it exits 2 with one line on stderr, writing nothing; returns the line."""
+def invoke(module: str, args: list[str], cwd: Path, env: dict[str, str], process: bool) -> tuple[int, str, str]:
+    """`python -m pipelines.<module> args` run from `cwd` with `env`: in a subprocess as a shell runs it, or in this
+    process (the entry point's `main()` with that argv, working folder and environment: the same code path, without
+    paying the interpreter's imports again). Its exit code, stdout and stderr."""
+    if process:
+        command = [sys.executable, "-m", f"pipelines.{module}", *args]
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stdout, done.stderr
+    main = importlib.import_module(f"pipelines.{module}").main
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.chdir(cwd)
+        for name in set(os.environ) | set(env):
+            if name in env:
+                patch.setenv(name, env[name])
+            else:
+                patch.delenv(name)
+        code = run_main(main, patch, *args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def fail(tmp_path: Path, store: str, module: str, *args: str, process: bool = False) -> str:
+    """Runs `python -m pipelines.<module> args` in an empty folder (relative defaults such as out_dir land there;
+    `process`: in a subprocess, else in this process); checks it exits 2 with one line on stderr, writing nothing;
+    returns the line."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     before, runs = files(tmp_path), run_count(store)
@@ -52,28 +78,19 @@ def fail(tmp_path: Path, store: str, module: str, *args: str) -> str:
     env.pop("HYDRA_FULL_ERROR", None)
     env.pop("SPOT_VERBOSE", None)
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", f"pipelines.{module}", f"tracking.uri={store}", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    code, out, err = invoke(module, [f"tracking.uri={store}", *args], cwd, env, process)
     seconds = time.perf_counter() - start
-    lines = done.stderr.splitlines()
-    print(
-        f"| python -m pipelines.{module} {' '.join(args)} | {done.stderr.strip()} | {done.returncode} | {seconds:.1f} |"
-    )
-    assert done.returncode == EXIT_USER_ERROR and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stdout
+    lines = err.splitlines()
+    print(f"| python -m pipelines.{module} {' '.join(args)} | {err.strip()} | {code} | {seconds:.1f} |")
+    assert code == EXIT_USER_ERROR and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in out
     assert files(tmp_path) == before and not any(cwd.iterdir()), "a failed invocation wrote files"
     assert run_count(store) == runs, "a failed invocation left an MLflow run"
     return lines[0]
 
 
 def test_unknown_task(tmp_path, store, data_dir):
-    line = fail(tmp_path, store, "train", *TINY_TRAIN, f"data_dir={data_dir}", "task=sst")
+    line = fail(tmp_path, store, "train", *TINY_TRAIN, f"data_dir={data_dir}", "task=sst", process=True)
     assert "unknown task or mixture 'sst'" in line and "Did you mean: sst2_v1" in line
 
 
@@ -91,7 +108,7 @@ def test_unknown_model_name(tmp_path, store, data_dir):
 
 
 def test_unknown_study_preset(tmp_path, store):
-    line = fail(tmp_path, store, "study", "study=nosuch")
+    line = fail(tmp_path, store, "study", "study=nosuch", process=True)
     assert line == "error: study=nosuch: no such option in conf/study/; choose from demo, methods, smoke, spot"
 
 
@@ -148,18 +165,6 @@ def test_a_study_the_report_cannot_find(tmp_path, store):
 
 
 # --- in this process: a full disk, a bug, tracebacks on request, and more one-liners -----------------------
-def run_main(main, monkeypatch, *args: str) -> int:
-    """An entry point's main() as the command line would run it, in this process; its exit code."""
-    monkeypatch.setattr(sys, "argv", ["spot", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
-    try:
-        main()
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def train_args(tmp_path: Path, data_dir: Path) -> list[str]:
     return [
         *TINY_TRAIN,

@@ -10,17 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, ensure_ray, run_main
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from pipelines import ledger
+from pipelines.library import main as library_main
 from pipelines.library import run
 from pipelines.tracking import open_store
 from spot_core.library import PROMPT_FILES, Change, Library, LibraryError, SourceRun, entry_id, merge, sha256, write
 from spot_core.prompt_files import load_prompt
 from spot_core.run_dir import RunDir, current_umask
 from spot_core.tags import NEURONS
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
 
 
 def compose_config(name: str, *args: str):
@@ -35,6 +38,7 @@ def study(tmp_path_factory, data_dir) -> dict:
     from pipelines.study import run as run_study
 
     root = tmp_path_factory.mktemp("study")
+    ensure_ray()  # module fixtures are set up before the tests' ray_runtime
     args = [f"data_dir={data_dir}", f"out_dir={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db"]
     result = run_study(compose_config("study", *args, "ray.num_cpus=2", "study.seeds=[0]", "stages=[source,neurons]"))
     assert sorted(result["failed"]) == ["neurons:cb_v1:s0", "neurons:rte_v1:s0"]
@@ -199,16 +203,18 @@ def test_a_malformed_index_names_the_file_and_the_field(library, tmp_path, field
         Library.open(copy)
 
 
-def test_a_study_without_source_runs_is_one_line_and_exit_2_with_nothing_written(study, tmp_path):
+def test_a_study_without_source_runs_is_one_line_and_exit_2_with_nothing_written(
+    study, tmp_path, monkeypatch, capsys
+):
     uri = f"sqlite:///{study['root']}/mlflow.db"
     client, experiment = open_store(uri, "spot-study")
     client.create_run(experiment, run_name="study-empty", tags={"study": "empty", "kind": "study", "cell_key": ""})
+    capsys.readouterr()
     args = ["study=smoke", "study.name=empty", f"tracking.uri={uri}", f"library={tmp_path}/lib"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.library", *args], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [
+    code = run_main(library_main, monkeypatch, *args)
+    done = capsys.readouterr()
+    assert code == 2 and done.out == ""
+    assert done.err.splitlines() == [
         f"error: study 'empty' has no finished source runs in {uri}: run its source stage first "
         "(make study ARGS='study.name=empty stages=[source]'), or name runs=[RUN_ID,...]"
     ]

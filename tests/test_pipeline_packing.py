@@ -19,6 +19,8 @@ from test_pipeline_study import cell_runs, cell_runs_or_none, compose_study, ove
 from pipelines.study import run
 from spot_core.prompt_files import load_prompt
 
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
+
 # Sources long enough (60 steps, a checkpoint every 10) for a kill to land inside a pack.
 STAGES = (
     "stages=[source,target,transfer]",

@@ -2,22 +2,22 @@
 the rest, printed without training or writing anything (pipelines/plan.py on spot_core/cost.py)."""
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run_main
 from hydra import compose, initialize_config_dir
 
 from pipelines import plan
 from pipelines.errors import EXIT_USER_ERROR
 from pipelines.study import build_study, pack_key, run
+from pipelines.study import main as study_main
 from spot_core import cost
 from spot_core.errors import ConfigError
 from spot_core.stages.catalogue import parse_stages, plan_stages
 from spot_core.tags import Stage
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
 
 SMOKE = {
     "source": 2, "target": 4, "transfer": 8, "mpt": 5, "cross_model": 7, "zero_shot": 4, "neurons": 6, "retrieval": 10,
@@ -192,19 +192,18 @@ def test_a_bad_plan_value_is_a_config_error():
         plan.asked(3)
 
 
-def test_a_named_device_without_a_figure_is_one_line_and_exit_2(tmp_path, data_dir):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SPOT_CACHE": str(tmp_path / "cache")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    env.pop("SPOT_VERBOSE", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.study", *local(tmp_path, data_dir, "plan=nosuchgpu")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    lines = done.stderr.splitlines()
-    assert done.returncode == EXIT_USER_ERROR and len(lines) == 1, done.stderr
+def test_a_named_device_without_a_figure_is_one_line_and_exit_2(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPOT_CACHE", str(tmp_path / "cache"))
+    for variable in ("HYDRA_FULL_ERROR", "SPOT_VERBOSE"):  # a traceback on request would not be one line
+        monkeypatch.delenv(variable, raising=False)
+    code = run_main(study_main, monkeypatch, *local(tmp_path, data_dir, "plan=nosuchgpu"))
+    done = capsys.readouterr()
+    lines = done.err.splitlines()
+    assert code == EXIT_USER_ERROR and len(lines) == 1, done.err
     assert lines[0].startswith("error: plan=nosuchgpu: no stored figure for device 'nosuchgpu' in bench/figures.json")
     assert "bench/packed.py" in lines[0] and "plan=true" in lines[0]
-    assert done.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == []
+    assert done.out == "" and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_the_progress_eta_prices_each_cell_by_its_stage_work(data_dir):

@@ -5,7 +5,6 @@ stderr and exit code 2 before anything is written (no MLflow run, no file). The 
 import json
 import math
 import os
-import sys
 import threading
 import time
 from functools import partial
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_main
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import save_file
 
 from pipelines import evaluate, study, train
@@ -49,16 +48,8 @@ def fails(main, monkeypatch, capsys, tmp_path: Path, *args: str) -> str:
     """Runs an entry point as the command line would; checks exit 2, one line on stderr, nothing written."""
     inputs = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     store = tmp_path / "store" / "mlflow.db"
-    argv = [f"tracking.uri=sqlite:///{store}", f"out_dir={tmp_path}/out", *args, "hydra/job_logging=none"]
-    monkeypatch.setattr(sys, "argv", ["spot", *argv, "hydra/hydra_logging=none"])
     start = time.perf_counter()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        GlobalHydra.instance().clear()
+    code = run_main(main, monkeypatch, f"tracking.uri=sqlite:///{store}", f"out_dir={tmp_path}/out", *args)
     seconds = time.perf_counter() - start
     err = capsys.readouterr().err
     print(f"| {' '.join(args)} | {err.strip()} | {code} | {seconds:.1f} |")

@@ -4,16 +4,14 @@ data, a tmp MLflow store. The ranking's logic also on hand-made embeddings with 
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, run_main
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
 from pipelines.errors import EXIT_USER_ERROR, user_error
@@ -300,16 +298,10 @@ def test_a_users_error_is_one_line_before_anything_is_written(tmp_path, library,
 
 
 def test_the_entry_point_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
-    argv = ["retrieve", "model=tiny-llama", f"library={tmp_path}/nowhere", "task=rte", f"out_dir={tmp_path}/out"]
-    argv += [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "hydra/job_logging=none", "hydra/hydra_logging=none"]
-    monkeypatch.setattr(sys, "argv", argv)
-    try:
-        with pytest.raises(SystemExit) as caught:
-            main()
-    finally:
-        GlobalHydra.instance().clear()
+    args = ["model=tiny-llama", f"library={tmp_path}/nowhere", "task=rte", f"out_dir={tmp_path}/out"]
+    code = run_main(main, monkeypatch, *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
     err = capsys.readouterr().err.strip().splitlines()
-    assert caught.value.code == EXIT_USER_ERROR and len(err) == 1 and err[0].startswith("error: ")
+    assert code == EXIT_USER_ERROR and len(err) == 1 and err[0].startswith("error: ")
     assert "nowhere" in err[0] and not any(tmp_path.iterdir())
 
 

@@ -21,6 +21,8 @@ from pipelines.study import build_study, run
 from spot_core.stages.catalogue import parse_stages, plan_stages
 from spot_core.stages.retrieval import plan_retrieval
 
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
+
 GOLDEN = Path(__file__).parent / "data" / "smoke_cell_keys.json"
 PLANNABLE = ["source", "target", "transfer", "zero_shot", "neurons", "cross_model"]  # retrieval: from runs
 

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ensure_ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 from test_pipeline_study import cell_runs, compose_report, compose_study, overrides
@@ -31,6 +32,8 @@ from pipelines.tracking import TrackingError
 from spot_core.prompt_files import load_prompt
 from spot_core.stages.catalogue import plan_stages
 from spot_core.stages.retrieval import plan_retrieval
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
 
 DESIGN = ("study.seeds=[0]", "++study.task_embedding=displacement", "++study.retrieval_similarity=per_token")
 SPOT = "stages=[source,target,transfer,retrieval,report]"
@@ -89,6 +92,7 @@ def expected_retrieval_keys(cfg, root: Path, done: set[str]) -> set[str]:
 def smoke(tmp_path_factory, data_dir):
     """The tiny-llama smoke study: stages source and target with their report, then the rest of SPoT's stages."""
     tmp = tmp_path_factory.mktemp("smoke")
+    ensure_ray()  # module fixtures are set up before the tests' ray_runtime
     args = overrides(tmp, data_dir, *DESIGN)
     partial = study_run(compose_study(*args, "stages=[source,target,report]"))
     shutil.copytree(tmp / "out" / "report", tmp / "partial_report")
@@ -230,6 +234,7 @@ def faulty(trainable, marker: str):
 def extended(smoke, tmp_path_factory, data_dir):
     """A copy of the smoke study extended by a source (qnli) and a target (cr), with KILLED and BROKEN."""
     tmp = tmp_path_factory.mktemp("extended")
+    ensure_ray()
     copy_study(smoke.tmp, tmp)
     before = {r.info.run_id: r for r in cell_runs(tmp)}
     marker = tmp / "killed_at_step"
@@ -390,4 +395,3 @@ def test_the_smoke_study_on_tiny_t5_finishes_every_cell(tmp_path, data_dir):
     assert all("neurons.safetensors" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in neurons)
     text = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "34 finished runs of" in text and "## Cross-model transfer" in text and "## Zero-shot transfer" in text
-

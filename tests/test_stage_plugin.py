@@ -17,6 +17,8 @@ from pipelines.study import build_study, run
 from spot_core.errors import ConfigError
 from spot_core.stages import catalogue
 
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
+
 PLUGINS = Path(__file__).parent / "plugins"
 STAGES = "stages=[source,target,probe]"
 
@@ -40,7 +42,7 @@ def runs_of(tmp_path: Path, kind: str) -> list:
 
 
 def test_a_stage_from_a_module_outside_the_package_is_planned_priced_run_resumed_and_reported(
-    tmp_path, data_dir, probe_stage, monkeypatch
+    tmp_path, data_dir, probe_stage, monkeypatch, own_ray
 ):
     args = overrides(tmp_path, data_dir, STAGES, probe_stage, "study.seeds=[0]")
     planned = run(compose_study(*args, "plan=true"))

@@ -23,6 +23,8 @@ from spot_core.study import StudyConfig
 from spot_core.tasks import TaskDataError, UnknownNameError, base, check_data, definitions, get_task, load_examples
 from spot_core.tasks.definitions import definition, fingerprint, fingerprint_of, load_task_file
 
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
+
 
 @pytest.fixture(autouse=True)
 def own_registry():
