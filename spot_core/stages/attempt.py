@@ -4,6 +4,9 @@ attention over frozen source prompts (spot_core.methods.attempt), with the targe
 Which source runs it mixes (`study.attempt.top_k`): every source of the study (its first source seed's runs), or
 the k source runs retrieval ranks first for the target (SPoT's task-embedding similarity). Either way the cells are
 planned once the source and target runs have settled, from the runs that finished.
+
+A cell's key holds the attention's settings (`study.attempt`: attention size, temperature, bias, train_norm) and,
+as its init, how the target prompt starts (`study.attempt.target_init`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import pandas as pd
 
 from spot_core.analysis.frames import ATTENTION_COLUMNS
 from spot_core.methods.attempt import AttemptConfig, tune_attempt
-from spot_core.prompts import PromptInit
 from spot_core.report.methods import method_sections
 from spot_core.run_dir import RunDir
 from spot_core.stages import retrieval, source
@@ -31,10 +33,12 @@ from spot_core.tuning import RunSpec
 def attempt_cells(study: StudyConfig, target: str, sources: list[Cell]) -> list[Cell]:
     """A run per seed of `target` mixing the prompts of `sources`."""
     config = study.attempt
-    method = {"attention_size": config.attention_size, "temperature": config.temperature}
+    # the target prompt's start is the cell's init (in its key, and the run's prompt.init)
+    method = {"attention_size": config.attention_size, "temperature": config.temperature, "bias": config.bias,
+              "train_norm": config.train_norm}  # fmt: skip
     origin = f"attempt-top{config.top_k}" if config.top_k else "attempt-all"
     return [
-        make_cell(study, Stage.ATTEMPT, target, seed, trainer=study.target_trainer, init=PromptInit.ZEROS.value,
+        make_cell(study, Stage.ATTEMPT, target, seed, trainer=study.target_trainer, init=config.target_init.value,
                   target=target, parts=tuple(sources), k=config.top_k or 0, method=method, origin=origin)
         for seed in study.seeds
     ]  # fmt: skip
