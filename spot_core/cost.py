@@ -103,17 +103,21 @@ class TokenCost:
 @dataclass(frozen=True)
 class Work:
     """What a cell runs through its model: `steps` training steps of `batch_size` examples, and `evaluations`
-    passes over `eval_examples` validation examples each (None: the whole split, whose size is not known here)."""
+    passes over `eval_examples` validation examples each (None: the whole split, whose size is not known here).
+    `forward_steps`: steps' worth of forward passes without gradients over the training batch besides (MPT's
+    teachers beside its student), priced as evaluation tokens and counted in the training seconds."""
 
     steps: int = 0
     batch_size: int = 0
     evaluations: int = 0
     eval_examples: int | None = None
     eval_batch_size: int = 1
+    forward_steps: int = 0
 
     def seconds(self, shape: Shape, cost: TokenCost) -> tuple[float, float]:
         """(training, evaluation) seconds; evaluation 0 when its size is not known."""
-        train = self.steps * shape.step_tokens(self.batch_size) * cost.train
+        per_step = shape.step_tokens(self.batch_size)
+        train = self.steps * per_step * cost.train + self.forward_steps * per_step * cost.evaluate
         return train, self.evaluations * (self.eval_examples or 0) * self.example_seconds(shape, cost)
 
     def example_seconds(self, shape: Shape, cost: TokenCost) -> float:

@@ -33,6 +33,9 @@ from spot_core.prompted import PromptedLM
 from spot_core.trainer import Trainer
 
 ResultHook = Callable[[int, "dict[str, Any] | Exception"], None]
+# The per-example loss of a forward pass: (collated batch, the prompts' states or leaf, [B] rows) -> [B], each
+# example's loss summed over its target tokens (`PromptedLM.loss(..., reduction="example")`, the default).
+RowLoss = Callable[[dict[str, torch.Tensor], Any, torch.Tensor], torch.Tensor]
 
 
 def packed_gradients(
@@ -66,6 +69,7 @@ def row_gradients(
     weight: torch.Tensor,
     codec: Codec,
     chunk: int,
+    loss: RowLoss | None = None,
 ) -> torch.Tensor:
     """Backpropagates sum_i weight[row_i] * loss_i over `items` (row_i, example_i), example i prompted by
     prompts[row_i] ([P, L, H], in their modules' graph); returns each row's summed loss [P] (detached).
@@ -73,7 +77,8 @@ def row_gradients(
     The examples run sorted by length (the sum is the same in any order, and passes of like lengths pad less), in
     passes of at most `chunk`; in prompt-once mode on the P prompts' states, run once. The passes' gradients gather
     on the states (or a leaf), then go through the prompt modules once. What a pack does with its runs' prompts,
-    and MPT's multitask run with its tasks' prompts."""
+    and MPT's multitask run with its tasks' prompts. `loss`: each pass's per-example losses, where not the
+    target tokens' cross-entropy (MPT's distillation adds its terms)."""
     device = engine.device
     sums = torch.zeros(prompts.shape[0], device=device)
     if engine.shares_prompt:
@@ -85,7 +90,11 @@ def row_gradients(
         part = items[start : start + chunk]
         batch = to_device(collate([e for _, e in part], codec), device)
         rows = torch.tensor([row for row, _ in part], device=device)
-        losses = engine.loss(batch, reduction="example", prompt=states if states is not None else leaf, rows=rows)
+        prompt = states if states is not None else leaf
+        if loss is None:
+            losses = engine.loss(batch, reduction="example", prompt=prompt, rows=rows)
+        else:
+            losses = loss(batch, prompt, rows)
         if losses.requires_grad:
             (losses * weight[rows]).sum().backward()
         sums.index_add_(0, rows, losses.detach())

@@ -102,6 +102,17 @@ class Hidden(NamedTuple):
     cache: DynamicCache | None  # keys/values of prompt + input, when asked for
 
 
+class Outputs(NamedTuple):
+    """A training batch's forward pass (teacher forcing): what its loss reads, and MPT's distillation
+    (`spot_core.methods.mpt`) besides."""
+
+    logits: torch.Tensor  # [N, V] float32: the logits predicting the batch's N target tokens, example by example
+    labels: torch.Tensor  # [N] those target tokens
+    example: torch.Tensor  # [N] the example each belongs to
+    states: torch.Tensor | None  # [B, T, H] last hidden states of each example's tokens (see `PromptedLM.outputs`)
+    mask: torch.Tensor | None  # [B, T] 1 where `states` holds one of the example's tokens, 0 on padding
+
+
 class PromptedLM(nn.Module):
     """Backbone (frozen) + prompt module (trainable; `SoftPrompt` or any `PromptModule`, see `spot_core.prompts`).
 
@@ -146,15 +157,20 @@ class PromptedLM(nn.Module):
         mask: torch.Tensor,
         prompts: torch.Tensor | None = None,
         rows: torch.Tensor | None = None,
+        input_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] ids -> ([B, L + T, H] embeddings with the prompt in front, [B, L + T] mask).
 
         A packed batch: example b gets prompts[rows[b]] ([P, L, H] prompts) instead of the model's own; a
-        per-example prompt gives each example the prompt it computes from the example's embeddings."""
+        per-example prompt gives each example the prompt it computes from the example's embeddings, over
+        `input_mask` ([B, T], default `mask`): a decoder-only training batch also holds the target tokens, which
+        the prompt must not see (it is computed from the input alone when the model is evaluated)."""
         embeds = self.model.get_input_embeddings()(input_ids)
         if prompts is not None:
             return prefix(prompts[rows], embeds, mask)
-        return prefix(self.prompt.for_inputs(embeds, mask) if self.prompt.per_example else self.prompt(), embeds, mask)
+        if not self.prompt.per_example:
+            return prefix(self.prompt(), embeds, mask)
+        return prefix(self.prompt.for_inputs(embeds, mask if input_mask is None else input_mask), embeds, mask)
 
     def prompt_states(self, leaves: bool = False, prompts: torch.Tensor | None = None) -> PromptStates:
         """Runs the prompt alone (positions 0..L-1, batch 1) and keeps its keys/values at every layer; or the
@@ -184,6 +200,7 @@ class PromptedLM(nn.Module):
         prompt: PromptStates | torch.Tensor | None = None,
         use_cache: bool = False,
         rows: torch.Tensor | None = None,
+        input_mask: torch.Tensor | None = None,
     ) -> Hidden:
         """Decoder-only: the transformer without its LM head over [prompt; input].
 
@@ -193,10 +210,11 @@ class PromptedLM(nn.Module):
                 (computed here otherwise). The concatenated path takes a packed batch's [P, L, H] prompts here.
             use_cache: also return the keys/values of prompt + input, to continue from.
             rows: a packed batch: [B] the prompt of each example among `prompt`'s P.
+            input_mask: what a per-example prompt reads (`embed`).
         """
         L = self.prompt_length
         if not self.shares_prompt:
-            embeds, full_mask = self.embed(input_ids, mask, prompt if rows is not None else None, rows)
+            embeds, full_mask = self.embed(input_ids, mask, prompt if rows is not None else None, rows, input_mask)
             out = self.model.base_model(
                 inputs_embeds=embeds,
                 attention_mask=full_mask,
@@ -256,29 +274,48 @@ class PromptedLM(nn.Module):
 
         `prompt`: prompt-once mode, the prompt's states shared by the micro-batches of one batch; a packed batch's
         prompts (states, or [P, L, H] on the concatenated paths) with `rows`, each example's among them."""
+        out = self.outputs(batch, prompt, rows)
+        if reduction != "example":
+            return F.cross_entropy(out.logits, out.labels, reduction=reduction)
+        losses = F.cross_entropy(out.logits, out.labels, reduction="none")
+        return torch.zeros(len(batch["input_ids"]), device=losses.device).index_add(0, out.example, losses)
+
+    def outputs(
+        self,
+        batch: dict[str, torch.Tensor],
+        prompt: PromptStates | torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        states: bool = False,
+    ) -> Outputs:
+        """The logits of a training batch's target tokens and, with `states`, the last hidden states of every
+        token of each example (what `loss` reads; `prompt` and `rows` as there).
+
+        The states (prompt positions dropped): decoder-only, the input and target tokens, [B, T, H] over the
+        batch's columns; encoder-decoder, the encoder's last states of the input tokens followed by the decoder's
+        of the target positions, [B, T_in + S, H]. Either way example b has len(input) + len(target) of them."""
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-        per_example = reduction == "example"
         if self.is_encoder_decoder:
-            dec_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
-            logits = self.logits(ids, mask, decoder_input_ids=dec_ids, prompts=prompt, rows=rows)
-            losses = F.cross_entropy(
-                logits.float().flatten(0, 1),
-                labels.flatten(),
-                ignore_index=IGNORE,
-                reduction="none" if per_example else reduction,
+            embeds, full_mask = self.embed(ids, mask, prompt, rows)  # type: ignore[arg-type]
+            out = self.model(
+                inputs_embeds=embeds,
+                attention_mask=full_mask,
+                decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels=labels),
+                output_hidden_states=states,
             )
-            return losses.view(labels.shape).sum(1) if per_example else losses
-        hidden = self.hidden(ids, mask, prompt, rows=rows).states
+            where = labels != IGNORE
+            logits = out.logits[where].float()
+            if not states:
+                return Outputs(logits, labels[where], where.nonzero()[:, 0], None, None)
+            encoded = out.encoder_last_hidden_state[:, self.prompt_length :]
+            both = torch.cat([encoded, out.decoder_hidden_states[-1]], 1)
+            return Outputs(logits, labels[where], where.nonzero()[:, 0], both, torch.cat([mask, where.long()], 1))
+        hidden = self.hidden(ids, mask, prompt, rows=rows, input_mask=mask * (labels == IGNORE)).states
         # Position t predicts token t + 1. The LM head runs only where there is a target token:
         # over a 49K vocabulary it would otherwise be a large share of the step.
         nxt = labels[:, 1:]
         where = nxt != IGNORE
-        losses = F.cross_entropy(
-            self.head(hidden[:, :-1][where]), nxt[where], reduction="none" if per_example else reduction
-        )
-        if not per_example:
-            return losses
-        return torch.zeros(len(ids), device=losses.device).index_add(0, where.nonzero()[:, 0], losses)
+        logits = self.head(hidden[:, :-1][where])
+        return Outputs(logits, nxt[where], where.nonzero()[:, 0], hidden if states else None, mask if states else None)
 
     def logits(
         self,

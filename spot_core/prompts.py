@@ -19,7 +19,7 @@ prompt on the concatenated path: a prompt computed per example cannot run once p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
 import torch
@@ -36,7 +36,7 @@ class PromptInit(StrEnum):
     CLASS_LABELS = "class_labels"
     FILE = "file"
     WEIGHTED_AVERAGE = "weighted_average"
-    ZEROS = "zeros"  # ATTEMPT's target prompt: the instance prompts start as the attention's mixture of the sources
+    ZEROS = "zeros"  # an ATTEMPT target prompt (study.attempt.target_init): instance prompts start as the mixture
 
 
 class PromptShapeError(SpotError, ValueError):
@@ -89,7 +89,8 @@ class FactoredPrompt(PromptModule):
     `forward()` gives, None the shared prompt itself, and `task_prompts()` gives them all, [T, L, H].
 
     The factors start at u = 1, v = 1/r, so every task's prompt starts at P* (r > 1: v gets noise of std 0.01/r
-    from `generator`, or the r components would stay alike). `train_shared` False: P* is a fixed buffer.
+    from `generator`, or the r components would stay alike); or, given `factors` (u [L, r], v [r, H]: a source
+    run's, `source_factors`), every task's start at those. `train_shared` False: P* is a fixed buffer.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class FactoredPrompt(PromptModule):
         rank: int = 1,
         train_shared: bool = True,
         generator: torch.Generator | None = None,
+        factors: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         super().__init__()
         if shared.dim() != 2:
@@ -109,10 +111,19 @@ class FactoredPrompt(PromptModule):
         else:
             self.register_buffer("shared", shared)
         (L, H), r = shared.shape, rank
-        v = torch.full((tasks, r, H), 1.0 / r)
-        if r > 1:
-            v += torch.randn(tasks, r, H, generator=generator) * (0.01 / r)
-        self.u = nn.Parameter(torch.ones(tasks, L, r))
+        if factors is None:
+            u, v = torch.ones(tasks, L, r), torch.full((tasks, r, H), 1.0 / r)
+            if r > 1:
+                v += torch.randn(tasks, r, H, generator=generator) * (0.01 / r)
+        else:
+            u, v = (f.detach().to(torch.float32) for f in factors)
+            if tuple(u.shape) != (L, r) or tuple(v.shape) != (r, H):
+                raise PromptShapeError(
+                    f"factors u {tuple(u.shape)} and v {tuple(v.shape)} do not fit a rank-{r} prompt of shape "
+                    f"{(L, H)}: u must be [{L}, {r}] and v [{r}, {H}]"
+                )
+            u, v = u.expand(tasks, L, r).clone(), v.expand(tasks, r, H).clone()
+        self.u = nn.Parameter(u)
         self.v = nn.Parameter(v)
         self.task: int | None = 0 if tasks == 1 else None
 
@@ -125,6 +136,25 @@ class FactoredPrompt(PromptModule):
         if self.task is None:
             return self.shared
         return self.shared * (self.u[self.task] @ self.v[self.task])
+
+
+def source_factors(state: Mapping[str, torch.Tensor], task: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A target's starting factors from an MPT source run's module (a `FactoredPrompt`'s state: u [T, L, r],
+    v [T, r, H]): task `task`'s own (PEFT's EXACT_SOURCE_TASK), or (None) the mean of the tasks' u and the mean of
+    their v, each averaged alone (PEFT's AVERAGE_SOURCE_TASKS: the product of the means, not the mean of the
+    products). Returns (u [L, r], v [r, H]).
+
+    Raises:
+        PromptShapeError: the state holds no task factors, or no task `task`.
+    """
+    if "u" not in state or "v" not in state or state["u"].dim() != 3 or state["v"].dim() != 3:
+        raise PromptShapeError(f"not an MPT source run's module: it holds {sorted(state)}, not factors u and v")
+    u, v = state["u"], state["v"]
+    if task is None:
+        return u.mean(0), v.mean(0)
+    if not 0 <= task < u.shape[0]:
+        raise PromptShapeError(f"the MPT source module holds the factors of {u.shape[0]} tasks, not of task {task}")
+    return u[task], v[task]
 
 
 def trainable_parameters(module: nn.Module) -> int:

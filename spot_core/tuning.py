@@ -20,6 +20,7 @@ from spot_core.config import check_int, check_number, nested, parse_choice
 from spot_core.encoding import Codec
 from spot_core.errors import ConfigError
 from spot_core.evaluation import MixtureData, TaskData
+from spot_core.methods import load_module
 from spot_core.packing import Pack, ResultHook
 from spot_core.prompt_files import read_prompt_file
 from spot_core.prompted import PromptedLM
@@ -41,7 +42,8 @@ class PromptConfig:
 
     `rank`: MPT's factored prompt (`prompts.FactoredPrompt`): the initial prompt is the shared prompt P*, and the
     prompt trained is P* times a rank-`rank` matrix u v^T that starts at ones; `train_shared` False keeps P* fixed.
-    None: a plain soft prompt.
+    None: a plain soft prompt. `factors`: u and v start from an MPT source run's module file instead
+    (`RunDir.best_module`): task `factors_task`'s factors, or (None) the mean of its tasks' (`prompts.source_factors`).
     """
 
     length: int = 100
@@ -52,6 +54,8 @@ class PromptConfig:
     weights: Sequence[float] = ()
     rank: int | None = None
     train_shared: bool = True
+    factors: str | None = None
+    factors_task: int | None = None
 
     SETTING = "prompt"  # its settings' names as pipelines.train takes them
 
@@ -62,6 +66,10 @@ class PromptConfig:
         check_int(self.population, "prompt.population")
         if self.rank is not None:
             check_int(self.rank, "prompt.rank", hint=" (or null: a plain soft prompt)")
+        if self.factors is not None and self.rank is None:
+            raise ConfigError("prompt.factors starts MPT's factors: it needs prompt.rank (the source run's rank)")
+        if self.factors_task is not None:
+            check_int(self.factors_task, "prompt.factors_task", low=0, hint=" (or null: the mean of the tasks')")
         n = len(self.files)
         if self.init is PromptInit.FILE and n != 1:
             raise ConfigError(f"prompt.init=file needs exactly one path in prompt.files, got {n}")
@@ -185,7 +193,19 @@ def prompt_module(spec: RunSpec, backbone: Backbone, codec: Codec) -> PromptModu
     if spec.prompt.rank is None:
         return SoftPrompt(init)
     generator = torch.Generator().manual_seed(spec.trainer.seed)
-    return FactoredPrompt(init, rank=spec.prompt.rank, train_shared=spec.prompt.train_shared, generator=generator)
+    factors = None
+    if spec.prompt.factors is not None:
+        if not Path(spec.prompt.factors).is_file():
+            raise ConfigError(f"prompt.factors: no MPT source module at {spec.prompt.factors}")
+        factors = prompts.source_factors(load_module(spec.prompt.factors)[0], spec.prompt.factors_task)
+        if factors[0].shape[-1] != spec.prompt.rank:
+            raise ConfigError(
+                f"prompt.factors {spec.prompt.factors} holds rank-{factors[0].shape[-1]} factors, but "
+                f"prompt.rank={spec.prompt.rank}: set prompt.rank={factors[0].shape[-1]}"
+            )
+    return FactoredPrompt(
+        init, rank=spec.prompt.rank, train_shared=spec.prompt.train_shared, generator=generator, factors=factors
+    )
 
 
 def codec_for(spec: RunSpec, backbone: Backbone) -> Codec:
@@ -238,6 +258,9 @@ def prompt_record(spec: RunSpec) -> dict[str, Any]:
     record: dict[str, Any] = {"prompt.init": spec.prompt.init.value, "prompt.length": spec.prompt.length}
     if spec.prompt.rank is not None:
         record.update({"prompt.rank": spec.prompt.rank, "prompt.train_shared": spec.prompt.train_shared})
+        if spec.prompt.factors is not None:
+            task = spec.prompt.factors_task
+            record["prompt.factors_task"] = "average" if task is None else task
     return record
 
 

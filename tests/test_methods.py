@@ -120,7 +120,7 @@ def test_attempt_saves_its_module_and_attention_and_resumes_bit_for_bit(tmp_path
     assert record["prompts"] == ["a", "b", "c", "target"] and len(record["examples"]) == len(rte.validation)
     assert sum(record["mean"]) == pytest.approx(1.0)
     state, meta = load_module(tmp_path / "full" / RunDir.BEST_MODULE)
-    assert set(state) >= {"sources", "target", "down.weight", "up.weight", "norm.weight"}
+    assert set(state) == {"sources", "target", "down.weight", "up.weight"}  # ATTEMPT's: no biases, a fixed LayerNorm
     result = json.loads((tmp_path / "full" / RunDir.RESULT).read_text())
     assert meta["step"] == result["best/step"] and meta["score"] == result["best/val_score"]
     _kill_at(monkeypatch, 4)
@@ -260,4 +260,4 @@ def test_the_methods_benchmark_times_every_step_and_counts_their_parameters():
     H, d, L = 32, 100, 4
     params = out["trainable_params"]
     assert params["spot"] == L * H and params["mpt"] == L * H + L + H and params["mpt_source"] == L * H + 2 * (L + H)
-    assert params["attempt"] == L * H + (H * d + d) + (d * H + H) + 2 * H  # target prompt, W_down, W_up, LayerNorm
+    assert params["attempt"] == L * H + H * d + d * H  # target prompt, W_down, W_up (ATTEMPT's: no biases, fixed norm)

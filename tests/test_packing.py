@@ -22,16 +22,26 @@ SST2 = [
     for i, (w, v) in enumerate(zip(WORDS * 3, reversed(WORDS * 3), strict=True))
 ]
 RTE = [
-    {"inputs": f"rte sentence1: {w} is {v}. sentence2: {v} {'maybe ' * (i % 3)}", "targets": ["entailment",
-     "not_entailment"][i % 2]}
+    {
+        "inputs": f"rte sentence1: {w} is {v}. sentence2: {v} {'maybe ' * (i % 3)}",
+        "targets": ["entailment", "not_entailment"][i % 2],
+    }
     for i, (w, v) in enumerate(zip(WORDS * 2, WORDS[3:] + WORDS[:3] + WORDS, strict=True))
 ]
 # Runs that differ in everything a pack lets differ: task, seed, batch size, steps, schedule, prompt length.
 RUNS = [
     {"task": "sst2_v1", "seed": 0, "length": 4, "steps": 8, "batch_size": 4, "eval_every": 4, "embedding_step": 2},
     {"task": "rte_v1", "seed": 1, "length": 4, "steps": 6, "batch_size": 3, "eval_every": 3, "embedding_step": 3},
-    {"task": "sst2_v1", "seed": 2, "length": 4, "steps": 8, "batch_size": 5, "eval_every": 8, "embedding_step": 4,
-     "micro_batch_size": 2},
+    {
+        "task": "sst2_v1",
+        "seed": 2,
+        "length": 4,
+        "steps": 8,
+        "batch_size": 5,
+        "eval_every": 8,
+        "embedding_step": 4,
+        "micro_batch_size": 2,
+    },
     {"task": "rte_v1", "seed": 3, "length": 6, "steps": 5, "batch_size": 4, "eval_every": 5, "embedding_step": 1},
 ]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_main
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -20,6 +20,7 @@ from ray import tune
 from pipelines.errors import Terminated
 from pipelines.report import run as report_run
 from pipelines.scheduler import CellScheduler
+from pipelines.study import main as study_main
 from pipelines.study import run
 from pipelines.tracking import TrackingError
 from spot_core.backbones import BackboneError
@@ -28,6 +29,8 @@ from spot_core.errors import ConfigError
 from spot_core.prompt_files import load_prompt
 from spot_core.tasks import TaskDataError, UnknownNameError
 from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
 
 
 def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
@@ -131,7 +134,7 @@ def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_d
     }  # fmt: skip
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     attempt = next(r for r in runs if r.data.tags["stage"] == "attempt")
-    assert attempt.data.tags["source"] == "attempt-all" and attempt.data.params["prompt.init"] == "zeros"
+    assert attempt.data.tags["source"] == "attempt-all" and attempt.data.params["prompt.init"] == "sampled_vocab"
     assert {"attention.json", "best_module.safetensors"} <= {a.path for a in client.list_artifacts(attempt.info.run_id)}
     shared = next(r for r in runs if r.data.tags["stage"] == "mpt_source")
     assert shared.data.tags["task"] == "sst2_v1+mnli_v1" and "val/sst2_v1/score" in shared.data.metrics
@@ -152,9 +155,11 @@ def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_d
     assert (report / "figures/attention_all.png").is_file()
     again = run(compose_study(*overrides(tmp_path, data_dir, methods)))
     assert again["trained_now"] == 0 and again["finished"] == 23  # resumed: every cell found by its key
-    # MPT's cells in packs of 4 (the shared prompt alone, then the target runs as one pack): the same runs
-    packed = run(compose_study(*overrides(tmp_path / "packed", data_dir, "stages=[mpt]", "ray.cells_per_trial=4")))
-    assert packed["failed"] == {} and packed["finished"] == 5
+    # MPT's cells in packs of 4 (the shared prompt alone, after the source runs it distils, then the target runs
+    # as one pack): the same runs
+    mpt_only = ("stages=[source,mpt]", "ray.cells_per_trial=4")
+    packed = run(compose_study(*overrides(tmp_path / "packed", data_dir, *mpt_only)))
+    assert packed["failed"] == {} and packed["finished"] == 2 + 5
     mpt_scores = [
         {r.data.tags["cell_key"]: r.data.metrics["best/val_score"] for r in cell_runs(folder) if r.data.tags["stage"]
          in ("mpt_source", "mpt")}
@@ -354,7 +359,7 @@ def test_a_crashing_cell_is_failed_with_its_reason_and_the_rest_of_the_study_goe
     assert len(failed) == 2 and all("NonFiniteLossError: training loss is nan" in r.data.tags["error"] for r in failed)
 
 
-def test_a_hydra_multirun_makes_one_study_per_swept_value(tmp_path, data_dir):
+def test_a_hydra_multirun_makes_one_study_per_swept_value(tmp_path, data_dir, monkeypatch):
     args = [
         "-m",
         "study=smoke",
@@ -366,8 +371,7 @@ def test_a_hydra_multirun_makes_one_study_per_swept_value(tmp_path, data_dir):
         f"hydra.sweep.dir={tmp_path}/sweep",
         "ray.num_cpus=2",
     ]
-    done = subprocess.run([sys.executable, "-m", "pipelines.study", *args], cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert run_main(study_main, monkeypatch, *args) == 0  # Hydra's launcher runs the two jobs in this process
     studies = Counter(r.data.tags["study"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")
     assert studies == {"smoke-study.prompt.length=4": 2, "smoke-study.prompt.length=6": 2}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(studies)

@@ -167,7 +167,7 @@ def test_attempt_mixes_every_finished_source_or_the_top_k_retrieval_ranks(tmp_pa
                                                "no finished source runs to mix")  # fmt: skip
     cells, why = attempt.plan_later(cfg, tmp_path, {c.key for c in sources})
     assert why == {} and len(cells) == 3 * 2 and all(c.parts == tuple(sources) for c in cells)
-    assert cells[0].label == "attempt:attempt-all->rte_v1:s0" and cells[0].init == "zeros"
+    assert cells[0].label == "attempt:attempt-all->rte_v1:s0" and cells[0].init == "sampled_vocab"
     assert cell_tags(cells[0], cfg)["source"] == "attempt-all"
     spec = attempt.spec(cfg, cells[0], tmp_path)
     assert spec["names"] == ["mnli_v1", "sst2_v1"] and spec["sources"][1].endswith("best_prompt.safetensors")

@@ -2,8 +2,8 @@
 
     attempt   ATTEMPT (Asai et al. 2022): frozen source prompts, a new target prompt and an attention module that
               mixes them per input
-    mpt       MPT (Wang et al. 2023): a shared prompt learned on the sources together, each task's prompt the shared
-              one times a rank-r matrix of its own
+    mpt       MPT (Wang et al. 2023): a shared prompt learned on the sources together, distilled from their own
+              prompts, each task's prompt the shared one times a rank-r matrix of its own
 
 Their cells are planned by spot_core/stages/attempt.py and mpt.py. Both save the whole prompt module (not only the
 [L, H] prompt its `forward()` gives) at its best validation score: `BestModule`, into the run folder's
