@@ -3,7 +3,7 @@
 Run from the repository root (needs the offline mirror):
 
     python -m bench.study_overhead [--sources 8] [--targets 6] [--seeds 2] [--steps 300] [--concurrent 2]
-                                   [--cells-per-trial 1]
+                                   [--cells-per-trial 1] [--json out.json]
 
 A smoke-sized grid (tiny model) of sources + targets x seeds + sources x targets x seeds cells (116 by default),
 stages source, target and transfer, on a local Ray with a fresh MLflow sqlite store. Each cell logs
@@ -17,6 +17,7 @@ the gaps between cells, the time inside a trial around `tune_prompt`, and the ta
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ TARGETS = ["rte", "cb", "mrpc", "cr", "cola", "boolq", "copa", "wic", "stsb", "w
 TARGET_RATIO = 1.15
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", type=int, default=8)
     p.add_argument("--targets", type=int, default=6)
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--steps", type=int, default=300, help="training steps per cell")
     p.add_argument("--cells-per-trial", type=int, default=1, help="ray.cells_per_trial (packed training)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
@@ -87,6 +89,24 @@ def main(argv: list[str] | None = None) -> None:
         )
     verdict = "meets" if ratio <= TARGET_RATIO else "misses"
     print(f"overhead ratio wall x {args.concurrent} / sum = {ratio:.3f} ({verdict} the {TARGET_RATIO} target)")
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "cells": summary["cells"],
+        "finished": summary["finished"],
+        "failed": len(summary["failed"]),
+        "wall_s": wall,
+        "cell_seconds_sum": cell_seconds,
+        "cell_seconds_mean": cell_seconds / len(runs),
+        "startup_s": first,
+        "tail_s": last,
+        "gaps_s_per_cell_slot": None if args.cells_per_trial > 1 else (busy - spans) / len(runs),
+        "in_trial_s_per_cell": None if args.cells_per_trial > 1 else (spans - cell_seconds) / len(runs),
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 if __name__ == "__main__":

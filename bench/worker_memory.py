@@ -7,11 +7,13 @@ each cell, first without releasing anything, then with `release_memory()` after 
 release, the resident memory stays within 10 % of its value after the first cell.
 
     python -m bench.worker_memory [--models smollm2-135m gemma3-270m] [--cells 6] [--data-dir ../shared/data]
+                                  [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -53,16 +55,22 @@ def series(models: list[str], cells: int, data_dir: str, release: bool) -> list[
     return rss
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     parser.add_argument("--cells", type=int, default=6)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    out: dict = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "rss_gb": {}}
     for release in (False, True):
         rss = series(args.models, args.cells, args.data_dir, release)
         print(f"release_memory={release}: resident GB after each cell: {' '.join(f'{r:.2f}' for r in rss)}")
         print(f"  last / first = {rss[-1] / rss[0]:.2f} (target with release <= 1.10), max {max(rss):.2f} GB")
+        out["rss_gb"]["release_memory" if release else "nothing_released"] = rss
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Prompt files: spot format, PEFT export/import, SPoT numpy prompts."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +89,22 @@ def test_peft_export_loads_in_peft_with_identical_logits(tiny_name, tmp_path):
     back, config = import_peft(tmp_path / "adapter")
     assert torch.equal(back, ref_prompt) and config["num_virtual_tokens"] == 6
     assert torch.equal(read_prompt(tmp_path / "adapter"), ref_prompt)
+
+
+def test_peft_gives_spot_logits_alone_and_right_padded_not_left_padded(tmp_path):
+    # bench/peft_interop.py on tiny Llama: the README's cases. PEFT's prompt tuning ignores position ids, so only
+    # a left-padded batch moves the padded examples' tokens to other positions; the longest example has no padding.
+    from bench.peft_interop import main
+
+    out = main(["--model", "tiny-llama", "--prompt-len", "4", "--json", str(tmp_path / "peft.json")])
+    cases = out["cases"]
+    # float32 rounding: the two run the same layers on the same embeddings, summed in other orders
+    tolerance = 64 * out["float32_eps"] * max(1.0, out["max_abs_logit"])
+    assert cases["one_at_a_time"]["max_abs_diff"] <= tolerance
+    assert cases["right_padded"]["max_abs_diff"] <= tolerance
+    left = cases["left_padded"]["per_example"]
+    assert all((left[i] <= tolerance) == (i in out["longest"]) for i in range(len(left))), (left, tolerance)
+    assert json.loads((tmp_path / "peft.json").read_text()) == out
 
 
 def test_numpy_prompts_from_the_reference_code(tmp_path):

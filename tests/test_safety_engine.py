@@ -2,6 +2,7 @@
 with real task data, generation order in `evaluation.predict`, and cross-model projectors across families."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from conftest import prompted
 
 from spot_core.backbones import load_backbone
 from spot_core.cross_model import ProjectorSpec, fit_projector, load_projector, project_file
-from spot_core.encoding import Codec, collate, encode_examples
+from spot_core.encoding import Codec, batch_indices, collate, encode_examples
 from spot_core.evaluation import TaskData, predict
 from spot_core.projector import ProjectedPrompt, ProjectorConfig, PromptProjector, fit_task, project
 from spot_core.prompt_files import load_prompt, save_prompt
@@ -17,7 +18,7 @@ from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptShapeError, SoftPrompt
 from spot_core.tasks import DataSource, get_task
 from spot_core.trainer import TrainerConfig
-from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt, prepare, tune_prompt
+from spot_core.tuning import PromptConfig, RunSpec, codec_for, evaluate_prompt, load_data, prepare, tune_prompt
 
 SMALL = {"steps": 4, "batch_size": 4, "eval_every": 2, "eval_batch_size": 8, "embedding_step": 2}
 
@@ -171,35 +172,70 @@ def rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-# B, its hidden size, deterministic results of a 12-step projector run (score on 8 SST-2 validation examples, final
-# loss). Task tuning through T5 (dropout 0.1): reproducibility is checked on its own below.
-OTHER_MODELS = {
-    "tiny-gemma3": (64, {"task_tuning": (62.5, 5.486100196838379), "distance": (62.5, 0.016508443281054497)}),
-    "tiny-t5": (32, {"task_tuning": None, "distance": (37.5, 0.011199964210391045)}),
-}
+# B and its hidden size. A 12-step projector run's losses are compared with a plain loop's on this machine, not
+# pinned (exact values do not carry across CPUs); T5 (dropout 0.1) included: the loop seeds B's dropout as the run
+# does, and the forward passes are the same ones, so the masks are the same.
+OTHER_MODELS = {"tiny-gemma3": 64, "tiny-t5": 32}
+# float32 rounding between the run and the loop (prompt once against the prompt on every example on Gemma 3;
+# measured: under 1e-7 relatively, T5 and distance exactly equal), carried through 12 AdamW steps
+RTOL = 1000 * torch.finfo(torch.float32).eps
+
+
+def reference_losses(spec: ProjectorSpec) -> list[float]:
+    """A projector run's losses by a plain loop on its training task: the projector of the same seed, AdamW at the
+    run's settings, each step's loss from one forward pass: the mean squared distance to B's prompt (distance), or
+    B's mean target-token loss on the task's next batch with the projected prompt prepended to every example (task
+    tuning)."""
+    cfg = spec.projector
+    a = load_prompt(spec.train_prompts[0])[0]
+    b = load_backbone(spec.target.model)
+    proj = PromptProjector.from_config(cfg, *a.shape, b.hidden_size)
+    optimizer = torch.optim.AdamW(proj.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.method == "distance":
+        target = load_prompt(spec.target_prompts[0])[0]
+
+        def loss(step: int) -> torch.Tensor:
+            return ((proj(a) - target) ** 2).mean()
+    else:
+        data = load_data(replace(spec.target, task=spec.train_tasks[0]), codec_for(spec.target, b))
+        model = PromptedLM(b, ProjectedPrompt(proj, a), prompt_once=False).train()
+        torch.manual_seed(cfg.seed)
+
+        def loss(step: int) -> torch.Tensor:
+            idx = batch_indices(step, cfg.batch_size, len(data.train), cfg.seed)
+            return model.loss(collate([data.train[i] for i in idx], data.codec))
+
+    losses = []
+    for step in range(cfg.steps):
+        value = loss(step)
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(value.item())
+    return losses
 
 
 @pytest.mark.parametrize("method", ["task_tuning", "distance"])
 @pytest.mark.parametrize("other", list(OTHER_MODELS))
 def test_a_projector_from_tiny_llama_into_another_family(data_dir, tmp_path, other, method):
-    hidden, expected = OTHER_MODELS[other]
+    hidden = OTHER_MODELS[other]
     for name, h, seed in (("a_sst2", 32, 0), ("a_rte", 32, 1), ("b_sst2", hidden, 2)):
         save_prompt(tmp_path / f"{name}.safetensors", rand(4, h, seed=seed) * 0.1)
     spec = sst2_projector(other, data_dir, tmp_path / "a_sst2.safetensors", method, 12, tmp_path / "b_sst2.safetensors")
     result = fit_projector(spec, tmp_path / "run")
     assert set(result) == {"best/val_score", "best/step", "final/loss", "train_task/sst2_v1/val_score"}
     assert result["best/val_score"] == result["train_task/sst2_v1/val_score"] and result["best/step"] == 12
-    if expected[method]:
-        score, loss = expected[method]
-        assert result == pytest.approx(
-            {"best/val_score": score, "best/step": 12, "final/loss": loss, "train_task/sst2_v1/val_score": score},
-            rel=1e-5,
-            abs=1e-6,
-        )
     losses = [h["train/loss"] for h in json.loads((tmp_path / "run/metrics.json").read_text())]
-    assert len(losses) == 12
+    assert losses == pytest.approx(reference_losses(spec), rel=RTOL) and result["final/loss"] == losses[-1]
     if method == "distance":  # a regression onto B's prompt: the loss falls every step
         assert all(b < a for a, b in zip(losses, losses[1:], strict=False)) and losses[-1] < 0.6 * losses[0]
+    # the run's score is the projected SST-2 prompt's, scored as a prompt file for B
+    sst2 = project_file(
+        tmp_path / "run/projector.safetensors", tmp_path / "a_sst2.safetensors", tmp_path / "sst2.safetensors"
+    )
+    files = PromptConfig(length=4, init="file", files=[str(sst2)])
+    score = evaluate_prompt(replace(spec.target, prompt=files), tmp_path / "sst2_shot")["best/val_score"]
+    assert result["best/val_score"] == pytest.approx(score, abs=1e-6)
     projector, meta = load_projector(tmp_path / "run/projector.safetensors")
     assert (projector.length, projector.source_hidden, projector.target_hidden) == (4, 32, hidden)
     assert (meta["source_model"], meta["target_model"], meta["method"]) == ("tiny-llama", other, method)
