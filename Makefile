@@ -76,8 +76,11 @@ library:
 check-demo:
 	$(BIN)/python -m pipelines.report study=demo expect=docs/demo-report/expected.json $(ARGS)
 
+# Two pytest-xdist workers, each test file on one of them (its module fixtures run once); TEST_WORKERS=0 runs the
+# suite in this one process.
+TEST_WORKERS ?= 2
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow:
 	$(BIN)/python -m pytest -q -m slow

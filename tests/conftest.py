@@ -160,41 +160,57 @@ def pytest_runtest_logreport(report):
             SKIPPED.append(f"{report.nodeid}: {reason}")
 
 
-def pytest_sessionfinish(session, exitstatus):
-    if in_ci() and SKIPPED and exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
 def pytest_terminal_summary(terminalreporter):
     if in_ci() and SKIPPED:
         terminalreporter.section("skipped tests fail the session when CI=true", red=True)
         for line in SKIPPED:
             terminalreporter.line(f"SKIPPED IN CI: {line}", red=True)
+    if CHANGED:
+        terminalreporter.section("the suite changed the repository (it must write to temporary folders only)", red=True)
+        for kind, entries in CHANGED.items():
+            terminalreporter.line(f"{kind}: {entries}", red=True)
 
 
 # --- the suite writes only to temporary folders ----------------------------------------------------------
 # git's view of the repository (changed, untracked and ignored entries; ignored folders runs write into are
-# listed file by file) at the session's start; tests/test_repo_clean.py runs last and compares.
+# listed file by file) when the session starts and when it ends, in the process that runs the session (with
+# pytest-xdist: the controller, once every worker is done). A difference fails the session, as a skip in CI does.
 WRITTEN_BY_RUNS = ("outputs", "mlruns", "data")  # ignored folders (.gitignore) a run writes into
 CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache")  # Python's and the tools' own
+AT_START: set[str] = set()
+CHANGED: dict[str, list[str]] = {}
 
 
-def repository_state() -> set[str]:
+def repository_state(repo: Path = REPO) -> set[str]:
     import subprocess
 
     status = subprocess.run(
-        ["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "status", "--porcelain", "--ignored"], cwd=repo, capture_output=True, text=True, check=True
     )
     entries = {line for line in status.stdout.splitlines() if not any(c in line for c in CACHES)}
     for folder in WRITTEN_BY_RUNS:
-        entries |= {f"!! {p.relative_to(REPO)}" for p in (REPO / folder).rglob("*")}
+        entries |= {f"!! {p.relative_to(repo)}" for p in (repo / folder).rglob("*")}
     return entries
 
 
-@pytest.fixture(scope="session", autouse=True)
-def repository_at_start() -> set[str]:
-    return repository_state()
+def state_change(before: set[str], after: set[str]) -> dict[str, list[str]]:
+    """What appeared and what went, first 20 of each; empty when nothing changed."""
+    change = {"new": sorted(after - before)[:20], "gone": sorted(before - after)[:20]}
+    return change if change["new"] or change["gone"] else {}
 
 
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name == "test_repo_clean.py")  # stable: only moves it to the end
+def controller(config) -> bool:
+    return not hasattr(config, "workerinput")  # an xdist worker has it
+
+
+def pytest_sessionstart(session):
+    if controller(session.config):
+        AT_START.update(repository_state())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not controller(session.config):
+        return
+    CHANGED.update(state_change(AT_START, repository_state()))
+    if exitstatus == pytest.ExitCode.OK and (CHANGED or (in_ci() and SKIPPED)):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
