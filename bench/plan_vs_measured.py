@@ -9,7 +9,8 @@ For each study, `python -m pipelines.study study=NAME plan=true` runs `--repeats
 with a tracking store and output folder of its own under a temporary folder (nothing finished: every cell is
 counted; nothing is written elsewhere). Each run calibrates the model's cost per token on this machine as it is
 (`spot_core.cost`), so the estimate moves with the load: the load average before each run is kept beside it.
-The ratio is measured wall time / estimate (below 1: the estimate is an upper bound for that study).
+The ratio is measured wall time / the wall time the plan gives (its device-hours spread over the trials that run at
+once; below 1: the estimate is an upper bound for that study).
 
 Then, in this process, the plan's calibration of SmolLM2-135M at the presets' shape (prompt 100 once, 64 input and 16
 target tokens at full length, batch 8) with each of `--threads` torch threads, one after the other, and the same
@@ -40,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 MEASURED = {"demo": 3780.0, "methods": 5541.0}
 TOTAL = re.compile(r"total: ([\d,.]+) (device-hours of this machine|GPU-hours)")
 TOKEN = re.compile(r"^\s+(\S+): ([\d.e+-]+) s per training token, ([\d.e+-]+) s per evaluation token", re.M)
+AT_ONCE = re.compile(r"with (\d+) trials at once .*?: about ([\d,.]+) (s|min|h)")
+SECONDS = {"s": 1, "min": 60, "h": 3600}
 KIND = re.compile(r"^  (\w+)\s+(\d+) cells? (.*?)\s{2,}([\d.]+ (?:s|min|h))", re.M)
 
 
@@ -70,9 +73,14 @@ def plan(study: str, folder: Path) -> dict:
     if total is None:
         raise SystemExit(f"no estimate in the plan of study {study}:\n{done.stdout}\n{done.stderr}")
     tokens = {m: {"train_s": float(t), "evaluate_s": float(e)} for m, t, e in TOKEN.findall(done.stdout)}
+    estimate_h = float(total.group(1).replace(",", ""))
+    at_once = AT_ONCE.search(done.stdout)  # the cells spread over the trials that run side by side
+    wall_h = float(at_once.group(2).replace(",", "")) * SECONDS[at_once.group(3)] / 3600 if at_once else estimate_h
     return {
         "load_average_before": load,
-        "estimate_h": float(total.group(1).replace(",", "")),
+        "estimate_h": estimate_h,
+        "trials_at_once": int(at_once.group(1)) if at_once else 1,
+        "wall_estimate_h": wall_h,
         "per_token": tokens,
         "stages": {
             kind: {"cells": int(n), "what": what, "estimate": amount}
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for study in [s for s in args.studies.split(",") if s]:
             runs = [plan(study, Path(tmp) / f"{study}-{i}") for i in range(args.repeats)]
-            estimates = [r["estimate_h"] for r in runs]
+            estimates = [r["wall_estimate_h"] for r in runs]  # the wall time it gives (its device-hours: runs)
             row = {"estimates_h": estimates, "median_estimate_h": statistics.median(estimates), "runs": runs}
             if study in measured:
                 wall = measured[study]

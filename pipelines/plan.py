@@ -8,6 +8,7 @@ would pack into trials, and (`plan=true`, or `plan=DEVICE` for a stored figure) 
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -243,9 +244,27 @@ def stored_costs(device: str, study: StudyConfig, cells: Sequence[Cell], per_tri
     }
 
 
-def model_costs(plan: Plan, study: StudyConfig, device: str | None) -> dict[str, cost.TokenCost]:
+@dataclass(frozen=True)
+class Trials:
+    """How a study's trials share a local machine: `threads` torch threads each (ray.cpus_per_trial), `at_once` of
+    them side by side (the CPUs over that, at most ray.max_concurrent_trials)."""
+
+    threads: int = 1
+    at_once: int = 1
+
+    @classmethod
+    def of(cls, ray_cfg: Any) -> Trials:
+        threads = max(1, int(ray_cfg.cpus_per_trial or 1))
+        at_once = max(1, int((ray_cfg.num_cpus or os.cpu_count() or 1) // threads))
+        return cls(threads, min(at_once, ray_cfg.max_concurrent_trials or at_once))
+
+
+def model_costs(
+    plan: Plan, study: StudyConfig, device: str | None, trials: Trials = Trials()
+) -> dict[str, cost.TokenCost]:
     """The cost per token of each model with cells to run: from `device`'s stored figure, or measured here (on the
-    study's model.device, or the CPU where this machine has none)."""
+    study's model.device, or the CPU where this machine has none; on a CPU with a trial's threads, as its trials
+    run: all of a machine's threads, timed while other work runs on it, made the figures 6-8x too high)."""
     todo = [c for r in plan.rows for c in r.todo]
     if device:
         return stored_costs(device, study, todo, plan.cells_per_trial)
@@ -257,7 +276,13 @@ def model_costs(plan: Plan, study: StudyConfig, device: str | None) -> dict[str,
         batch = batches.most_common(1)[0][0] if batches else 1
         here = calibration_device(study.device)[0]
         config = cost.architecture(name, study.cache_dir)
-        out[name] = cost.measure(name, config, shape(study, name), per_trial, batch, study.dtype, here)
+        threads = torch.get_num_threads()
+        if torch.device(here).type == "cpu":
+            torch.set_num_threads(trials.threads)
+        try:
+            out[name] = cost.measure(name, config, shape(study, name), per_trial, batch, study.dtype, here)
+        finally:
+            torch.set_num_threads(threads)
     return out
 
 
@@ -297,12 +322,15 @@ def cost_by_kind(plan: Plan, study: StudyConfig, costs: dict[str, cost.TokenCost
     return out
 
 
-def estimate(plan: Plan, study: StudyConfig, device: str | None, costs: dict | None = None) -> str:
+def estimate(
+    plan: Plan, study: StudyConfig, device: str | None, costs: dict | None = None, trials: Trials = Trials()
+) -> str:
     """The cost of the cells still to run, a line per cell stage, and the total in device-hours (for a GPU, on 1
-    and on 8); `costs`: per model, instead of measuring them or reading `device`'s stored figure."""
+    and on 8; on this machine's CPU, also the wall time with `trials` side by side); `costs`: per model, instead of
+    measuring them or reading `device`'s stored figure."""
     if not any(r.todo for r in plan.rows):
         return "estimate: nothing left to run"
-    costs = costs or model_costs(plan, study, device)
+    costs = costs or model_costs(plan, study, device, trials)
     lines = ["estimate of the cells still to run (each input at its maximum length: an upper bound):"]
     if device is None and (why := calibration_device(study.device)[1]):
         lines.append(f"  {why}")
@@ -325,6 +353,10 @@ def estimate(plan: Plan, study: StudyConfig, device: str | None, costs: dict | N
     of_it = f"; evaluation {hours(evaluation)} of it" if evaluation else ""
     lines.append(f"  total: {h:,.{0 if h >= 100 else 2}f} {'GPU-hours' if gpu else 'device-hours of this machine'} "
                  f"({span}{of_it})")  # fmt: skip
+    if not gpu and trials.at_once > 1:
+        each = f"{trials.threads} thread{'s' * (trials.threads > 1)} each, ray.*"
+        lines.append(f"  with {trials.at_once} trials at once ({each}): about {hours(total / trials.at_once)} if the "
+                     "cells spread evenly over them")  # fmt: skip
     if unsized:
         lines.append(
             f"  not counted: {unsized:,} evaluations of whole validation splits (study.max_eval_examples is unset, "

@@ -226,7 +226,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         the_plan = plan.make_plan(study, stages, cells, store, cfg.ray.cells_per_trial, pack_key, lacking)
         print(plan.render(the_plan, study), flush=True)
     if planning:
-        text = plan.estimate(the_plan, study, device)
+        text = plan.estimate(the_plan, study, device, trials=plan.Trials.of(cfg.ray))
         print(text)
         return {**summary, "plan": the_plan, "estimate": text}
     if stages:

@@ -287,16 +287,18 @@ MPT = {"steps": 80, "batch_size": 16, "eval_every": 40, "eval_batch_size": 8, "o
        "weight_decay": 0.0}  # fmt: skip
 
 
-def mpt_run(name: str, out) -> tuple[list[list[str]], FactoredPrompt, dict]:
+def mpt_run(name: str, out, distillation=None) -> tuple[list[list[str]], FactoredPrompt, dict]:
     """MPT's source run on the task (as sst2_v1) and its flip (as cr_v1, SST-2's label words) together, on the same
-    inputs: one shared prompt, rank-1 factors per task starting at ones, so both tasks start from one prompt.
-    Returns each task's failures, the module and its parameters at the start."""
+    inputs: one shared prompt, rank-1 factors per task starting at ones, so both tasks start from one prompt (with
+    `distillation`: the paper's loss, else the multitask one). Returns each task's failures, the module and its
+    parameters at the start."""
     base, codec = learner(name)
     parts = [task_data(codec), task_data(codec, flip=True, task="cr_v1")]
     module = FactoredPrompt(base.prompt.weight.detach(), tasks=2, rank=1)
     start = {k: v.detach().clone() for k, v in module.named_parameters()}
     model = PromptedLM(base.backbone, module)
-    trainer = MultitaskTrainer(TrainerConfig(**MPT), model, MixtureData(get("sst2_v1+cr_v1"), parts), out)
+    data = MixtureData(get("sst2_v1+cr_v1"), parts)
+    trainer = MultitaskTrainer(TrainerConfig(**MPT), model, data, out, distillation=distillation)
 
     def fits():
         out = []

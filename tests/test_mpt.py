@@ -310,32 +310,11 @@ def test_a_tiny_study_distils_and_starts_its_targets_from_the_averaged_factors(t
 def test_a_distilled_source_run_learns_both_tasks_from_teachers_that_solve_them(tmp_path):
     """tests/test_learning.py's MPT check (a task and its flip on the same inputs, from one prompt) with the
     paper's loss: the teachers are the two tasks' own prompts, trained alone there first."""
-    from test_learning import MPT, assert_cannot_both_pass, failures, fit_of, learner, pair, task_data
+    from test_learning import fit_of, mpt_run, pair
 
     runs = pair("tiny-llama", tmp_path / "teachers")
     Pack(runs).fit()  # the two teachers, trained as one pack
     assert all(fit_of(t.model, t.data).accuracy == 1.0 for t in runs)  # each teacher solves its task
     teachers = torch.stack([t.model.prompt.weight.detach() for t in runs])
-    base, codec = learner("tiny-llama")
-    parts = [task_data(codec), task_data(codec, flip=True, task="cr_v1")]
-    module = FactoredPrompt(base.prompt.weight.detach(), tasks=2, rank=1)
-    model = PromptedLM(base.backbone, module)
-    data = MixtureData(get("sst2_v1+cr_v1"), parts)
-    trainer = MultitaskTrainer(TrainerConfig(**MPT), model, data, tmp_path / "mpt", distillation=Distillation(teachers))
-
-    def fits():
-        out = []
-        for k, part in enumerate(parts):
-            module.task = k
-            out.append(fit_of(model, part))
-        module.task = None
-        return out
-
-    before = fits()
-    assert_cannot_both_pass(before)
-    trainer.fit()
-    found = [
-        failures(b, a, trainer.run, f"val/{part.name}/accuracy")
-        for b, a, part in zip(before, fits(), parts, strict=True)
-    ]
+    found, _, _ = mpt_run("tiny-llama", tmp_path / "mpt", Distillation(teachers))
     assert found == [[], []]

@@ -5,8 +5,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, run_main
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from pipelines import plan
 from pipelines.errors import EXIT_USER_ERROR
@@ -141,6 +143,26 @@ def test_the_estimate_scales_with_steps(tmp_path):
     assert all(eight[kind] == pytest.approx(2 * four[kind]) for kind in four if kind != "projector")
     # smoke: prompt 4, input 128 and target 16 tokens, batch 4, prompt once: 4 + 4 x 144 tokens a step
     assert four["source"] == pytest.approx(2 * 4 * (4 + 4 * 144) * 1e-3)
+
+
+def test_on_a_cpu_the_estimate_spreads_the_cells_over_the_trials_that_run_at_once(tmp_path, monkeypatch):
+    ray_cfg = lambda **kw: OmegaConf.create({"num_cpus": 4, "cpus_per_trial": 1, "max_concurrent_trials": None} | kw)  # noqa: E731
+    assert plan.Trials.of(ray_cfg()) == plan.Trials(threads=1, at_once=4)
+    assert plan.Trials.of(ray_cfg(max_concurrent_trials=2)) == plan.Trials(1, 2)
+    assert plan.Trials.of(ray_cfg(cpus_per_trial=3)) == plan.Trials(3, 1)
+    study = build_study(compose_study("study=smoke"))
+    p = planned(tmp_path, "study=smoke")
+    per_token = {m: cost.TokenCost(m, 1e-3, 5e-4, "fixed") for m in ("tiny-llama", "tiny-llama-wide")}
+    total = sum(k.train + k.evaluate for k in plan.cost_by_kind(p, study, per_token))
+    text = plan.estimate(p, study, None, per_token, plan.Trials(1, 2))
+    assert f"with 2 trials at once (1 thread each, ray.*): about {plan.hours(total / 2)} if" in text
+    assert "trials at once" not in plan.estimate(p, study, None, per_token, plan.Trials(2, 1))
+    # the calibration runs with a trial's threads, and the process gets its own back
+    threads = []
+    monkeypatch.setattr(plan.cost, "measure", lambda *a: threads.append(torch.get_num_threads()) or per_token[a[0]])
+    before = torch.get_num_threads()
+    plan.model_costs(p, study, None, plan.Trials(1, 2))
+    assert set(threads) == {1} and torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("name", sorted(cost.BUILTIN_ARCHITECTURES))

@@ -7,10 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import prompted
+from test_projector import reference_losses
 
 from spot_core.backbones import load_backbone
 from spot_core.cross_model import ProjectorSpec, fit_projector, load_projector, project_file
-from spot_core.encoding import Codec, batch_indices, collate, encode_examples
+from spot_core.encoding import Codec, collate, encode_examples
 from spot_core.evaluation import TaskData, predict
 from spot_core.projector import ProjectedPrompt, ProjectorConfig, PromptProjector, fit_task, project
 from spot_core.prompt_files import load_prompt, save_prompt
@@ -18,7 +19,7 @@ from spot_core.prompted import PromptedLM
 from spot_core.prompts import PromptShapeError, SoftPrompt
 from spot_core.tasks import DataSource, get_task
 from spot_core.trainer import TrainerConfig
-from spot_core.tuning import PromptConfig, RunSpec, codec_for, evaluate_prompt, load_data, prepare, tune_prompt
+from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt, prepare, tune_prompt
 
 SMALL = {"steps": 4, "batch_size": 4, "eval_every": 2, "eval_batch_size": 8, "embedding_step": 2}
 
@@ -179,40 +180,6 @@ OTHER_MODELS = {"tiny-gemma3": 64, "tiny-t5": 32}
 # float32 rounding between the run and the loop (prompt once against the prompt on every example on Gemma 3;
 # measured: under 1e-7 relatively, T5 and distance exactly equal), carried through 12 AdamW steps
 RTOL = 1000 * torch.finfo(torch.float32).eps
-
-
-def reference_losses(spec: ProjectorSpec) -> list[float]:
-    """A projector run's losses by a plain loop on its training task: the projector of the same seed, AdamW at the
-    run's settings, each step's loss from one forward pass: the mean squared distance to B's prompt (distance), or
-    B's mean target-token loss on the task's next batch with the projected prompt prepended to every example (task
-    tuning)."""
-    cfg = spec.projector
-    a = load_prompt(spec.train_prompts[0])[0]
-    b = load_backbone(spec.target.model)
-    proj = PromptProjector.from_config(cfg, *a.shape, b.hidden_size)
-    optimizer = torch.optim.AdamW(proj.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.method == "distance":
-        target = load_prompt(spec.target_prompts[0])[0]
-
-        def loss(step: int) -> torch.Tensor:
-            return ((proj(a) - target) ** 2).mean()
-    else:
-        data = load_data(replace(spec.target, task=spec.train_tasks[0]), codec_for(spec.target, b))
-        model = PromptedLM(b, ProjectedPrompt(proj, a), prompt_once=False).train()
-        torch.manual_seed(cfg.seed)
-
-        def loss(step: int) -> torch.Tensor:
-            idx = batch_indices(step, cfg.batch_size, len(data.train), cfg.seed)
-            return model.loss(collate([data.train[i] for i in idx], data.codec))
-
-    losses = []
-    for step in range(cfg.steps):
-        value = loss(step)
-        value.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(value.item())
-    return losses
 
 
 @pytest.mark.parametrize("method", ["task_tuning", "distance"])
