@@ -169,6 +169,23 @@ def test_every_preset_states_its_retrieval_design_so_it_can_be_overridden_plainl
     assert (study.task_embedding, study.retrieval_similarity) == ("displacement", "per_token")
 
 
+@pytest.mark.parametrize("preset", ["smoke", "methods", "spot"])
+def test_the_presets_that_run_attempt_and_mpt_state_their_settings_at_the_authors_defaults(preset):
+    from spot_core.methods.attempt import AttemptConfig
+    from spot_core.methods.mpt import MPTConfig
+
+    stated = build_study(compose_study(f"study={preset}")).attempt, build_study(compose_study(f"study={preset}")).mpt
+    for config, default, names in (
+        (stated[0], AttemptConfig(), ("top_k", "temperature", "bias", "train_norm", "target_init")),
+        (stated[1], MPTConfig(), ("rank", "train_shared", "distill", "distill_weight", "distill_temperature",
+                                  "target_init")),
+    ):  # fmt: skip
+        assert {n: getattr(config, n) for n in names} == {n: getattr(default, n) for n in names}
+    earlier = ["study.attempt.bias=true", "study.attempt.target_init=zeros", "study.mpt.distill=false"]
+    study = build_study(compose_study(f"study={preset}", *earlier))  # no "+" needed: the preset has the keys
+    assert (study.attempt.bias, study.attempt.target_init, study.mpt.distill) == (True, "zeros", False)
+
+
 PRESET_KEYS = Path(__file__).parent / "data" / "preset_cell_keys.json"  # written by the code of commit 56975e2
 # Keys changed on purpose since: ATTEMPT's and MPT's defaults became their authors' (issue 27: temperature H * e,
 # no biases, a sampled-vocabulary target; MPT distilled from the source prompts, target factors from theirs). Their
