@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -221,16 +221,23 @@ class Distillation:
     teachers: torch.Tensor
     weight: float = DISTILL_WEIGHT
     temperature: float = 1.0
+    _made: tuple[PromptedLM, Any] | None = field(default=None, init=False, repr=False)
+
+    def prompts(self, engine: PromptedLM) -> Any:
+        """The teachers as `engine` takes them, made once per engine (frozen prompts and model, no dropout: the
+        same every step): in prompt-once mode their keys/values, else the prompts on the engine's device."""
+        if self._made is None or self._made[0] is not engine:
+            teachers = self.teachers.to(engine.device)
+            with torch.no_grad(), evaluating(engine.model):
+                self._made = engine, engine.prompt_states(prompts=teachers) if engine.shares_prompt else teachers
+        return self._made[1]
 
     def row_loss(self, engine: PromptedLM, items: Sequence[tuple[int, Encoded]]) -> RowLoss:
         """The per-example loss of a step over `items` (task, example) for `row_gradients`: each forward pass of
-        the student runs its examples through their tasks' teachers too (no gradients, eval mode; in prompt-once
-        mode the teachers' states are computed once for the step)."""
+        the student runs its examples through their tasks' teachers too (no gradients, eval mode)."""
         targets = sum(len(e.target_ids) for _, e in items)
         scale = targets / sum(length(e) for _, e in items)
-        teachers = self.teachers.to(engine.device)
-        with torch.no_grad(), evaluating(engine.model):
-            teacher = engine.prompt_states(prompts=teachers) if engine.shares_prompt else teachers
+        teacher = self.prompts(engine)
 
         def loss(batch: dict[str, torch.Tensor], prompt: Any, rows: torch.Tensor) -> torch.Tensor:
             student = engine.outputs(batch, prompt, rows, states=True)
