@@ -69,6 +69,18 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+def stop_of(error: BaseException | None) -> BaseException | None:
+    """The Ctrl-C or SIGTERM behind `error`: itself, or the one it was raised while handling (C code such as Ray's
+    `wait` turns a signal handler's exception into a SystemError whose context is the stop); None for any other."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (KeyboardInterrupt, Terminated)):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def exit_stopped(stop: BaseException) -> NoReturn:
     """One line for a run stopped by Ctrl-C or SIGTERM, and the shell's exit code for it (130, 143)."""
     number, name = (signal.SIGINT, "Ctrl-C") if isinstance(stop, KeyboardInterrupt) else (signal.SIGTERM, "SIGTERM")
@@ -253,6 +265,8 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             try:
                 return task(cfg)
             except Exception as e:  # handled in the job: past it, Hydra prints "Error executing job ..." first
+                if (stop := stop_of(e)) is not None:  # a stop that C code turned into an error: a stop still
+                    raise stop from e
                 exit_if_user_error(e, tracebacks)  # SystemExit passes through Hydra
                 raise
 

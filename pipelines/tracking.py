@@ -16,6 +16,7 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from pipelines.errors import stop_of
 from pipelines.paths import check_writable
 from spot_core.errors import SpotError
 from spot_core.run_dir import follow_umask
@@ -196,9 +197,10 @@ class TrackedRun:
 
     def end(self, error: BaseException | None = None) -> None:
         """Ends the run, once, by how its work ended: `error` None (FINISHED), an Exception (FAILED) or a stop."""
-        if self.open and isinstance(error, Exception):
+        failed = error is not None and stop_of(error) is None
+        if self.open and failed:
             self.tag(ERROR_TAG, f"{type(error).__name__}: {error}")
-        self.close("FINISHED" if error is None else "FAILED" if isinstance(error, Exception) else "KILLED")
+        self.close("FINISHED" if error is None else "FAILED" if failed else "KILLED")
 
     def close(self, status: str) -> None:
         """Ends the run, once, as `status` (a study some of whose cells failed: FAILED, with no error of its own)."""

@@ -349,3 +349,25 @@ def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
     step = int(resumed.data.metrics["train/resumed_at_step"])
     assert step >= 10  # from the stopped run's last checkpoint, and the run says so
     assert f"resuming from step {step}/100 (the run's last checkpoint)" in capsys.readouterr().out.splitlines()
+
+
+def test_a_stop_that_c_code_turned_into_another_error_is_still_a_stop(tmp_path, data_dir, monkeypatch, capsys):
+    """SIGTERM while Ray's `wait` runs in C: Python hands back a SystemError whose context is the stop. It ends as
+    a stop does, in one line with 143, and the run it interrupted is KILLED, not FAILED."""
+    from pipelines.errors import Terminated, stop_of
+
+    def wait(*args, **kwargs):
+        try:
+            raise Terminated
+        except Terminated:
+            raise SystemError("<cyfunction CoreWorker.wait> returned a result with an exception set") from None
+
+    monkeypatch.setattr("spot_core.trainer.Trainer.fit", wait)
+    open_store(f"sqlite:///{tmp_path}/mlflow.db", "spot-train")  # a new store's set-up lines left out of stderr
+    capsys.readouterr()
+    assert run_main(train.main, monkeypatch, *train_args(tmp_path, data_dir)) == 143
+    assert capsys.readouterr().err == "stopped by SIGTERM: run the same command again to resume\n"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (stopped,) = client.search_runs([client.get_experiment_by_name("spot-train").experiment_id])
+    assert stopped.info.status == "KILLED" and "error" not in stopped.data.tags
+    assert stop_of(ValueError("not a stop")) is None
