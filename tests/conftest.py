@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -79,6 +80,95 @@ def ray_down_at_the_end():
 
     if "ray" in sys.modules:
         sys.modules["ray"].shutdown()
+
+
+# --- studies: their settings, their runs, and the session's smoke study -------------------------------------------
+def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
+    """study=smoke in tmp_path: its out_dir tmp_path/out and its MLflow store tmp_path/mlflow.db."""
+    return [
+        "study=smoke",
+        f"data_dir={data_dir}",
+        f"out_dir={tmp_path}/out",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "ray.num_cpus=2",
+        *extra,
+    ]
+
+
+def compose_study(*args: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("study", overrides=list(args))
+
+
+def compose_report(*args: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("report", overrides=["study=smoke", *args])
+
+
+def cell_runs(tmp_path: Path) -> list:
+    """The cell runs (FINISHED or not) of the study whose store is tmp_path/mlflow.db."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("spot-study")
+    return client.search_runs([experiment.experiment_id], "tags.cell_key != ''", max_results=1000)
+
+
+def cell_runs_or_none(tmp_path: Path) -> list:
+    try:
+        return cell_runs(tmp_path)
+    except Exception:  # the driver has not created the store or the experiment yet
+        return []
+
+
+def copy_study(source: Path, dest: Path) -> None:
+    """A study's MLflow store, its artifacts and its cell folders, as a study of its own: the copied store's
+    experiment and runs point at the copied artifacts, so that a study run on the copy leaves the original as it
+    was (its parent run's config, for one, is an artifact)."""
+    import shutil
+    import sqlite3
+
+    from mlflow.tracking._tracking_service import utils
+
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "mlflow.db", dest / "mlflow.db")
+    shutil.copytree(source / "mlartifacts", dest / "mlartifacts")
+    shutil.copytree(source / "out", dest / "out")
+    old, new = (f"file://{folder}/mlartifacts/" for folder in (source, dest))
+    with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+    utils._artifact_repos_cache.clear()  # MLflow caches a run's artifact folder by run id, which the copy shares
+
+
+# SPoT's stages on tiny-llama, seed 0, with displacement task embeddings ranked by per-token cosine: read by the
+# tests of several files (test_safety_study, test_pipeline_study, test_plan); a test that changes it works on a copy.
+SMOKE_DESIGN = ("study.seeds=[0]", "++study.task_embedding=displacement", "++study.retrieval_similarity=per_token")
+SMOKE_STAGES = "stages=[source,target,transfer,retrieval,report]"
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory, data_dir):
+    """The smoke study run in two steps: stages source and target with their report (kept in partial_report), then
+    the rest of SPoT's stages, which trains only the new cells. `printed`: what the first step printed."""
+    import io
+    import shutil
+    from types import SimpleNamespace
+
+    from pipelines.study import run
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    ensure_ray()  # session fixtures are set up before the tests' ray_runtime
+    args = overrides(tmp, data_dir, *SMOKE_DESIGN)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        partial = run(compose_study(*args, "stages=[source,target,report]"))
+    shutil.copytree(tmp / "out" / "report", tmp / "partial_report")
+    full = run(compose_study(*args, SMOKE_STAGES))
+    return SimpleNamespace(tmp=tmp, args=args, partial=partial, full=full, printed=printed.getvalue())
 
 
 def mirror_rows(task, data_dir, split="train") -> list[dict]:

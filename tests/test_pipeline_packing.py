@@ -1,5 +1,6 @@
 """A study whose cells train in packs (`ray.cells_per_trial`): the same runs, prompts, evaluations and ledger as one
-cell per trial, and resumable after a SIGKILL of a trial worker and of the driver."""
+cell per trial, and resumable after a SIGKILL of a trial worker and of the driver (the driver's SIGKILL, as a crash
+of the machine running it, is tested here only: the ledger that resumes it is the same with and without packs)."""
 
 import contextlib
 import json
@@ -13,8 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from conftest import REPO
-from test_pipeline_study import cell_runs, cell_runs_or_none, compose_study, overrides
+from conftest import REPO, cell_runs, cell_runs_or_none, compose_study, overrides
 
 from pipelines.study import run
 from spot_core.prompt_files import load_prompt
@@ -135,11 +135,14 @@ def test_a_packed_study_equals_one_cell_per_trial_and_survives_kills(tmp_path, d
                 process.kill()  # psutil checks that the pid is still that process (not reused since)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # any started since, in the driver's own session
-    before = scores(packed)
+    before = {r.data.tags["cell_key"]: r.info.run_id for r in cell_runs(packed) if r.info.status == "FINISHED"}
     assert 4 <= len(before) < 14
-    result = run(compose_study(*args[:-1]))
+    result = run(compose_study(*args[:-1]))  # the same command again, without training finished cells again
     assert result["failed"] == {} and result["finished"] == 14 and result["trained_now"] == 14 - len(before)
-    assert not [r for r in cell_runs(packed) if r.info.status == "RUNNING"]
+    finished = [r for r in cell_runs(packed) if r.info.status == "FINISHED"]
+    assert len(finished) == 14 and len({r.data.tags["cell_key"] for r in finished}) == 14  # one run per cell
+    assert all(before[r.data.tags["cell_key"]] == r.info.run_id for r in finished if r.data.tags["cell_key"] in before)
+    assert not [r for r in cell_runs(packed) if r.info.status == "RUNNING"]  # the interrupted ones: KILLED
     # the same cells, keys and scores as one cell per trial (scores are accuracies on 16 examples: float rounding
     # could only move one through a near tie)
     ours, theirs = scores(packed), scores(alone)

@@ -1,10 +1,6 @@
 """The study pipeline end to end on `study=smoke`: Ray Tune trials, MLflow ledger, resume and extension."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,8 +8,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, run_main
-from hydra import compose, initialize_config_dir
+from conftest import (
+    SMOKE_DESIGN,
+    cell_runs,
+    compose_report,
+    compose_study,
+    copy_study,
+    overrides,
+    run_main,
+)
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -33,43 +36,12 @@ from spot_core.tuning import PromptConfig, RunSpec, evaluate_prompt
 pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
 
 
-def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
-    return [
-        "study=smoke",
-        f"data_dir={data_dir}",
-        f"out_dir={tmp_path}/out",
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        "ray.num_cpus=2",
-        *extra,
-    ]
-
-
-def compose_study(*args: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("study", overrides=list(args))
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def compose_report(*args: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("report", overrides=["study=smoke", *args])
-
-
-def cell_runs(tmp_path: Path) -> list:
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    experiment = client.get_experiment_by_name("spot-study")
-    return client.search_runs([experiment.experiment_id], "tags.cell_key != ''", max_results=1000)
-
-
-def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_path, data_dir):
-    spot = "stages=[source,target,transfer,retrieval,report]"  # SPoT's stages (Su et al.'s: the next test)
-    first = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]", spot)))
+def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(smoke_study, tmp_path, data_dir):
+    # the session's smoke study (conftest.py): SPoT's stages, seed 0 (Su et al.'s: the next tests)
+    first, study = smoke_study.full, smoke_study.tmp
     # 2 sources, 2 targets, 4 transfers; per target, top-2 retrieval: a mixture prompt and 2 target runs.
-    assert first["failed"] == {} and first["cells"] == first["finished"] == first["trained_now"] == 8 + 2 * 3
-    runs = cell_runs(tmp_path)
+    assert first["failed"] == {} and first["cells"] == first["finished"] == 8 + 2 * 3
+    runs = cell_runs(study)
     stages = Counter(r.data.tags["stage"] for r in runs)
     assert stages == {"source": 2, "target": 2, "transfer": 4, "retrieval_mixture": 2, "retrieval": 4}
     wavg = next(r for r in runs if r.data.tags["source"] == "wavg-top2")
@@ -87,18 +59,19 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
     transfer = next(r for r in runs if r.data.tags["stage"] == "transfer")
     assert transfer.data.tags["source"] in ("sst2_v1", "mnli_v1") and transfer.data.params["prompt.init"] == "file"
     assert "val/score" in transfer.data.metrics
-    artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(transfer.info.run_id)}
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{study}/mlflow.db").list_artifacts(transfer.info.run_id)}
     assert {"best_prompt.safetensors", "task_embedding.safetensors", "result.json"} <= artifacts
 
     # The last stage: the report, from what MLflow holds; `make report` on the same runs writes the same files.
     report = Path(first["report"]).parent
-    assert report == tmp_path / "out" / "report"
+    assert report == study / "out" / "report"
     written = {p.relative_to(report): p.read_bytes() for p in report.rglob("*") if p.is_file()}
     assert {Path("report.md"), Path("report.html"), Path("figures/k_curve.png"), Path("tables/table3.tex")} <= set(
         written
     )
     assert "14 finished runs of 14 planned" in (report / "report.md").read_text()
-    again = report_run(compose_report(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"out_dir={tmp_path}/again"))
+    uri = f"tracking.uri=sqlite:///{study}/mlflow.db"
+    again = report_run(compose_report(uri, f"out_dir={tmp_path}/again"))
     assert again["runs"] == 14
     assert {
         p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()
@@ -110,16 +83,17 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(tmp_p
         {"kind": "transfer_gain", "source": "mnli_v1", "target": "rte_v1", "min": 101},
     ]
     expected.write_text(json.dumps({"claims": claims}))
-    uri = f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"
     checked = report_run(compose_report(uri, f"out_dir={tmp_path}/checked", f"expect={expected}"))["expectations"]
     assert checked["holds"].tolist() == [True, False] and [len(v) for v in checked["values"]] == [1, 1]
     with pytest.raises(FileNotFoundError, match="expect=.*no such file"):
         report_run(compose_report(uri, f"out_dir={tmp_path}/none", f"expect={tmp_path}/nope.json"))
 
+    # A second seed, on a copy: only its cells train
+    copy_study(study, tmp_path / "more")
     grid = "stages=[source,target,transfer]"
-    second = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0,1]", grid)))
+    second = run(compose_study(*overrides(tmp_path / "more", data_dir, *SMOKE_DESIGN[1:], "study.seeds=[0,1]", grid)))
     assert second["failed"] == {} and second["finished"] == 14 and second["trained_now"] == 2 + 4
-    keys = Counter(r.data.tags["cell_key"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")
+    keys = Counter(r.data.tags["cell_key"] for r in cell_runs(tmp_path / "more") if r.info.status == "FINISHED")
     assert len(keys) == 14 + 6 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
 
 
@@ -238,40 +212,6 @@ def test_a_stage_whose_inputs_are_missing_says_which_stage_to_add(tmp_path, data
     assert not (tmp_path / "out" / "source").exists()  # nothing trained
 
 
-def test_a_killed_driver_resumes_without_training_finished_cells_again(tmp_path, data_dir):
-    args = overrides(
-        tmp_path,
-        data_dir,
-        "stages=[source,target,transfer]",
-        f"hydra.run.dir={tmp_path}/hydra",
-        "ray.max_concurrent_trials=1",
-    )
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.study", *args],
-        cwd=REPO,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while sum(r.info.status == "FINISHED" for r in cell_runs_or_none(tmp_path)) < 5:
-            assert driver.poll() is None and time.monotonic() < deadline, "the study ended before it could be killed"
-            time.sleep(0.5)
-    finally:
-        os.kill(driver.pid, signal.SIGKILL)  # the driver only, as a crash would
-        driver.wait()
-        time.sleep(1)
-        os.killpg(driver.pid, signal.SIGKILL)  # then Ray's own processes, to keep the machine clean
-    before = {r.data.tags["cell_key"]: r.info.run_id for r in cell_runs(tmp_path) if r.info.status == "FINISHED"}
-    result = run(compose_study(*args[:-2]))
-    assert result["failed"] == {} and result["finished"] == 14 and result["trained_now"] == 14 - len(before)
-    finished = [r for r in cell_runs(tmp_path) if r.info.status == "FINISHED"]
-    assert len(finished) == 14 and len({r.data.tags["cell_key"] for r in finished}) == 14
-    assert all(before[r.data.tags["cell_key"]] == r.info.run_id for r in finished if r.data.tags["cell_key"] in before)
-    assert not [r for r in cell_runs(tmp_path) if r.info.status == "RUNNING"]  # the interrupted ones: KILLED
-
-
 def asleep(trainable, label: str):
     """The study's trainable, with the trial of the cell `label` asleep once its child run is open. Runs in the Ray
     worker (cloudpickled by value)."""
@@ -310,13 +250,6 @@ def test_a_stopped_study_ends_killed_and_leaves_no_cell_running(tmp_path, data_d
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (parent,) = client.search_runs([client.get_experiment_by_name("spot-study").experiment_id], "tags.kind = 'study'")
     assert parent.info.status == "KILLED"
-
-
-def cell_runs_or_none(tmp_path: Path) -> list:
-    try:
-        return cell_runs(tmp_path)
-    except Exception:  # the driver has not created the store or the experiment yet
-        return []
 
 
 def test_bad_input_fails_before_any_training(tmp_path, data_dir):

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_main
-from hydra import compose, initialize_config_dir
+from conftest import SMOKE_DESIGN, compose_study, copy_study, overrides, run_main
 from omegaconf import OmegaConf
 
 from pipelines import plan
@@ -25,11 +24,6 @@ SMOKE = {
     "source": 2, "target": 4, "transfer": 8, "mpt": 5, "cross_model": 7, "zero_shot": 4, "neurons": 6, "retrieval": 10,
     "attempt": 4,
 }  # fmt: skip
-
-
-def compose_study(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("study", overrides=list(overrides))
 
 
 def local(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
@@ -113,19 +107,19 @@ def test_plan_lists_what_this_machine_lacks_instead_of_stopping(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror"]
 
 
-def test_finished_counts_after_a_smoke_study_ran(tmp_path, data_dir, capsys):
-    steps = ["study.source_trainer.steps=2", "study.target_trainer.steps=2", "study.targets=[rte]", "study.seeds=[0]"]
-    first = run(compose_study(*local(tmp_path, data_dir, "stages=[source,target]", *steps)))
-    assert first["failed"] == {} and first["finished"] == 3
-    before = capsys.readouterr().out  # make study prints the plan before it trains: nothing finished yet
-    assert before.index("plan of study smoke") < before.index("study smoke: 3 cells, 0 already finished")
+def test_finished_counts_after_a_smoke_study_ran(smoke_study, tmp_path, data_dir):
+    # make study prints the plan before it trains: nothing finished yet (the session's smoke study, conftest.py)
+    printed = smoke_study.printed
+    assert printed.index("plan of study smoke") < printed.index("study smoke: 4 cells, 0 already finished")
+    copy_study(smoke_study.tmp, tmp_path)  # seed 0 of SPoT's stages finished; a second seed planned
     db = tmp_path / "mlflow.db"
     digest = hashlib.sha256(db.read_bytes()).hexdigest()
-    again = run(compose_study(*local(tmp_path, data_dir, "stages=[source,target,transfer]", "plan=true", *steps)))
+    grid = ("study.seeds=[0,1]", "stages=[source,target,transfer]", "plan=true")
+    again = run(compose_study(*overrides(tmp_path, data_dir, *SMOKE_DESIGN[1:], *grid)))
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest, "plan=true changed the tracking store"
     p = again["plan"]
-    assert table(p, "finished") == {"source": 2, "target": 1, "transfer": 0}
-    assert table(p, "todo") == {"source": 0, "target": 0, "transfer": 2}
+    assert table(p, "finished") == {"source": 2, "target": 2, "transfer": 4}
+    assert table(p, "todo") == {"source": 0, "target": 2, "transfer": 4}
     assert p.finished_from == f"the ledger in sqlite:///{db}"
 
 

@@ -12,9 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from hydra import compose, initialize_config_dir
-from test_pipeline_study import cell_runs, overrides
+from conftest import cell_runs, compose_study, overrides
 
 # The planning entry points (they may move in the refactor: fix the imports here, not the expectations).
 from pipelines.study import build_study, run
@@ -25,11 +23,6 @@ pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (confte
 
 GOLDEN = Path(__file__).parent / "data" / "smoke_cell_keys.json"
 PLANNABLE = ["source", "target", "transfer", "zero_shot", "neurons", "cross_model"]  # retrieval: from runs
-
-
-def compose_study(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("study", overrides=list(overrides))
 
 
 def planned(*overrides: str, stages=PLANNABLE) -> list:

@@ -11,7 +11,6 @@ first partially (stages source and target), then completed; the tests that chang
 
 import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,10 +19,9 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ensure_ray
+from conftest import SMOKE_DESIGN, cell_runs, compose_report, compose_study, copy_study, ensure_ray, overrides
 from mlflow.tracking import MlflowClient
 from ray import tune
-from test_pipeline_study import cell_runs, compose_report, compose_study, overrides
 
 from pipelines.report import run as report_run
 from pipelines.study import build_study
@@ -35,19 +33,11 @@ from spot_core.stages.retrieval import plan_retrieval
 
 pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
 
-DESIGN = ("study.seeds=[0]", "++study.task_embedding=displacement", "++study.retrieval_similarity=per_token")
-SPOT = "stages=[source,target,transfer,retrieval,report]"
 FIRST = {"source": 2, "target": 2, "transfer": 4, "retrieval_mixture": 2, "retrieval": 4}
 
 
 def client_of(tmp: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{tmp}/mlflow.db")
-
-
-def copy_study(source: Path, dest: Path) -> None:
-    """The study's MLflow store and cell folders (the artifacts stay where the store points)."""
-    shutil.copy(source / "mlflow.db", dest / "mlflow.db")
-    shutil.copytree(source / "out", dest / "out")
 
 
 def parent_of(tmp: Path):
@@ -89,15 +79,10 @@ def expected_retrieval_keys(cfg, root: Path, done: set[str]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, data_dir):
-    """The tiny-llama smoke study: stages source and target with their report, then the rest of SPoT's stages."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    ensure_ray()  # module fixtures are set up before the tests' ray_runtime
-    args = overrides(tmp, data_dir, *DESIGN)
-    partial = study_run(compose_study(*args, "stages=[source,target,report]"))
-    shutil.copytree(tmp / "out" / "report", tmp / "partial_report")
-    full = study_run(compose_study(*args, SPOT))
-    return SimpleNamespace(tmp=tmp, args=args, partial=partial, full=full)
+def smoke(smoke_study):
+    """The session's smoke study (conftest.py): stages source and target with their report, then the rest of SPoT's
+    stages."""
+    return smoke_study
 
 
 def test_a_smoke_studys_files_follow_the_umask(smoke):
@@ -238,7 +223,7 @@ def extended(smoke, tmp_path_factory, data_dir):
     copy_study(smoke.tmp, tmp)
     before = {r.info.run_id: r for r in cell_runs(tmp)}
     marker = tmp / "killed_at_step"
-    args = overrides(tmp, data_dir, *DESIGN, *MORE)
+    args = overrides(tmp, data_dir, *SMOKE_DESIGN, *MORE)
     with pytest.MonkeyPatch.context() as patch:
         original = tune.with_parameters
         patch.setattr(tune, "with_parameters", lambda trainable, **kw: original(faulty(trainable, str(marker)), **kw))

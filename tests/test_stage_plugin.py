@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import compose_report, compose_study, overrides
 from mlflow.tracking import MlflowClient
-from test_pipeline_study import compose_report, compose_study, overrides
 
 from pipelines import user_tasks
 from pipelines.errors import check_overrides
