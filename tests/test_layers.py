@@ -56,6 +56,33 @@ def test_the_import_blocker_does_block():
     assert result.returncode != 0 and "torch is blocked" in result.stderr
 
 
+def test_a_trial_worker_imports_neither_the_figures_nor_the_statistics():
+    """A Ray trial worker imports `pipelines.cells` (every stage) but never draws a report: matplotlib and scipy.stats
+    are imported on first use (spot_core.analysis's correlation names, StageDef's report_of), a second less of each
+    worker's start."""
+    script = """
+import sys
+import pipelines.cells
+from spot_core.stages.catalogue import CATALOGUE
+loaded = lambda: sorted(m for m in ("matplotlib", "scipy.stats") if m in sys.modules)
+print(loaded())
+from spot_core import analysis, report
+assert len({s.report for s in CATALOGUE if s.report}) == 3  # ATTEMPT and MPT share the methods section
+try:
+    analysis.no_such_name
+except AttributeError as e:
+    print(e)
+print(report.heatmap.__module__, analysis.ndcg.__module__, loaded())
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[]",
+        "module 'spot_core.analysis' has no attribute 'no_such_name'",
+        "spot_core.report.heatmap spot_core.analysis.correlation ['matplotlib', 'scipy.stats']",
+    ]
+
+
 def imported(path) -> list[str]:
     """Every module an import statement of the file names (`from a import b` as a.b when a is spot_core)."""
     names = []

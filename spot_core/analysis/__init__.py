@@ -19,6 +19,8 @@ numpy, pandas and scipy only: task embeddings and neuron masks come in as numpy 
 runs' costs and ATTEMPT's attention as the facts and attention tables.
 """
 
+import importlib
+
 from spot_core.analysis.candidates import (
     embedding_keys,
     neuron_window_rankings,
@@ -28,17 +30,6 @@ from spot_core.analysis.candidates import (
     transfer_seed_scores,
 )
 from spot_core.analysis.convergence import Convergence, baseline_convergence, convergence, transfer_convergence
-from spot_core.analysis.correlation import (
-    correlate,
-    correlation_points,
-    correlations,
-    graded_relevance,
-    indicator_summary,
-    ndcg,
-    neuron_window_scores,
-    ranking_quality,
-    regret_at_k,
-)
 from spot_core.analysis.cross_model import cross_model_table, projector_tasks
 from spot_core.analysis.frames import check_attention, check_curves, check_facts, check_runs, study_seeds
 from spot_core.analysis.methods import (
@@ -138,3 +129,24 @@ __all__ = [
     "task_similarity",
     "zero_shot",
 ]
+
+# correlation's names are imported on first use (`__getattr__`): it needs scipy.stats, which a Ray trial worker
+# (it reads the tables' columns from `frames`) never uses, and which costs it half a second of its start.
+CORRELATION = (
+    "correlate",
+    "correlation_points",
+    "correlations",
+    "graded_relevance",
+    "indicator_summary",
+    "ndcg",
+    "neuron_window_scores",
+    "ranking_quality",
+    "regret_at_k",
+)
+
+
+def __getattr__(name: str):
+    if name in CORRELATION or name == "correlation":
+        module = importlib.import_module("spot_core.analysis.correlation")
+        return module if name == "correlation" else getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

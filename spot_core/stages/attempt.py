@@ -20,10 +20,9 @@ import pandas as pd
 
 from spot_core.analysis.frames import ATTENTION_COLUMNS
 from spot_core.methods.attempt import AttemptConfig, tune_attempt
-from spot_core.report.methods import method_sections
 from spot_core.run_dir import RunDir
 from spot_core.stages import retrieval, source
-from spot_core.stages.base import RunArtifact, StageDef, Tags, tune_spec
+from spot_core.stages.base import RunArtifact, StageDef, Tags, report_of, tune_spec
 from spot_core.study import Cell, StudyConfig, make_cell
 from spot_core.tags import ATTENTION, Stage
 from spot_core.tracking import Tracker
@@ -104,5 +103,5 @@ STAGE = StageDef(
     designed=designed,
     prompt_per_example=True,  # the prompt depends on the input (spot_core.prompted): once per example
     artifacts=(RunArtifact(ATTENTION, RunDir.ATTENTION, attention),),
-    report=method_sections,
+    report=report_of("spot_core.report.methods", "method_sections"),
 )

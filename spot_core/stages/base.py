@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from spot_core.analysis.frames import StudyResults
 from spot_core.cost import Work, trained_work
 from spot_core.packing import ResultHook
-from spot_core.report.document import Section
 from spot_core.study import Cell, StudyConfig, run_spec
 from spot_core.tracking import Tracker
 from spot_core.tuning import RunSpec, evaluate_prompt, tune_prompt, tune_prompts
+
+if TYPE_CHECKING:  # the report's modules import matplotlib, which a Ray trial worker never needs
+    from spot_core.report.document import Section
 
 Planner = Callable[[StudyConfig], list[Cell]]
 LatePlanner = Callable[[StudyConfig, Path, set[str]], tuple[list[Cell], dict[str, str]]]
@@ -23,8 +27,21 @@ SpecBuilder = Callable[[StudyConfig, Cell, Path], dict[str, Any]]
 Runner = Callable[[dict[str, Any], Path, Tracker], dict[str, Any]]
 PackRunner = Callable[[list[dict[str, Any]], list[Path], list[Tracker], ResultHook], list[dict[str, Any] | Exception]]
 Pricer = Callable[[Cell, StudyConfig], Work]
-ReportSection = Callable[[StudyResults, pd.DataFrame, Path], list[Section]]
+ReportSection = Callable[[StudyResults, pd.DataFrame, Path], "list[Section]"]
 Tags = dict[str, str]
+
+
+@functools.cache
+def report_of(module: str, name: str) -> ReportSection:
+    """The report section `name` of `module`, imported when a report is written: a Ray trial worker imports every
+    stage but never writes a report (the report's modules import matplotlib and scipy). The same function for the
+    same name, so that a section two stages share is still written once."""
+
+    def sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> list[Section]:
+        return getattr(importlib.import_module(module), name)(results, runs, out)
+
+    sections.__qualname__ = sections.__name__ = name
+    return sections
 
 
 @dataclass(frozen=True)

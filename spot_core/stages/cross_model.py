@@ -16,9 +16,8 @@ from typing import Any
 from spot_core.cost import Work, trained_work
 from spot_core.cross_model import ProjectorSpec, fit_projector, project_file
 from spot_core.projector import ProjectorMethod
-from spot_core.report.su import cross_model_sections
 from spot_core.stages import source
-from spot_core.stages.base import RunArtifact, StageDef, Tags, run_evaluate, run_tune, tune_spec
+from spot_core.stages.base import RunArtifact, StageDef, Tags, report_of, run_evaluate, run_tune, tune_spec
 from spot_core.study import Cell, StudyConfig, data_fields, data_limits, initial, make_cell
 from spot_core.tags import OTHER_MODEL, Stage
 from spot_core.tracking import Tracker
@@ -138,5 +137,5 @@ STAGE = StageDef(
     needs=needs,
     work=work,
     artifacts=(RunArtifact(OTHER_MODEL, None, other_model),),
-    report=cross_model_sections,
+    report=report_of("spot_core.report.su", "cross_model_sections"),
 )

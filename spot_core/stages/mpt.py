@@ -21,9 +21,8 @@ from spot_core.cost import Work, trained_work
 from spot_core.errors import ConfigError
 from spot_core.methods.mpt import MPTConfig, target_factors, tune_mpt_source
 from spot_core.packing import ResultHook
-from spot_core.report.methods import method_sections
 from spot_core.stages import source
-from spot_core.stages.base import StageDef, run_tune, run_tune_pack, tune_spec
+from spot_core.stages.base import StageDef, report_of, run_tune, run_tune_pack, tune_spec
 from spot_core.study import Cell, StudyConfig, initial, make_cell
 from spot_core.tags import Stage
 from spot_core.tasks import members
@@ -164,5 +163,5 @@ STAGE = StageDef(
     needs=needs,
     run_pack=run_pack,
     work=work,
-    report=method_sections,
+    report=report_of("spot_core.report.methods", "method_sections"),
 )

@@ -3,9 +3,8 @@ report divides it by the target's own prompt score: relative performance)."""
 
 from __future__ import annotations
 
-from spot_core.report.su import zero_shot_sections
 from spot_core.stages import source
-from spot_core.stages.base import StageDef, run_evaluate, tune_spec
+from spot_core.stages.base import StageDef, report_of, run_evaluate, tune_spec
 from spot_core.study import Cell, StudyConfig, make_cell
 from spot_core.tags import Stage
 
@@ -20,4 +19,11 @@ def plan(study: StudyConfig) -> list[Cell]:
     ]
 
 
-STAGE = StageDef("zero_shot", (Stage.ZERO_SHOT,), plan, tune_spec, run_evaluate, report=zero_shot_sections)
+STAGE = StageDef(
+    "zero_shot",
+    (Stage.ZERO_SHOT,),
+    plan,
+    tune_spec,
+    run_evaluate,
+    report=report_of("spot_core.report.su", "zero_shot_sections"),
+)
