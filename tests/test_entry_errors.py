@@ -312,6 +312,26 @@ def test_malformed_task_file(tmp_path, store, data_dir, module):
 
 
 # --- a run stopped by Ctrl-C or SIGTERM: KILLED, one line, and the same command resumes it -------------------------
+PAUSED_AT_STEP_20 = """
+import runpy, sys, time
+from spot_core.trainer import Trainer
+
+checkpoint = Trainer.checkpoint
+
+
+def paused(self, state):
+    checkpoint(self, state)
+    if state.step == 20:
+        print("checkpoint 20 written", flush=True)
+        time.sleep(120)  # the stop arrives here
+
+
+Trainer.checkpoint = paused
+sys.argv[0] = "pipelines.train"
+runpy.run_module("pipelines.train", run_name="__main__")
+"""
+
+
 @pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
     tmp_path, data_dir, monkeypatch, capsys, signum, code, name
@@ -323,20 +343,23 @@ def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     env.pop("SPOT_VERBOSE", None)
-    command = [sys.executable, "-m", "pipelines.train", *args]
+    # `python -m pipelines.train args`, whose training waits after its step-20 checkpoint until the signal comes
+    # (a run of 100 tiny steps could end before a busy machine had the test send it)
+    command = [sys.executable, "-c", PAUSED_AT_STEP_20, *args]
     training = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        # training, with a checkpoint (written after each evaluation's line: the step-10 one is there at step 20)
+        # training, with a checkpoint (the step-20 one: written after that evaluation's line)
         shown = next((line for line in training.stdout if line.startswith("step 20/")), None)
+        paused = next((line for line in training.stdout if line == "checkpoint 20 written\n"), None)
         training.send_signal(signum)
         out, err = training.communicate(timeout=120)
     finally:
         if training.poll() is None:
             training.kill()
             training.wait()
-    assert shown is not None and training.returncode == code, err
+    assert shown is not None and paused is not None and training.returncode == code, err
     assert err.splitlines() == [f"stopped by {name}: run the same command again to resume"]
     assert "Traceback" not in out
     client = MlflowClient(uri)
@@ -347,7 +370,7 @@ def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
     resumed = next(r for r in client.search_runs([experiment]) if r.info.run_id != stopped.info.run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.metrics["final/step"] == 100
     step = int(resumed.data.metrics["train/resumed_at_step"])
-    assert step >= 10  # from the stopped run's last checkpoint, and the run says so
+    assert step == 20  # from the stopped run's last checkpoint, and the run says so
     assert f"resuming from step {step}/100 (the run's last checkpoint)" in capsys.readouterr().out.splitlines()
 
 
