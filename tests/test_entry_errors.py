@@ -313,8 +313,12 @@ def test_malformed_task_file(tmp_path, store, data_dir, module):
 
 # --- a run stopped by Ctrl-C or SIGTERM: KILLED, one line, and the same command resumes it -------------------------
 PAUSED_AT_STEP_20 = """
-import runpy, sys, time
+import runpy, signal, sys, time
 from spot_core.trainer import Trainer
+
+# Ctrl-C raises KeyboardInterrupt, as in a terminal, also when the suite runs as a background job (which starts its
+# processes with SIGINT ignored, and Python keeps it so)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 checkpoint = Trainer.checkpoint
 
