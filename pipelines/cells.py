@@ -103,7 +103,7 @@ class Settle:
         run = self.runs[i]
         if isinstance(result, Exception):
             run.end(result)
-            self.failed[self.cells[i].key] = f"{type(result).__name__}: {result}".splitlines()[0]
+            self.failed[self.cells[i].key] = one_line(result)
             return
         figures = {"time/cell_seconds": self.share, "time/pack_seconds": now - self.start}
         run.tracker.log_metrics({**figures, "pack/cells": float(len(self.cells))}, 0)
@@ -111,14 +111,17 @@ class Settle:
         run.end()
 
 
-def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, study: str, threads: float) -> dict:
+def train_cell(
+    config: dict, uri: str, experiment_id: str, parent_id: str, study: str, threads: float, in_worker: bool = True
+) -> dict:
     """A trial: its cells run by their stage (`StageDef.run_cells`: as a pack, or one after another), each under its
     own child run of the study's, closed as soon as the cell leaves (`Settle`: a cell of a pack that fails alone
     leaves the others training; a lone cell's error is the trial's). Returns the cells of a pack that failed on
     their own as `failed_cells` (JSON: key -> why). A retried
     trial (a worker that died) skips cells that finished in an earlier attempt; the others resume from their own
     checkpoints. When the trial itself dies (out of memory, a stop), its open cells' runs end FAILED (KILLED for
-    a stop) and the error goes on to Ray, which retries the trial."""
+    a stop) and the error goes on to Ray, which retries the trial. `in_worker`: False in the study's own process
+    (ray.in_process): see `release_memory`."""
     job = TrialJob.of(config)
     for cell in job.cells:
         receive(cell.tasks)
@@ -131,7 +134,7 @@ def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, study
     with ExitStack() as stack:
         tracked = [stack.enter_context(runs.child(parent_id, c.key, c.label, c.tags)) for c in todo]
         settle = Settle(todo, tracked)
-        stack.callback(release_memory)
+        stack.callback(release_memory, in_worker)
         specs, out_dirs = [c.spec for c in todo], [Path(c.out_dir) for c in todo]
         stage_of(todo[0].stage).run_cells(specs, out_dirs, [run.tracker for run in tracked], settle)
     return {"failed_cells": json.dumps(settle.failed)}
@@ -140,30 +143,37 @@ def train_cell(config: dict, uri: str, experiment_id: str, parent_id: str, study
 _FROZEN = False  # whether this worker's long-lived objects have been moved out of the collector's sight
 
 
-def release_memory() -> None:
+def release_memory(worker: bool = True) -> None:
     """Hands a finished cell's freed memory back to the OS. A reused trial worker runs each cell in a new thread,
     and glibc keeps what a thread freed in that thread's heap arena: without this, the two workers of the demo
     study grew to 10 GB each over 30 cells and Ray killed one (a cell itself peaks at about 3 GB).
 
-    The first call freezes what the worker holds by then (its imports: torch, transformers, MLflow and Ray, about a
-    million objects, which live as long as it does): a full collection walked them all, 0.22 s after every cell
-    (bench/study_overhead.py); it now walks what the cells left, in milliseconds."""
+    In a worker, the first call freezes what the worker holds by then (its imports: torch, transformers, MLflow and
+    Ray, about a million objects, which live as long as it does): a full collection walked them all, 0.22 s after
+    every cell (bench/study_overhead.py); it now walks what the cells left, in milliseconds. In a process that
+    outlives the study (`worker=False`: ray.in_process) nothing is frozen, since what it holds may yet become
+    garbage, and only the young generations are collected: a full collection there took 0.44 s a cell."""
     global _FROZEN
-    if not _FROZEN:
+    if worker and not _FROZEN:
         gc.collect()
         gc.freeze()
         _FROZEN = True
-    gc.collect()
+    gc.collect(2 if worker else 1)
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
 
 
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
 def reason(error: BaseException) -> str:
     """One line for a failed trial: the cell's own exception, not Ray's wrapper around it."""
     cause = getattr(error, "cause", None)
     if cause is not None:
-        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+        return one_line(cause)
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__

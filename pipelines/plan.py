@@ -247,7 +247,7 @@ def stored_costs(device: str, study: StudyConfig, cells: Sequence[Cell], per_tri
 @dataclass(frozen=True)
 class Trials:
     """How a study's trials share a local machine: `threads` torch threads each (ray.cpus_per_trial), `at_once` of
-    them side by side (the CPUs over that, at most ray.max_concurrent_trials)."""
+    them side by side (the CPUs over that, at most ray.max_concurrent_trials; one with ray.in_process)."""
 
     threads: int = 1
     at_once: int = 1
@@ -256,6 +256,8 @@ class Trials:
     def of(cls, ray_cfg: Any) -> Trials:
         threads = max(1, int(ray_cfg.cpus_per_trial or 1))
         at_once = max(1, int((ray_cfg.num_cpus or os.cpu_count() or 1) // threads))
+        if ray_cfg.get("in_process"):  # one trial at a time, in the study's process
+            return cls(threads, 1)
         return cls(threads, min(at_once, ray_cfg.max_concurrent_trials or at_once))
 
 

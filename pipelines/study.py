@@ -11,6 +11,7 @@ extending a finished study (more seeds, sources or targets) trains only the new 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -25,9 +26,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune.search import Searcher
 
 from pipelines import ledger, plan
-from pipelines.cells import TrialJob, cell_config, reason, train_cell
+from pipelines.cells import TrialJob, cell_config, one_line, reason, train_cell
 from pipelines.deprecated import upgrade
 from pipelines.errors import entry_point, sigterm_raises
 from pipelines.paths import check_writable, resolve_data_dir
@@ -101,10 +103,10 @@ def run_cells(
     finished: set[str],
     store: dict,
 ) -> tuple[list[Cell], dict[str, str]]:
-    """Runs the cells in one Tuner, each when its inputs are done (retries resume from the cell's own
-    checkpoint); returns the cells planned from finished ones (finished ones included) and the failures. Once
-    those are planned for every target, earlier ones that are not among them (a ranking an extension changed) are
-    marked superseded in the ledger (`store`: its client and experiment)."""
+    """Runs the cells in one Tuner (or in this process: ray.in_process), each when its inputs are done (retries
+    resume from the cell's own checkpoint); returns the cells planned from finished ones (finished ones included)
+    and the failures. Once those are planned for every target, earlier ones that are not among them (a ranking an
+    extension changed) are marked superseded in the ledger (`store`: its client and experiment)."""
     r = cfg.ray
     plan_more, waits_for = late_planner(stages, study, root)
     scheduler = CellScheduler(
@@ -113,11 +115,25 @@ def run_cells(
         lambda c: cell_config(c, study, root),
         plan_more,
         waits_for=waits_for,
-        concurrency=(r.max_concurrent_trials or 1) * r.cells_per_trial,
+        concurrency=(1 if r.in_process else r.max_concurrent_trials or 1) * r.cells_per_trial,
         cells_per_trial=r.cells_per_trial,
         pack_key=pack_key,
         price=plan.cell_price(study),  # the ETA weighs each cell left by what its stage's work costs
     )
+    if r.in_process:
+        failed = run_here(scheduler, ctx, r.cpus_per_trial, r.max_failures)
+    else:
+        failed = run_on_tune(scheduler, study, root, ctx, r)
+    if scheduler.complete_plan:  # cells planned from an earlier ranking are no longer the study's
+        kinds = [kind for s in stages if s.plan_later for kind in s.kinds]
+        keep = {c.key for c in scheduler.planned}
+        ledger.supersede(store["client"], store["experiment_id"], study.name, kinds, keep)
+    return scheduler.planned, failed
+
+
+def run_on_tune(scheduler: CellScheduler, study: StudyConfig, root: Path, ctx: dict, r: DictConfig) -> dict[str, str]:
+    """The scheduler's trials on Ray Tune: each in a reused trial actor, retried from its cells' checkpoints when
+    its worker dies; returns label -> why for the cells that failed."""
     trainable = tune.with_resources(
         tune.with_parameters(train_cell, threads=r.cpus_per_trial, **ctx),
         {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial},
@@ -145,11 +161,32 @@ def run_cells(
     for res in grid:  # a failed trial's own reason for its cells (a trial that died unreported has no config)
         if res.error and res.config:
             failed.update({c.label: reason(res.error) for c in TrialJob.of(res.config).cells})
-    if scheduler.complete_plan:  # cells planned from an earlier ranking are no longer the study's
-        kinds = [kind for s in stages if s.plan_later for kind in s.kinds]
-        keep = {c.key for c in scheduler.planned}
-        ledger.supersede(store["client"], store["experiment_id"], study.name, kinds, keep)
-    return scheduler.planned, failed
+    return failed
+
+
+def run_here(scheduler: CellScheduler, ctx: dict, threads: float, max_failures: int) -> dict[str, str]:
+    """ray.in_process=true: the scheduler's trials one after another in this process, without Ray (a breakpoint or
+    pdb in a stage's code stops there; nothing pays a worker's start). A trial that raises is retried up to
+    max_failures times, resuming from its cells' checkpoints, as on Tune; Ctrl-C stops the study. Returns label ->
+    why for the cells that failed."""
+    failed, own_threads = {}, torch.get_num_threads()
+    try:
+        for trial in itertools.count():
+            config = scheduler.suggest(str(trial))
+            if config is None or config == Searcher.FINISHED:  # None: nothing ready while nothing runs; not reached
+                break
+            for _ in range(max_failures + 1):
+                try:
+                    result, error = train_cell(config, threads=threads, in_worker=False, **ctx), None
+                    break
+                except Exception as e:  # noqa: BLE001 - a cell's own error, reported as Tune reports a trial's
+                    result, error = None, e
+            if error is not None:
+                failed.update({c.label: one_line(error) for c in TrialJob.of(config).cells})
+            scheduler.on_trial_complete(str(trial), result, error=error is not None)
+    finally:
+        torch.set_num_threads(own_threads)  # train_cell set the trial's share
+    return {**scheduler.why, **failed}
 
 
 def too_few_gpus(gpus_per_trial: float, have: str) -> ConfigError:
@@ -219,7 +256,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if stages:
         check_int(cfg.ray.cells_per_trial, "ray.cells_per_trial", hint=" (1: a cell per trial, no packing)")
         check_store(uri)  # an unreachable server or an unwritable store: fail here, before Ray starts
-        check_gpus(cfg.ray)  # more GPUs per trial than a local Ray would have: fail here too
+        if not isinstance(cfg.ray.in_process, bool):
+            raise ConfigError(f"ray.in_process={cfg.ray.in_process!r}: true (cells in this process) or false (on Ray)")
+        if not cfg.ray.in_process:
+            check_gpus(cfg.ray)  # more GPUs per trial than a local Ray would have: fail here too
     summary: dict[str, Any] = {"study": study.name, "out_dir": str(root), "failed": {}}
     if stages or planning:  # the ledger is only read: a store that does not exist yet is not created
         store = (uri, cfg.tracking.experiment)
@@ -245,7 +285,7 @@ def train(
     was running end KILLED too, so that the store shows nothing RUNNING once the process has ended."""
     with ThreadPoolExecutor(1) as pool:  # a new sqlite store's migrations (~2 s) run while Ray starts
         store = pool.submit(open_store, uri, cfg.tracking.experiment)
-        started = start_ray(cfg)  # too few GPUs on a cluster: fail here
+        started = not cfg.ray.in_process and start_ray(cfg)  # too few GPUs on a cluster: fail here
         try:
             client, experiment_id = store.result()  # checked in run(): a server that went away since fails here
         except BaseException:
@@ -273,7 +313,8 @@ def train(
         try:
             planned, failed = run_cells(todo, stages, study, cfg, root, ctx, before, ledger_ctx)
         except BaseException:
-            started = True  # stopped or broken: Ray goes down even if it was the caller's, taking the cells it ran
+            # stopped or broken: Ray goes down even if it was the caller's, taking the cells it ran
+            started = not cfg.ray.in_process
             raise
         finally:
             if started:

@@ -26,7 +26,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from spot_core.builtin_models import GGUF_MODELS, BackboneError, build_cache, gguf_parts, load_gguf_model
+from spot_core.builtin_models import GGUF_MODELS, BackboneError, gguf_config, gguf_parts, load_gguf_model
 from spot_core.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -273,14 +273,14 @@ class ModelDims:
 
 
 def model_config(name: str, cache_dir: str | Path | None = None) -> PretrainedConfig:
-    """The config of a model `load_backbone` can load, without its weights (a built-in GGUF model's cache is built
-    once if it is missing, as its first run would)."""
+    """The config of a model `load_backbone` can load, without its weights (a built-in GGUF model's from its cache,
+    or from its GGUF file's metadata where the cache has not been built yet)."""
     if name in TINY_MODELS:
         return TINY_MODELS[name]()[0].config  # tiny random models exist only as code: build one (milliseconds)
     if name in GGUF_MODELS:
         cache = (Path(cache_dir) if cache_dir else default_cache_dir()) / "models" / name
         if not (cache / "model.safetensors").exists():
-            build_cache(GGUF_MODELS[name], cache)
+            return gguf_config(GGUF_MODELS[name])
         return AutoConfig.from_pretrained(cache)
     return AutoConfig.from_pretrained(name)
 

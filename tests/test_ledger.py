@@ -168,7 +168,7 @@ def test_a_trial_trains_each_key_once_under_its_child_run_and_a_stopped_trial_ki
 
     monkeypatch.setattr(cells, "stage_of", lambda kind: replace(stage_of(kind), run=run, run_pack=None))
     monkeypatch.setattr(cells.torch, "set_num_threads", lambda n: None)  # this process's threads stay as they are
-    monkeypatch.setattr(cells, "release_memory", lambda: None)
+    monkeypatch.setattr(cells, "release_memory", lambda worker: None)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client, experiment_id = open_store(uri, "spot-study")
     runs = study_ledger(client, experiment_id, "s")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, ensure_ray, run_main
+from conftest import REPO, run_main
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
@@ -22,8 +22,6 @@ from spot_core.library import PROMPT_FILES, Change, Library, LibraryError, Sourc
 from spot_core.prompt_files import load_prompt
 from spot_core.run_dir import RunDir, current_umask
 from spot_core.tags import NEURONS
-
-pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
 
 
 def compose_config(name: str, *args: str):
@@ -38,9 +36,9 @@ def study(tmp_path_factory, data_dir) -> dict:
     from pipelines.study import run as run_study
 
     root = tmp_path_factory.mktemp("study")
-    ensure_ray()  # module fixtures are set up before the tests' ray_runtime
     args = [f"data_dir={data_dir}", f"out_dir={root}/out", f"tracking.uri=sqlite:///{root}/mlflow.db"]
-    result = run_study(compose_config("study", *args, "ray.num_cpus=2", "study.seeds=[0]", "stages=[source,neurons]"))
+    design = ("study.seeds=[0]", "stages=[source,neurons]", "ray.in_process=true")
+    result = run_study(compose_config("study", *args, *design))
     assert sorted(result["failed"]) == ["neurons:cb_v1:s0", "neurons:rte_v1:s0"]
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     experiment = client.get_experiment_by_name("spot-study").experiment_id

@@ -93,7 +93,7 @@ def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 24
 
 def test_a_packed_study_equals_one_cell_per_trial_and_survives_kills(tmp_path, data_dir):
     alone = tmp_path / "alone"
-    lone = run(compose_study(*overrides(alone, data_dir, *STAGES)))
+    lone = run(compose_study(*overrides(alone, data_dir, *STAGES, "ray.in_process=true")))  # one cell at a time
     assert lone["failed"] == {} and lone["finished"] == 14
 
     packed = tmp_path / "packed"

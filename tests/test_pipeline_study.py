@@ -97,9 +97,35 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(smoke
     assert len(keys) == 14 + 6 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
 
 
+def test_in_process_cells_train_what_tunes_trial_workers_train(smoke_study, tmp_path, data_dir):
+    # ray.in_process=true runs the same scheduler's trials in this process: the session study's source and target
+    # cells (trained on Tune, a trial thread each) come out the same, curve and scores, and a second run finds them
+    args = overrides(tmp_path, data_dir, *SMOKE_DESIGN, "stages=[source,target]", "ray.in_process=true")
+    result = run(compose_study(*args))
+    assert result["failed"] == {} and result["finished"] == result["trained_now"] == 4
+
+    def curves(folder: Path) -> dict[str, dict[str, list[float]]]:
+        client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+        return {
+            r.data.tags["cell_key"]: {
+                name: [m.value for m in client.get_metric_history(r.info.run_id, name)]
+                for name in r.data.metrics if not name.startswith(("time/", "system/"))
+            }
+            for r in cell_runs(folder) if r.data.tags["stage"] in ("source", "target")
+        }  # fmt: skip
+
+    here, on_tune = curves(tmp_path), curves(smoke_study.tmp)
+    assert len(here) == 4 and set(here) <= set(on_tune)
+    for key, metrics in here.items():
+        assert {"train/loss", "best/val_score"} <= set(metrics) and set(metrics) == set(on_tune[key])
+        for name, values in metrics.items():
+            assert values == pytest.approx(on_tune[key][name], rel=1e-5, abs=1e-6), (key, name)
+    assert run(compose_study(*args))["trained_now"] == 0
+
+
 def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_dir):
-    methods = "stages=[source,target,transfer,mpt,attempt,report]"
-    result = run(compose_study(*overrides(tmp_path, data_dir, methods)))
+    methods = ("stages=[source,target,transfer,mpt,attempt,report]", "ray.in_process=true")  # the stages' wiring
+    result = run(compose_study(*overrides(tmp_path, data_dir, *methods)))
     # 2 sources; 2 targets x 2 seeds: baselines, 8 transfers, MPT's shared prompt and 4 runs, 4 ATTEMPT runs
     assert result["failed"] == {} and result["cells"] == result["finished"] == 2 + 4 + 8 + 5 + 4
     runs = cell_runs(tmp_path)
@@ -127,11 +153,11 @@ def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_d
     attention = pd.read_csv(report / "tables/attention_all.csv", index_col=0)
     assert attention.shape == (2, 3) and attention.notna().all().all()
     assert (report / "figures/attention_all.png").is_file()
-    again = run(compose_study(*overrides(tmp_path, data_dir, methods)))
+    again = run(compose_study(*overrides(tmp_path, data_dir, *methods)))
     assert again["trained_now"] == 0 and again["finished"] == 23  # resumed: every cell found by its key
     # MPT's cells in packs of 4 (the shared prompt alone, after the source runs it distils, then the target runs
     # as one pack): the same runs
-    mpt_only = ("stages=[source,mpt]", "ray.cells_per_trial=4")
+    mpt_only = ("stages=[source,mpt]", "ray.cells_per_trial=4", "ray.in_process=true")
     packed = run(compose_study(*overrides(tmp_path / "packed", data_dir, *mpt_only)))
     assert packed["failed"] == {} and packed["finished"] == 2 + 5
     mpt_scores = [
@@ -143,8 +169,8 @@ def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_d
 
 
 def test_su_stages_zero_shot_neurons_and_a_projector_into_a_wider_model(tmp_path, data_dir):
-    su = "stages=[source,target,zero_shot,neurons,cross_model,report]"
-    result = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]", su)))
+    su = ("stages=[source,target,zero_shot,neurons,cross_model,report]", "ray.in_process=true")
+    result = run(compose_study(*overrides(tmp_path, data_dir, "study.seeds=[0]", *su)))
     assert result["failed"] == {} and result["cells"] == result["finished"] == 19
     runs = cell_runs(tmp_path)
     assert Counter(r.data.tags["stage"] for r in runs) == {
@@ -302,7 +328,7 @@ def test_a_hydra_multirun_makes_one_study_per_swept_value(tmp_path, data_dir, mo
         f"out_dir={tmp_path}/out/${{study.name}}",
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         f"hydra.sweep.dir={tmp_path}/sweep",
-        "ray.num_cpus=2",
+        "ray.in_process=true",  # Hydra's naming is under test, not Ray's
     ]
     assert run_main(study_main, monkeypatch, *args) == 0  # Hydra's launcher runs the two jobs in this process
     studies = Counter(r.data.tags["study"] for r in cell_runs(tmp_path) if r.info.status == "FINISHED")

@@ -19,8 +19,6 @@ from pipelines.study import build_study, run
 from spot_core.stages.catalogue import parse_stages, plan_stages, stage_named
 from spot_core.stages.retrieval import plan_retrieval
 
-pytestmark = pytest.mark.usefixtures("ray_runtime")  # the session's Ray (conftest.py)
-
 GOLDEN = Path(__file__).parent / "data" / "smoke_cell_keys.json"
 PLANNABLE = ["source", "target", "transfer", "zero_shot", "neurons", "cross_model"]  # retrieval: from runs
 
@@ -218,7 +216,7 @@ def test_a_smoke_study_finished_by_the_previous_version_resumes_with_nothing_run
     only the cells of ATTEMPT and MPT, whose methods changed (REKEYED), are left to train."""
     with tarfile.open(STORE_BEFORE) as tar:
         tar.extractall(tmp_path, filter="data")
-    summary = run(compose_study(*overrides(tmp_path, data_dir, KEPT_STAGES)))
+    summary = run(compose_study(*overrides(tmp_path, data_dir, KEPT_STAGES, "ray.in_process=true")))
     assert summary["failed"] == {}
     assert summary["trained_now"] == 0 and summary["finished"] == summary["cells"] == 50 - 5 - 4
     cfg = compose_study(*overrides(tmp_path, data_dir, ALL_STAGES, "plan=true"))
