@@ -82,6 +82,37 @@ def ray_down_at_the_end():
         sys.modules["ray"].shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_schema_once(tmp_path_factory):
+    """Each new sqlite store of this session gets MLflow's tables as a copy (sqlite's backup) of the first store's
+    freshly migrated, empty schema, instead of replaying MLflow's migrations (about a second per store, and the suite
+    creates dozens). MLflow still creates, checks and fills every store; only the replay is shared. Stores created
+    by other processes (subprocess tests, Ray workers) are created as MLflow creates them."""
+    import sqlite3
+
+    import sqlalchemy
+    from mlflow.store.db import utils
+
+    original = utils._initialize_tables
+    template = tmp_path_factory.mktemp("mlflow-schema") / "empty.db"
+
+    def initialize(engine) -> None:
+        if engine.url.get_backend_name() != "sqlite":
+            return original(engine)
+        if not template.exists():
+            original(sqlalchemy.create_engine(f"sqlite:///{template}"))
+        raw = engine.raw_connection()
+        try:
+            with contextlib.closing(sqlite3.connect(template)) as schema:
+                schema.backup(raw.driver_connection)
+        finally:
+            raw.close()
+
+    utils._initialize_tables = initialize
+    yield
+    utils._initialize_tables = original
+
+
 # --- studies: their settings, their runs, and the session's smoke study -------------------------------------------
 def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
     """study=smoke in tmp_path: its out_dir tmp_path/out and its MLflow store tmp_path/mlflow.db."""
@@ -154,7 +185,9 @@ SMOKE_STAGES = "stages=[source,target,transfer,retrieval,report]"
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory, data_dir):
     """The smoke study run in two steps: stages source and target with their report (kept in partial_report), then
-    the rest of SPoT's stages, which trains only the new cells. `printed`: what the first step printed."""
+    the rest of SPoT's stages, which trains only the new cells. `printed`: what the first step printed. Its cells
+    run in this process (ray.in_process): the tests that read it check what the stages wrote; Ray's part is the
+    subject of the tests that extend it (test_safety_study's `extended`), pack it, stop it or crash it."""
     import io
     import shutil
     from types import SimpleNamespace
@@ -162,8 +195,7 @@ def smoke_study(tmp_path_factory, data_dir):
     from pipelines.study import run
 
     tmp = tmp_path_factory.mktemp("smoke")
-    ensure_ray()  # session fixtures are set up before the tests' ray_runtime
-    args = overrides(tmp, data_dir, *SMOKE_DESIGN)
+    args = overrides(tmp, data_dir, *SMOKE_DESIGN, "ray.in_process=true")
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         partial = run(compose_study(*args, "stages=[source,target,report]"))
     shutil.copytree(tmp / "out" / "report", tmp / "partial_report")

@@ -91,16 +91,17 @@ def test_smoke_study_runs_every_stage_and_an_extension_runs_only_new_cells(smoke
     # A second seed, on a copy: only its cells train
     copy_study(study, tmp_path / "more")
     grid = "stages=[source,target,transfer]"
-    second = run(compose_study(*overrides(tmp_path / "more", data_dir, *SMOKE_DESIGN[1:], "study.seeds=[0,1]", grid)))
+    more = overrides(tmp_path / "more", data_dir, *SMOKE_DESIGN[1:], "study.seeds=[0,1]", grid, "ray.in_process=true")
+    second = run(compose_study(*more))
     assert second["failed"] == {} and second["finished"] == 14 and second["trained_now"] == 2 + 4
     keys = Counter(r.data.tags["cell_key"] for r in cell_runs(tmp_path / "more") if r.info.status == "FINISHED")
     assert len(keys) == 14 + 6 and set(keys.values()) == {1}  # exactly one FINISHED run per cell
 
 
-def test_in_process_cells_train_what_tunes_trial_workers_train(smoke_study, tmp_path, data_dir):
+def test_tunes_trial_workers_train_what_in_process_cells_train(smoke_study, tmp_path, data_dir):
     # ray.in_process=true runs the same scheduler's trials in this process: the session study's source and target
-    # cells (trained on Tune, a trial thread each) come out the same, curve and scores, and a second run finds them
-    args = overrides(tmp_path, data_dir, *SMOKE_DESIGN, "stages=[source,target]", "ray.in_process=true")
+    # cells (trained so) come out the same on Tune's trial workers (a thread each), curve and scores
+    args = overrides(tmp_path, data_dir, *SMOKE_DESIGN, "stages=[source,target]")
     result = run(compose_study(*args))
     assert result["failed"] == {} and result["finished"] == result["trained_now"] == 4
 
@@ -114,13 +115,12 @@ def test_in_process_cells_train_what_tunes_trial_workers_train(smoke_study, tmp_
             for r in cell_runs(folder) if r.data.tags["stage"] in ("source", "target")
         }  # fmt: skip
 
-    here, on_tune = curves(tmp_path), curves(smoke_study.tmp)
-    assert len(here) == 4 and set(here) <= set(on_tune)
-    for key, metrics in here.items():
-        assert {"train/loss", "best/val_score"} <= set(metrics) and set(metrics) == set(on_tune[key])
+    on_tune, here = curves(tmp_path), curves(smoke_study.tmp)
+    assert len(on_tune) == 4 and set(on_tune) <= set(here)
+    for key, metrics in on_tune.items():
+        assert {"train/loss", "best/val_score"} <= set(metrics) and set(metrics) == set(here[key])
         for name, values in metrics.items():
-            assert values == pytest.approx(on_tune[key][name], rel=1e-5, abs=1e-6), (key, name)
-    assert run(compose_study(*args))["trained_now"] == 0
+            assert values == pytest.approx(here[key][name], rel=1e-5, abs=1e-6), (key, name)
 
 
 def test_attempt_and_mpt_beside_spot_fill_the_method_comparison(tmp_path, data_dir):
@@ -289,6 +289,8 @@ def test_bad_input_fails_before_any_training(tmp_path, data_dir):
         run(compose_study(*overrides(tmp_path, data_dir, "tracking.uri=http://127.0.0.1:9")))
     with pytest.raises(ConfigError, match=r"ray.cells_per_trial must be an integer >= 1, got 0 \(1: a cell per"):
         run(compose_study(*overrides(tmp_path, data_dir, "ray.cells_per_trial=0")))
+    with pytest.raises(ConfigError, match=r"ray.in_process='maybe': true \(cells in this process\) or false"):
+        run(compose_study(*overrides(tmp_path, data_dir, "ray.in_process=maybe")))
     with pytest.raises(ConfigError, match=r"ray.gpus_per_trial=1 but ray.num_gpus=0: lower it"):
         run(compose_study(*overrides(tmp_path, data_dir, "ray.gpus_per_trial=1", "ray.num_gpus=0")))
     (tmp_path / "a-file").write_text("")
@@ -298,8 +300,7 @@ def test_bad_input_fails_before_any_training(tmp_path, data_dir):
 
 
 def test_a_crashing_cell_is_failed_with_its_reason_and_the_rest_of_the_study_goes_on(tmp_path, data_dir):
-    # A source learning rate of 1e30 makes the source prompt's loss NaN after one step: the source cell crashes (one
-    # source: each crash ends its trial worker, and a new one pays the imports again).
+    # A source learning rate of 1e30 makes the source prompt's loss NaN after one step: the source cell crashes.
     args = overrides(
         tmp_path,
         data_dir,
@@ -308,7 +309,7 @@ def test_a_crashing_cell_is_failed_with_its_reason_and_the_rest_of_the_study_goe
         "stages=[source,target,transfer]",
         "study.source_trainer.lr=1e30",
     )
-    result = run(compose_study(*args, "ray.max_failures=0"))
+    result = run(compose_study(*args, "ray.max_failures=0", "ray.in_process=true"))  # on Ray: test_safety_study
     assert result["finished"] == 2 and result["cells"] == 5  # the two targets
     assert set(result["failed"]) == {"source:sst2_v1:s0", "transfer:sst2_v1->rte_v1:s0", "transfer:sst2_v1->cb_v1:s0"}
     assert "NonFiniteLossError" in result["failed"]["source:sst2_v1:s0"]

@@ -310,6 +310,8 @@ def test_a_failed_cell_is_failed_in_mlflow_with_its_error_after_its_retry(extend
     assert len(failed) == 2  # ray.max_failures=1: two attempts
     assert {r.data.tags["stage"] for r in failed} == {"transfer"} and {r.data.tags["task"] for r in failed} == {"cb_v1"}
     assert all(r.data.tags["error"] == "RuntimeError: test: this cell always fails" for r in failed)
+    # the study's summary names the cell's own error, not Ray's wrapper around it
+    assert extended.result["failed"] == {BROKEN: "RuntimeError: test: this cell always fails"}
 
 
 def test_the_report_of_a_study_with_a_failed_cell(extended, tmp_path):
