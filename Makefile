@@ -76,9 +76,10 @@ library:
 check-demo:
 	$(BIN)/python -m pipelines.report study=demo expect=docs/demo-report/expected.json $(ARGS)
 
-# TEST_WORKERS=N: N pytest-xdist workers, each test file on one of them (its module fixtures run once). On a 2-core
-# machine one process is faster (627 s against 702 s with 2 workers, measured on the same clone): 0 by default.
-TEST_WORKERS ?= 0
+# TEST_WORKERS=N: N pytest-xdist workers, each test file on one of them (its module fixtures run once), each with its
+# share of the cores for torch (tests/conftest.py). On the 2-core machine 2 workers took 316 s, one process 474 s
+# (docs/benchmarks.md); 0 runs the suite in this process.
+TEST_WORKERS ?= 2
 test:
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
