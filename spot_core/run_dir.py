@@ -103,6 +103,7 @@ class RunDir:
     NEURONS = "neurons.safetensors"  # a neurons run's activation mask
     BEST_MODULE = "best_module.safetensors"  # ATTEMPT / MPT: the whole prompt module at the best score
     ATTENTION = "attention.json"  # ATTEMPT: its attention over the prompts on each validation example
+    BEST_MODEL = "best_model"  # model tuning: the backbone at its best validation score (a Hugging Face model folder)
     CHECKPOINTS = "checkpoints"  # the prompt at each evaluation: checkpoints/step_XXXXXXX.safetensors
 
     result_file = RunFile(RESULT)
@@ -117,6 +118,7 @@ class RunDir:
     neurons = RunFile(NEURONS)
     best_module = RunFile(BEST_MODULE)
     attention = RunFile(ATTENTION)
+    best_model = RunFile(BEST_MODEL)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +274,7 @@ def make_cell(
     }
     trainer = replace(trainer, seed=seed)
     if trained:
-        identity["trainer"] = {**asdict(trainer), "optimizer": str(trainer.optimizer)}
+        identity["trainer"] = trainer.identity()
     identity.update(keyed or {})
     if projector:
         identity["init"]["projector"] = projector.key

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -30,7 +30,7 @@ from spot_core.encoding import Codec, Encoded, batch_indices, collate, length, t
 from spot_core.errors import ConfigError, SpotError
 from spot_core.prompt_files import save_prompt
 from spot_core.prompted import PromptedLM
-from spot_core.run_dir import RunDir, write_atomic
+from spot_core.run_dir import RunDir, follow_umask, write_atomic
 from spot_core.tracking import NullTracker, Tracker
 
 
@@ -54,6 +54,9 @@ class TrainerConfig:
     lr: float = 0.3
     weight_decay: float = 1e-5
     decay_rate: float = 0.8  # Adafactor second-moment decay: beta2_t = 1 - t^(-decay_rate)
+    # Adafactor: scale each update by its parameter's RMS. Off for prompts (SPoT's and Lester et al.'s settings); on
+    # for model tuning, as T5X's Adafactor defaults it (multiply_by_parameter_scale) in T5's fine-tuning.
+    scale_parameter: bool = False
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     eval_every: int = 100
     eval_batch_size: int = 16
@@ -66,6 +69,14 @@ class TrainerConfig:
     seed: int = 0
 
     SETTING = "trainer"  # its settings' names as pipelines.train takes them; a study's are renamed (config.nested)
+    # Settings added after studies had run: at these values a cell's key leaves them out (`identity`), so that the
+    # cells those studies finished keep their keys.
+    ADDED: ClassVar[dict[str, Any]] = {"scale_parameter": False}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as a cell's key holds them (plain values; `ADDED` ones only where set otherwise)."""
+        values = {**asdict(self), "optimizer": str(self.optimizer)}
+        return {k: v for k, v in values.items() if not (k in self.ADDED and v == self.ADDED[k])}
 
     def __post_init__(self):
         self.optimizer = parse_choice(OptimizerName, self.optimizer, "trainer.optimizer")
@@ -76,6 +87,8 @@ class TrainerConfig:
         check_number(self.weight_decay, "trainer.weight_decay")
         check_number(self.grad_clip, "trainer.grad_clip", hint=" (0 = off)")
         check_number(self.decay_rate, "trainer.decay_rate", positive=True)
+        if not isinstance(self.scale_parameter, bool):
+            raise ConfigError(f"trainer.scale_parameter must be true or false, got {self.scale_parameter!r}")
         if self.micro_batch_size is not None:
             check_int(self.micro_batch_size, "trainer.micro_batch_size")
             if self.micro_batch_size > self.batch_size:
@@ -96,11 +109,11 @@ def make_optimizer(config: TrainerConfig, params: Iterable[torch.nn.Parameter]) 
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     from transformers.optimization import Adafactor
 
-    # SPoT / prompt-tuning: constant LR, no parameter scaling, no relative step, no momentum.
+    # SPoT / prompt tuning: constant LR, no parameter scaling, no relative step, no momentum (model tuning: scaling).
     return Adafactor(
         params,
         lr=config.lr,
-        scale_parameter=False,
+        scale_parameter=config.scale_parameter,
         relative_step=False,
         warmup_init=False,
         decay_rate=-config.decay_rate,
@@ -167,19 +180,34 @@ class Trainer:
         self.tracker = tracker or NullTracker()
         self.callbacks = list(callbacks)
         self.metadata = {"model": model.backbone.name, "task": data.name, "seed": config.seed, **(metadata or {})}
-        self.optimizer = make_optimizer(config, model.prompt.parameters())
+        self.optimizer = make_optimizer(config, self.trained().parameters())
 
-    # --- files -------------------------------------------------------------------------------
-    def _save(self, path: Path, step: int, **extra: Any) -> Path:
+    # --- what trains, and its files ----------------------------------------------------------
+    STATE = "prompt_state"  # the resume file's key for the trained module's state
+
+    def trained(self) -> torch.nn.Module:
+        """The module whose parameters the optimizer steps and whose state a checkpoint keeps: the prompt module."""
+        return self.model.prompt
+
+    def save(self, kind: str, step: int, **extra: Any) -> Path | None:
+        """Writes the run's `kind` of file (initial, embedding, best, checkpoint, final): the prompt, with the
+        run's metadata; returns its path (None: a kind this trainer does not write)."""
+        path = {
+            "initial": self.run.initial_prompt,
+            "embedding": self.run.task_embedding,
+            "best": self.run.best_prompt,
+            "checkpoint": self.run.checkpoint(step),
+            "final": self.run.final_prompt,
+        }[kind]
         with torch.no_grad():
             prompt = self.model.prompt()
         return save_prompt(path, prompt, step=step, **self.metadata, **extra)
 
     def checkpoint(self, state: _State) -> None:
-        """Writes the resume file: the prompt module, optimizer, RNG, step and history."""
+        """Writes the resume file: the trained module, optimizer, RNG, step and history."""
         blob = {
             "step": state.step,
-            "prompt_state": {k: v.detach().cpu().clone() for k, v in self.model.prompt.state_dict().items()},
+            self.STATE: {k: v.detach().cpu().clone() for k, v in self.trained().state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -193,8 +221,8 @@ class Trainer:
             return _State()
         blob = torch.load(self.run.resume, weights_only=False)
         # resume.pt files written before the Trainer took prompt modules hold a SoftPrompt's weight, as "prompt".
-        prompt_state = blob["prompt_state"] if "prompt_state" in blob else {"weight": blob["prompt"]}
-        self.model.prompt.load_state_dict(prompt_state)
+        trained = blob[self.STATE] if self.STATE in blob else {"weight": blob["prompt"]}
+        self.trained().load_state_dict(trained)
         self.optimizer.load_state_dict(blob["optimizer"])
         torch.set_rng_state(blob["rng"])
         if blob["cuda_rng"] is not None and torch.cuda.is_available():
@@ -219,7 +247,7 @@ class Trainer:
         settings = {f"trainer.{k}": v for k, v in plain_values(asdict(self.config)).items()}  # its config names
         self.tracker.log_params({**self.metadata, **settings})
         if state.step == 0:
-            self._save(self.run.initial_prompt, 0)
+            self.save("initial", 0)
             if self.config.eval_at_start:
                 self._evaluate(state)
         else:  # resumed, maybe into another tracker run (a retried cell): its record is whole again
@@ -254,14 +282,14 @@ class Trainer:
                 f"lr {cfg.lr}): lower the learning rate (the trainer's lr), or clip gradients (grad_clip=1.0)"
             )
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.prompt.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trained().parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.loss_sum += loss.item()
         state.loss_count += 1
         if state.step == cfg.embedding_step:
-            self.tracker.log_artifact(self._save(self.run.task_embedding, state.step))
+            self.tracker.log_artifact(self.save("embedding", state.step))
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
             self._evaluate(state)
             self.checkpoint(state)
@@ -280,17 +308,17 @@ class Trainer:
         score = metrics["score"]
         if (state.step > 0 or self.config.best_includes_init) and score > state.best_score:
             state.best_score, state.best_step = score, state.step
-            self._save(self.run.best_prompt, state.step, score=score)
+            self.save("best", state.step, score=score)
         if state.step > 0 and self.config.keep_checkpoints:
-            path = self._save(self.run.checkpoint(state.step), state.step, score=score)
-            for cb in self.callbacks:
+            path = self.save("checkpoint", state.step, score=score)
+            for cb in self.callbacks if path is not None else ():
                 cb.on_checkpoint(state.step, path)
         for cb in self.callbacks:
             cb.on_eval(state.step, record)
 
     def finish(self, state: _State) -> dict[str, float]:
         """Saves the final prompt, logs the run's files and result, and marks the run finished."""
-        final = self._save(self.run.final_prompt, state.step)
+        final = self.save("final", state.step)
         last = state.history[-1]
         result = {
             "best/val_score": state.best_score,
@@ -298,13 +326,74 @@ class Trainer:
             "final/val_score": last["val/score"],
             "final/step": state.step,
         }
-        for path in (self.run.initial_prompt, self.run.best_prompt, self.run.task_embedding):
-            if path.exists():
+        for path in (self.run.initial_prompt, self.run.best_prompt, self.run.task_embedding, final):
+            if path is not None and path.exists():
                 self.tracker.log_artifact(path)
-        self.tracker.log_artifact(final)
         self.tracker.log_metrics({k: float(v) for k, v in result.items()}, state.step)
         self.run.finish(result)
         return result
+
+
+class ModelTrainer(Trainer):
+    """Model tuning (SPoT's MODELTUNING baselines): every weight of the backbone trains, on the loop, evaluation,
+    checkpoints and exact resume of the prompt Trainer. The model carries no prompt (an empty one: `PromptedLM`
+    with `SoftPrompt` of length 0), and `model.train()` turns the backbone's dropout on, as fine-tuning does.
+
+    Files: the resume checkpoint holds every weight (with the optimizer's state), and the weights at the best
+    validation score are kept once, as a Hugging Face model folder (`RunDir.best_model`: `from_pretrained` loads it;
+    each better score replaces it). No prompt files, checkpoints per evaluation or task embedding are written, and
+    the tracker gets the run's parameters, metrics and result, not the weights."""
+
+    STATE = "model_state"
+
+    def __init__(self, config: TrainerConfig, model: PromptedLM, data: RunData, *args: Any, **kwargs: Any):
+        if model.prompt_length:
+            raise ConfigError(
+                f"model tuning trains the backbone without a prompt; this model carries a prompt of length "
+                f"{model.prompt_length}: give it an empty one (SoftPrompt of shape [0, H])"
+            )
+        if config.embedding_step is not None:
+            raise ConfigError("trainer.embedding_step: model tuning writes no task embedding; leave it unset (null)")
+        model.model.requires_grad_(True)  # the backbone was loaded frozen, for prompt tuning
+        super().__init__(config, model, data, *args, **kwargs)
+
+    def trained(self) -> torch.nn.Module:
+        return self.model.model
+
+    def start(self) -> _State:
+        old = self.run.best_model.with_name(f".{RunDir.BEST_MODEL}-old")
+        if old.exists() and not self.run.best_model.exists():  # killed between save_model_folder's two renames
+            old.rename(self.run.best_model)
+        return super().start()
+
+    def save(self, kind: str, step: int, **extra: Any) -> Path | None:
+        if kind != "best":
+            return None
+        return save_model_folder(self.run.best_model, self.model.model, {"step": step, **self.metadata, **extra})
+
+
+def save_model_folder(path: Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:
+    """A transformers model as a Hugging Face model folder at `path` (its config, its weights in safetensors and
+    `spot.json`: `metadata`), replacing what is there only once the new folder is complete."""
+    import json
+    import shutil
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        model.save_pretrained(tmp)
+        (tmp / "spot.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
+        follow_umask(tmp)
+        old = path.with_name(f".{path.name}-old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def accumulate_gradients(

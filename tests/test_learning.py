@@ -1,6 +1,7 @@
 """Training learns: a prompt learns a separable synthetic task alone, in a pack, as ATTEMPT's target and as MPT's
-shared prompt and factors; and the checks fail when training breaks (the gradient never reaches the prompt, the
-optimizer steps another tensor, a packed run or an MPT task gets another's gradient): each sabotage is a test here.
+shared prompt and factors, and model tuning learns it in the backbone's weights; and the checks fail when training
+breaks (the gradient never reaches the prompt or the weights, the optimizer steps another tensor, a packed run or an
+MPT task gets another's gradient): each sabotage is a test here.
 
 The task: an input is one class token four times ("xxxx" or "yyyy"), its target one of SST-2's label words; its flip
 gives each class the other word. Whether a prompt learned it is rank classification's choice between the two words:
@@ -23,6 +24,7 @@ layer to std 1/sqrt(fan_in), the scale at which a layer keeps its input's size, 
 keep their directions, and the backbone stays frozen.
 """
 
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ from spot_core.prompts import FactoredPrompt, SoftPrompt, random_uniform
 from spot_core.run_dir import RunDir
 from spot_core.scoring import label_scores
 from spot_core.tasks import get, get_task
-from spot_core.trainer import Trainer, TrainerConfig
+from spot_core.trainer import ModelTrainer, Trainer, TrainerConfig
 
 CHANCE = math.log(2)  # the choice loss of a prompt that cannot tell the two classes apart
 LEARNED = CHANCE / 4  # below this, a run learned its task (see the module)
@@ -207,6 +209,54 @@ def test_the_learning_check_fails_when_training_breaks(tmp_path, monkeypatch, br
     else:
         monkeypatch.setattr(packing, "packed_gradients", exchange_packed_gradients(mix=broken == "gradients mixed"))
     found = train_pair("tiny-llama", tmp_path, packed)
+    assert any(any(f.startswith("choice loss") for f in run) for run in found), found
+
+
+# --- model tuning -----------------------------------------------------------------------------------------------
+# T5's fine-tuning optimizer (Adafactor, constant 1e-3, updates scaled by each weight's RMS: T5X's default)
+MODEL_TUNING = {**SPOT, "lr": 1e-3, "scale_parameter": True, "weight_decay": 0.0}
+
+
+def tuned_pair(name: str, out) -> list[list[str]]:
+    """The task and its flip, each by model tuning its own copy of one conditioned backbone (no prompt); returns
+    each run's failures."""
+    base, codec = learner(name)
+    found, starts = [], []
+    for n, flip in enumerate((False, True)):
+        backbone = copy.deepcopy(base.backbone)
+        model = PromptedLM(backbone, SoftPrompt(torch.zeros(0, backbone.hidden_size)))
+        data = task_data(codec, flip)
+        starts.append(fit_of(model, data))
+        trainer = ModelTrainer(TrainerConfig(**MODEL_TUNING), model, data, out / f"run{n}")
+        trainer.fit()
+        found.append(failures(starts[-1], fit_of(model, data), trainer.run))
+    assert_cannot_both_pass(starts)
+    return found
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+def test_model_tuning_learns_a_task_and_its_flip_from_one_backbone(tmp_path, name):
+    assert tuned_pair(name, tmp_path) == [[], []]
+
+
+def zero_backbone_gradient(monkeypatch):
+    """The Trainer's backward pass, then every backbone weight's gradient zeroed."""
+    real = trainer_module.accumulate_gradients
+
+    def dropped(model, *args, **kwargs):
+        loss = real(model, *args, **kwargs)
+        for p in model.model.parameters():
+            if p.grad is not None:
+                p.grad.zero_()
+        return loss
+
+    monkeypatch.setattr(trainer_module, "accumulate_gradients", dropped)
+
+
+@pytest.mark.parametrize("broken", ["no gradient", "a copy stepped"])
+def test_the_model_tuning_check_fails_when_training_breaks(tmp_path, monkeypatch, broken):
+    (zero_backbone_gradient if broken == "no gradient" else step_a_copy)(monkeypatch)
+    found = tuned_pair("tiny-llama", tmp_path)
     assert any(any(f.startswith("choice loss") for f in run) for run in found), found
 
 

@@ -1,0 +1,129 @@
+"""Model tuning (SPoT's MODELTUNING baselines, `spot_core.trainer.ModelTrainer`): every backbone weight trains where
+prompt tuning leaves them as they were, a run killed mid-way resumes bit-exactly, and the best checkpoint is kept
+once in the run folder as a model folder that `from_pretrained` loads; the tracker never gets the weights."""
+
+import json
+
+import pytest
+import torch
+from conftest import prompted
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from spot_core.encoding import encode_examples
+from spot_core.errors import ConfigError
+from spot_core.evaluation import TaskData
+from spot_core.prompted import PromptedLM
+from spot_core.prompts import SoftPrompt
+from spot_core.tasks import get_task
+from spot_core.tracking import MemoryTracker
+from spot_core.trainer import Callback, ModelTrainer, Trainer, TrainerConfig
+
+TRAIN = [
+    {"inputs": "a fine film", "targets": "positive"},
+    {"inputs": "a dull film", "targets": "negative"},
+    {"inputs": "good acting", "targets": "positive"},
+    {"inputs": "bad acting", "targets": "negative"},
+] * 2
+# T5's fine-tuning optimizer (Adafactor, constant 1e-3, updates scaled by the parameter's RMS), a short budget
+MODEL_TUNING = {"lr": 1e-3, "scale_parameter": True, "weight_decay": 0.0}
+
+
+def tuned(name: str, out, **cfg) -> tuple[ModelTrainer, PromptedLM]:
+    """A model-tuning run on tiny `name` (its own backbone copy: model tuning changes it)."""
+    base, codec = prompted(name, length=0, seed=1)
+    data = TaskData(get_task("sst2_v1"), codec, encode_examples(codec, TRAIN), encode_examples(codec, TRAIN[:4]))
+    config = TrainerConfig(
+        **{"steps": 12, "batch_size": 4, "eval_every": 4, "eval_batch_size": 4, **MODEL_TUNING, **cfg}
+    )
+    return ModelTrainer(config, base, data, out, tracker=MemoryTracker()), base
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+def test_model_tuning_changes_every_weight_and_prompt_tuning_none(tmp_path, name):
+    prompt_run, _ = prompted(name, length=4, seed=1)
+    codec = prompted(name, length=0)[1]
+    data = TaskData(get_task("sst2_v1"), codec, encode_examples(codec, TRAIN), encode_examples(codec, TRAIN[:4]))
+    before = weights(prompt_run.model)
+    Trainer(
+        TrainerConfig(steps=4, batch_size=4, eval_every=4, eval_batch_size=4), prompt_run, data, tmp_path / "p"
+    ).fit()
+    assert all(torch.equal(v, before[k]) for k, v in weights(prompt_run.model).items())
+
+    trainer, model = tuned(name, tmp_path / "m")
+    before = weights(model.model)
+    trainer.fit()
+    after = weights(model.model)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == set(before), set(before) - moved  # every weight (tied embeddings under each of their names)
+    assert all(p.requires_grad for p in model.model.parameters())
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+def test_a_killed_model_tuning_run_resumes_bit_exactly(tmp_path, monkeypatch, name):
+    full, reference_model = tuned(name, tmp_path / "full")
+    reference = full.fit()
+    crashing, _ = tuned(name, tmp_path / "crash")
+    real_step = ModelTrainer._train_step
+
+    def step_then_die(self, state):
+        real_step(self, state)
+        if state.step == 6:  # after the step-4 checkpoint, before the step-8 one
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(ModelTrainer, "_train_step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.fit()
+    monkeypatch.setattr(ModelTrainer, "_train_step", real_step)
+    resumed, resumed_model = tuned(name, tmp_path / "crash")  # a fresh process would start from the same init
+    assert resumed.fit() == reference
+    assert all(torch.equal(v, weights(reference_model.model)[k]) for k, v in weights(resumed_model.model).items())
+    assert (tmp_path / "crash/metrics.json").read_text() == (tmp_path / "full/metrics.json").read_text()
+
+
+class Snapshot(Callback):
+    """The backbone's weights at each evaluation."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.at = model, {}
+
+    def on_eval(self, step, metrics):
+        self.at[step] = weights(self.model)
+
+
+@pytest.mark.parametrize(("name", "auto"), [("tiny-llama", AutoModelForCausalLM), ("tiny-t5", AutoModelForSeq2SeqLM)])
+def test_the_best_checkpoint_is_kept_once_as_a_model_folder_and_not_tracked(tmp_path, name, auto):
+    trainer, model = tuned(name, tmp_path / "run")
+    snapshot = Snapshot(model.model)
+    trainer.callbacks.append(snapshot)
+    scores = iter([50.0, 70.0, 90.0, 60.0])  # steps 0, 4, 8, 12: the best at step 8
+    trainer.data.evaluate = lambda model, batch_size: {"score": next(scores)}
+    result = trainer.fit()
+    assert (result["best/val_score"], result["best/step"]) == (90.0, 8)
+    folder = tmp_path / "run" / "best_model"
+    saved = auto.from_pretrained(folder)
+    assert all(torch.equal(v, snapshot.at[8][k]) for k, v in saved.state_dict().items())
+    assert json.loads((folder / "spot.json").read_text())["step"] == 8
+    # no prompt files, per-evaluation checkpoints or earlier best folders beside it
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best_model",
+        "metrics.json",
+        "result.json",
+        "resume.pt",
+    ]
+    assert trainer.tracker.artifacts == []  # the weights stay in the run folder; MLflow gets metrics and result
+
+
+def test_model_tuning_refuses_a_prompt_and_a_task_embedding(tmp_path):
+    model, codec = prompted("tiny-llama", length=4)
+    data = TaskData(get_task("sst2_v1"), codec, encode_examples(codec, TRAIN), encode_examples(codec, TRAIN[:4]))
+    with pytest.raises(ConfigError, match="model tuning trains the backbone without a prompt"):
+        ModelTrainer(TrainerConfig(steps=2), model, data, tmp_path)
+    empty = PromptedLM(model.backbone, SoftPrompt(torch.zeros(0, model.backbone.hidden_size)))
+    with pytest.raises(ConfigError, match="trainer.embedding_step: model tuning writes no task embedding"):
+        ModelTrainer(TrainerConfig(steps=2, embedding_step=1), empty, data, tmp_path)
+    with pytest.raises(ConfigError, match="trainer.scale_parameter must be true or false"):
+        TrainerConfig(scale_parameter="yes")
