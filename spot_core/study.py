@@ -118,12 +118,17 @@ class StudyConfig:
     cross_model: CrossModelConfig | None = None  # Su et al.'s projector into another model
     attempt: AttemptConfig = field(default_factory=AttemptConfig)  # ATTEMPT's target runs (stage attempt)
     mpt: MPTConfig = field(default_factory=MPTConfig)  # MPT's source and target runs (stage mpt)
+    # model-tuning cells (stages model_tuning, multitask_model_tuning): conf/trainer/model_tuning.yaml
+    model_trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(lr=1e-3, scale_parameter=True, weight_decay=0.0, keep_checkpoints=False)
+    )
     prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: results differ by rounding)
 
     def __post_init__(self):
         self.prompt = nested(StudyPrompt, self.prompt, "study.prompt")
         self.source_trainer = nested(TrainerConfig, self.source_trainer, "study.source_trainer")
         self.target_trainer = nested(TrainerConfig, self.target_trainer, "study.target_trainer")
+        self.model_trainer = nested(TrainerConfig, self.model_trainer, "study.model_trainer")
         self.attempt = nested(AttemptConfig, self.attempt, "study.attempt")
         self.mpt = nested(MPTConfig, self.mpt, "study.mpt")
         self.sources = [get(n).name for n in self.sources]  # unknown names: UnknownNameError with hints

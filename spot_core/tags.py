@@ -26,6 +26,9 @@ class Stage(StrEnum):
     ATTEMPT = "attempt"  # ATTEMPT: a target prompt and an attention over frozen source prompts (Asai et al. 2022)
     MPT_SOURCE = "mpt_source"  # MPT: the shared prompt and each source's factors, on the sources together
     MPT = "mpt"  # MPT: a target prompt from the shared prompt, times factors of its own (Wang et al. 2023)
+    MODEL_TUNING = "model_tuning"  # every weight fine-tuned on a target (SPoT's MODELTUNING baseline)
+    MT_SOURCE = "mt_source"  # every weight fine-tuned on a source task or mixture (MULTI-TASK MODELTUNING's first step)
+    MT_TARGET = "mt_target"  # every weight fine-tuned on a target, from the source-tuned model (its second step)
 
 
 class Retrieval(StrEnum):

@@ -30,7 +30,7 @@ from spot_core.tasks import DataSource, Mixture, check_data, get, members
 from spot_core.tasks.cache import encoded_split
 from spot_core.tasks.source import fallback_configs_read
 from spot_core.tracking import NullTracker, Tracker
-from spot_core.trainer import Callback, Trainer, TrainerConfig
+from spot_core.trainer import Callback, ModelTrainer, Trainer, TrainerConfig
 
 
 @dataclass
@@ -126,6 +126,7 @@ class RunSpec:
     device: str = "cpu"
     dtype: str = "float32"
     prompt_once: bool | None = None  # decoder-only: the prompt runs once per batch (None = wherever it applies)
+    weights: str | None = None  # model tuning: a model folder whose weights it starts from (None: the pretrained ones)
 
     def __post_init__(self):
         self.prompt = nested(PromptConfig, self.prompt, "prompt")
@@ -269,6 +270,29 @@ def tune_prompt(
 ) -> dict[str, Any]:
     """Runs (or resumes) one prompt-tuning run; returns its final metrics."""
     return trainer_for(spec, out_dir, tracker, callbacks).fit()
+
+
+def tune_model(
+    spec: RunSpec, out_dir: str | Path, tracker: Tracker | None = None, callbacks: Sequence[Callback] = ()
+) -> dict[str, Any]:
+    """Runs (or resumes) one model-tuning run (SPoT's MODELTUNING; `ModelTrainer`): every weight of the backbone
+    trains on `spec.task` (a task or a mixture), without a prompt, from the pretrained weights or from those of
+    `spec.weights` (a model folder: multi-task model tuning's target runs start from the source-tuned model).
+    `spec.prompt` is not read. Returns its final metrics."""
+    weights = Path(spec.weights) if spec.weights else None
+    if weights is not None and not (weights / "config.json").is_file():
+        raise ConfigError(f"weights: no model folder at {weights} (a model-tuning run's best_model folder)")
+    model, data = prepare(spec, module=lambda backbone: SoftPrompt(torch.zeros(0, backbone.hidden_size)))
+    if weights is not None:
+        start = type(model.model).from_pretrained(weights, dtype=model.model.dtype)
+        model.model.load_state_dict(start.state_dict())
+        del start
+    meta = {
+        **data_record(spec),
+        "weights.init": str(weights) if weights else "pretrained",
+        "trainable_params": sum(p.numel() for p in model.model.parameters()),
+    }
+    return ModelTrainer(spec.trainer, model, data, out_dir, tracker, callbacks, metadata=meta).fit()
 
 
 def trainer_for(

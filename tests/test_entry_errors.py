@@ -225,7 +225,8 @@ def test_an_unknown_setting_and_a_store_that_does_not_exist(tmp_path, monkeypatc
         assert run_main(train.main, monkeypatch, override) == EXIT_USER_ERROR
         assert capsys.readouterr().err == (
             "error: trainer.steps_per_epoch: no such setting; the settings of trainer are: steps, batch_size, "
-            "micro_batch_size, optimizer, lr, weight_decay, decay_rate, grad_clip, eval_every, eval_batch_size, "
+            "micro_batch_size, optimizer, lr, weight_decay, decay_rate, scale_parameter, grad_clip, eval_every, "
+            "eval_batch_size, "
             "eval_at_start, embedding_step, keep_checkpoints, seed, best_includes_init\n"
         )
     uri = f"tracking.uri=sqlite:///{tmp_path}/none/mlflow.db"

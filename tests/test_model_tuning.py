@@ -17,6 +17,7 @@ from spot_core.prompts import SoftPrompt
 from spot_core.tasks import get_task
 from spot_core.tracking import MemoryTracker
 from spot_core.trainer import Callback, ModelTrainer, Trainer, TrainerConfig
+from spot_core.tuning import RunSpec, tune_model
 
 TRAIN = [
     {"inputs": "a fine film", "targets": "positive"},
@@ -127,3 +128,61 @@ def test_model_tuning_refuses_a_prompt_and_a_task_embedding(tmp_path):
         ModelTrainer(TrainerConfig(steps=2, embedding_step=1), empty, data, tmp_path)
     with pytest.raises(ConfigError, match="trainer.scale_parameter must be true or false"):
         TrainerConfig(scale_parameter="yes")
+
+
+def test_a_multitask_target_starts_from_the_source_tuned_weights(tmp_path, data_dir, monkeypatch):
+    source = RunSpec(model="tiny-llama", task="sst2_v1", trainer=TrainerConfig(steps=2, batch_size=4, eval_every=2,
+                     **MODEL_TUNING), data_dir=str(data_dir), max_train_examples=8, max_eval_examples=8)  # fmt: skip
+    tune_model(source, tmp_path / "source")
+    folder = tmp_path / "source" / "best_model"
+    tuned = AutoModelForCausalLM.from_pretrained(folder).state_dict()
+    models, at_start = [], {}
+    real = ModelTrainer.__init__
+
+    def keep(self, config, model, *args, **kwargs):  # the run's model, to read at its step-0 evaluation
+        models.append(model.model)
+        real(self, config, model, *args, **kwargs)
+
+    class Start(Callback):
+        def on_eval(self, step, metrics):
+            if step == 0:
+                at_start.update(weights(models[0]))
+
+    monkeypatch.setattr(ModelTrainer, "__init__", keep)
+    target = RunSpec(**{**source.__dict__, "task": "rte_v1", "weights": str(folder)})
+    tune_model(target, tmp_path / "target", callbacks=[Start()])
+    assert set(at_start) == set(tuned) and all(torch.equal(at_start[k], tuned[k]) for k in tuned)
+    pretrained = prompted("tiny-llama", length=0)[0].model.state_dict()
+    assert not all(torch.equal(pretrained[k], tuned[k]) for k in tuned)  # the source run did move them
+    with pytest.raises(ConfigError, match="weights: no model folder at"):
+        tune_model(RunSpec(**{**target.__dict__, "weights": str(tmp_path / "nowhere")}), tmp_path / "x")
+
+
+def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_dir):
+    from conftest import cell_runs, compose_study, overrides
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.study import run
+
+    stages = ("stages=[model_tuning,multitask_model_tuning,report]", "study.seeds=[0]", "ray.in_process=true")
+    result = run(compose_study(*overrides(tmp_path, data_dir, *stages)))
+    # 2 targets x 1 seed tuned alone; 2 sources tuned, then each of the 2 targets from each
+    assert result["failed"] == {} and result["cells"] == result["finished"] == 2 + 2 + 2 * 2
+    runs = cell_runs(tmp_path)
+    kinds = {r.data.tags["stage"] for r in runs}
+    assert kinds == {"model_tuning", "mt_source", "mt_target"}
+    by_key = {r.data.tags["cell_key"]: r for r in runs}
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for r in runs:
+        folder = next((tmp_path / "out" / r.data.tags["stage"]).glob(f"*{r.data.tags['cell_key']}"))
+        assert (folder / "best_model" / "config.json").is_file()  # the weights stay in the cell's folder ...
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} == {"result.json"}  # ... and out of MLflow
+        if r.data.tags["stage"] == "mt_target":
+            source = by_key[r.data.tags["source_key"]]
+            assert source.data.tags["stage"] == "mt_source"
+            assert r.data.params["weights.init"].endswith(f"{source.data.tags['cell_key']}/best_model")
+        else:
+            assert r.data.params["weights.init"] == "pretrained"
+        assert int(r.data.params["trainable_params"]) > 10_000  # every weight of the tiny model, no prompt
+    again = run(compose_study(*overrides(tmp_path, data_dir, *stages)))
+    assert again["trained_now"] == 0 and again["finished"] == 8

@@ -4,6 +4,7 @@
     zero_shot, neurons, cross_model         Su et al. 2022
     attempt                                 ATTEMPT (Asai et al. 2022)
     mpt                                     MPT (Wang et al. 2023)
+    model_tuning, multitask_model_tuning    SPoT's model-tuning baselines (every weight trained; section 2)
 
 `catalogue.py` lists them in planning order; the study driver, its plan and cost estimate, the scheduler, the
 ledger and the report ask it, and keep no list of their own. `spot_core/tags.py` holds the names results carry (cell

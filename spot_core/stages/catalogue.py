@@ -5,15 +5,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spot_core.errors import ConfigError
-from spot_core.stages import attempt, cross_model, mpt, neurons, retrieval, source, target, transfer, zero_shot
+from spot_core.stages import (
+    attempt,
+    cross_model,
+    model_tuning,
+    mpt,
+    multitask_model_tuning,
+    neurons,
+    retrieval,
+    source,
+    target,
+    transfer,
+    zero_shot,
+)
 from spot_core.stages.base import StageDef
 from spot_core.study import Cell, StudyConfig
 
 # Planning order: upstream first; the cross-model chain (the longest) before the short scoring cells. Stages added
 # from outside the package (`register`) plan after these.
 CATALOGUE: list[StageDef] = [
-    m.STAGE for m in (source, target, transfer, mpt, cross_model, zero_shot, neurons, retrieval, attempt)
-]
+    m.STAGE
+    for m in (
+        source, target, transfer, mpt, cross_model, zero_shot, neurons, retrieval, attempt, model_tuning,
+        multitask_model_tuning,
+    )
+]  # fmt: skip
 
 
 def names() -> list[str]:
