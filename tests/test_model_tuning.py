@@ -4,6 +4,7 @@ once in the run folder as a model folder that `from_pretrained` loads; the track
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from conftest import prompted
@@ -164,11 +165,12 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
 
     from pipelines.study import run
 
-    stages = ("stages=[model_tuning,multitask_model_tuning,report]", "study.seeds=[0]", "ray.in_process=true")
+    generic = "stages=[source,target,transfer,model_tuning,multitask_model_tuning,report]"
+    stages = (generic, "study.seeds=[0]", "ray.in_process=true")
     result = run(compose_study(*overrides(tmp_path, data_dir, *stages)))
-    # 2 targets x 1 seed tuned alone; 2 sources tuned, then each of the 2 targets from each
-    assert result["failed"] == {} and result["cells"] == result["finished"] == 2 + 2 + 2 * 2
-    runs = cell_runs(tmp_path)
+    # prompts: 2 sources, 2 targets, 4 transfers; models: 2 targets tuned alone, 2 sources, each target from each
+    assert result["failed"] == {} and result["cells"] == result["finished"] == 8 + 2 + 2 + 2 * 2
+    runs = [r for r in cell_runs(tmp_path) if r.data.tags["stage"] in ("model_tuning", "mt_source", "mt_target")]
     kinds = {r.data.tags["stage"] for r in runs}
     assert kinds == {"model_tuning", "mt_source", "mt_target"}
     by_key = {r.data.tags["cell_key"]: r for r in runs}
@@ -185,4 +187,22 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
             assert r.data.params["weights.init"] == "pretrained"
         assert int(r.data.params["trainable_params"]) > 10_000  # every weight of the tiny model, no prompt
     again = run(compose_study(*overrides(tmp_path, data_dir, *stages)))
-    assert again["trained_now"] == 0 and again["finished"] == 8
+    assert again["trained_now"] == 0 and again["finished"] == 16
+
+    # the report's Table 1: a row per method (and source), both benchmarks, from the runs' scores
+    report = tmp_path / "out" / "report"
+    values = pd.read_csv(report / "tables/table1_values.csv", index_col=[0, 1], keep_default_na=False)
+    assert list(values.index) == [
+        ("PromptTuning", ""), ("ModelTuning", ""),
+        ("SPoT", "mnli_v1"), ("Multi-task ModelTuning", "mnli_v1"),
+        ("SPoT", "sst2_v1"), ("Multi-task ModelTuning", "sst2_v1"),
+    ]  # fmt: skip
+    score = {(r.data.tags["stage"], r.data.tags["source"], r.data.tags["target"]): r.data.metrics["best/val_score"]
+             for r in cell_runs(tmp_path) if r.data.tags["target"]}  # fmt: skip
+    # study=smoke's targets: RTE (GLUE and SuperGLUE) and CB (SuperGLUE)
+    assert values.loc[("ModelTuning", ""), "GLUE_mean"] == pytest.approx(score["model_tuning", "", "rte_v1"])
+    sg = (score["mt_target", "sst2_v1", "rte_v1"] + score["mt_target", "sst2_v1", "cb_v1"]) / 2
+    assert values.loc[("Multi-task ModelTuning", "sst2_v1"), "SuperGLUE_mean"] == pytest.approx(sg)
+    assert (values["GLUE_tasks"] == "1/8").all() and (values["SuperGLUE_tasks"] == "2/8").all()
+    text = (report / "report.md").read_text()
+    assert "## Generic transfer (Table 1)" in text and "| Multi-task ModelTuning (sst2_v1) |" in text

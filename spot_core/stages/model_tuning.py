@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from spot_core.stages.base import StageDef
+from spot_core.stages.base import StageDef, report_of
 from spot_core.study import Cell, StudyConfig, data_fields, make_cell
 from spot_core.tags import Stage
 from spot_core.tracking import Tracker
@@ -43,4 +43,6 @@ def needs(study: StudyConfig) -> str | None:
     return None
 
 
-STAGE = StageDef("model_tuning", (Stage.MODEL_TUNING,), plan, spec, run, needs=needs)
+TABLE1 = report_of("spot_core.report.generic", "generic_sections")  # Table 1's layout (both model-tuning stages)
+
+STAGE = StageDef("model_tuning", (Stage.MODEL_TUNING,), plan, spec, run, needs=needs, report=TABLE1)

@@ -31,4 +31,5 @@ STAGE = StageDef(
     model_tuning.spec,
     model_tuning.run,
     needs=model_tuning.needs,
+    report=model_tuning.TABLE1,
 )
