@@ -153,9 +153,10 @@ def render(plan: Plan, study: StudyConfig) -> str:
         if plan.cells_per_trial > 1
         else "one cell per trial (ray.cells_per_trial=1)"
     )
+    w = max([12, *(len(r.stage.name) for r in plan.rows)])  # the stage column: its longest name
     lines = [
         f"plan of study {plan.study} ({study.model}); finished: from {plan.finished_from}; {packing}",
-        f"  {'stage':<12} {'cells':>7} {'finished':>9} {'to run':>7} {'trials':>7}",
+        f"  {'stage':<{w}} {'cells':>7} {'finished':>9} {'to run':>7} {'trials':>7}",
     ]
     for r in plan.rows:
         note = ""
@@ -163,10 +164,10 @@ def render(plan: Plan, study: StudyConfig) -> str:
             inputs = " and ".join(f"{kind} runs" for kind in r.stage.waits_for) or "runs it needs"
             some = f"{r.later} of them " if r.later < len(r.cells) else ""
             note = f"  {some}planned once the {inputs} have finished; counted from the design"
-        lines.append(f"  {r.stage.name:<12} {len(r.cells):>7} {r.finished:>9} {len(r.todo):>7} {r.trials:>7}{note}")
+        lines.append(f"  {r.stage.name:<{w}} {len(r.cells):>7} {r.finished:>9} {len(r.todo):>7} {r.trials:>7}{note}")
     total = [sum(len(r.cells) for r in plan.rows), sum(r.finished for r in plan.rows)]
     total += [sum(len(r.todo) for r in plan.rows), sum(r.trials for r in plan.rows)]
-    lines.append(f"  {'total':<12} {total[0]:>7} {total[1]:>9} {total[2]:>7} {total[3]:>7}")
+    lines.append(f"  {'total':<{w}} {total[0]:>7} {total[1]:>9} {total[2]:>7} {total[3]:>7}")
     if plan.lacking:
         lines.append("this machine lacks (a study run here would stop at the first):")
         lines += [f"  {line}" for line in plan.lacking]

@@ -3,6 +3,7 @@
 python -m pipelines.report                               # the demo study in outputs/mlflow.db
 python -m pipelines.report study=smoke tracking.uri=sqlite:///abs/mlflow.db out_dir=/tmp/report
 python -m pipelines.report expect=docs/demo-report/expected.json   # also check the findings a re-run should keep
+python -m pipelines.report study=smoke "sizes=[smoke-model=tiny-llama-wide]"   # Figure 1 across model sizes
 
 Works on a partial study (missing cells are shown as missing); re-running on the same runs writes identical
 files. The study pipeline runs it as its last stage (`stages=[..., report]`).
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from pipelines.deprecated import upgrade
@@ -24,7 +26,10 @@ from pipelines.paths import check_writable
 from pipelines.tracking import normalise_uri
 from pipelines.user_tasks import use_stages
 from spot_core.analysis.findings import check_expectations, describe
+from spot_core.analysis.frames import StudyResults
+from spot_core.analysis.generic import benchmark_scores, model_size, size_table
 from spot_core.errors import ConfigError
+from spot_core.report.generic import size_section
 from spot_core.report.study import write_report
 
 EXPECTED = "docs/demo-report/expected.json"  # the demo's expected findings
@@ -47,6 +52,30 @@ def read_notes(path: str) -> str:
     return file.read_text().strip()
 
 
+def across_sizes(uri: str, experiment: str, studies: list[str], first: StudyResults) -> pd.DataFrame | None:
+    """Figure 1's points from `studies` (the report's own first: `first`), one design at several model sizes (a
+    sweep over model=); None for the study alone. Each study must hold model-tuning runs (their parameter count is
+    the model's) and its Table 1 rows.
+
+    Raises:
+        ConfigError: a study without model-tuning runs. TrackingError: a study not in the store.
+    """
+    names = list(dict.fromkeys(studies))
+    if len(names) < 2:
+        return None
+    points = []
+    for name in names:
+        results = first if name == first.name else load_results(uri, experiment, name)
+        params = model_size(results.runs, results.facts)
+        if params != params:  # NaN
+            raise ConfigError(
+                f"sizes: study {name!r} has no model-tuning run, whose parameter count places it on Figure 1's "
+                "x axis: run it with stage model_tuning"
+            )
+        points.append((name, params, benchmark_scores(results.runs, results.targets)))
+    return size_table(points)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Checks the files it reads and the folder it writes, then the study in the store (nothing is written
     before: a wrong name leaves no trace), then writes the report."""
@@ -57,8 +86,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = check_writable(cfg.out_dir, "out_dir")
     use_stages(cfg)  # stages added from outside: their runs' artifacts and report sections
     results = load_results(uri, cfg.tracking.experiment, cfg.study.name)
+    sizes = across_sizes(uri, cfg.tracking.experiment, [results.name, *(cfg.get("sizes") or [])], results)
     if notes is not None:
         results.notes = notes
+    if sizes is not None:
+        results.extra_sections.append(size_section(sizes, out_dir))
     paths = write_report(results, out_dir)
     summary = {
         "study": cfg.study.name,

@@ -3,6 +3,7 @@ prompt tuning leaves them as they were, a run killed mid-way resumes bit-exactly
 once in the run folder as a model folder that `from_pretrained` loads; the tracker never gets the weights."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -206,3 +207,31 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
     assert (values["GLUE_tasks"] == "1/8").all() and (values["SuperGLUE_tasks"] == "2/8").all()
     text = (report / "report.md").read_text()
     assert "## Generic transfer (Table 1)" in text and "| Multi-task ModelTuning (sst2_v1) |" in text
+
+    # Figure 1: the same design on a wider model as a second study, then one report across both sizes
+    from conftest import compose_report
+
+    from pipelines.report import run as report_run
+    from pipelines.tracking import TrackingError
+
+    wide = ("study.name=smoke-wide", "model.name=tiny-llama-wide", "study.cross_model=null", *stages[1:])
+    wide = (*wide, "stages=[target,model_tuning]")
+    assert run(compose_study(*overrides(tmp_path, data_dir, *wide)))["failed"] == {}
+    uri, out = f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", tmp_path / "sizes"
+    done = report_run(compose_report(uri, f"out_dir={out}", "sizes=[smoke-wide]"))
+    assert (out / "figures/figure1.png").is_file() and (out / "figures/figure1.pdf").is_file()
+    points = pd.read_csv(out / "tables/figure1.csv")
+    tuned_runs = [r for r in cell_runs(tmp_path) if r.data.tags["stage"] == "model_tuning"]
+    params = {s: {int(r.data.params["trainable_params"]) for r in tuned_runs if r.data.tags["study"] == s}
+              for s in ("smoke", "smoke-wide")}  # fmt: skip
+    assert all(len(p) == 1 for p in params.values())  # one model per study: every weight of it
+    tuned = points[points["label"] == "ModelTuning"].set_index("study")
+    assert {s: int(tuned.loc[s, "params"]) for s in tuned.index} == {s: p.pop() for s, p in params.items()}
+    assert "## SuperGLUE across model sizes (Figure 1)" in Path(done["document"][0]).read_text()
+    with pytest.raises(TrackingError):
+        report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[nosuch]"))
+    prompts_only = ("study.name=smoke-prompts", "stages=[target]", *stages[1:])
+    assert run(compose_study(*overrides(tmp_path, data_dir, *prompts_only)))["failed"] == {}
+    with pytest.raises(ConfigError, match="sizes: study 'smoke-prompts' has no model-tuning run"):
+        report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke-prompts]"))
+    assert not (tmp_path / "none").exists()

@@ -96,3 +96,25 @@ def task_scores(runs: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
     present = [t for t in targets if t in wide.columns.get_level_values(0)]
     wide = wide.reindex(columns=pd.MultiIndex.from_product([present, ["mean", "std", "n"]]))
     return wide.reindex(pd.MultiIndex.from_tuples(row_order(table), names=["method", "source"]))
+
+
+def model_size(runs: pd.DataFrame, facts: pd.DataFrame) -> float:
+    """A study's model's parameter count: what its model-tuning runs train (every weight); NaN without one."""
+    tuned = runs.loc[runs["stage"].isin([str(Stage.MODEL_TUNING), str(Stage.MT_TARGET)]), "key"]
+    counts = facts.loc[facts["key"].isin(tuned), "trainable_params"].dropna()
+    return float(counts.max()) if len(counts) else np.nan
+
+
+def size_table(studies: Sequence[tuple[str, float, pd.DataFrame]], benchmark: str = "SuperGLUE") -> pd.DataFrame:
+    """Figure 1's points: per study (name, parameter count, its `benchmark_scores`), each row's `benchmark` mean,
+    std and n. Columns: study, params, method, source, label, mean, std, n; rows by method, then size."""
+    rows = []
+    for name, params, table in studies:
+        if benchmark not in table.columns.get_level_values(0):
+            continue
+        for (method, source), values in table[benchmark].iterrows():
+            label = f"{method} ({source})" if source else method
+            rows.append({"study": name, "params": params, "method": method, "source": source, "label": label,
+                         "mean": values["mean"], "std": values["std"], "n": values["n"]})  # fmt: skip
+    columns = ["study", "params", "method", "source", "label", "mean", "std", "n"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["label", "params"], kind="stable").reset_index(drop=True)

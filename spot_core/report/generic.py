@@ -2,19 +2,20 @@
 from each source, by benchmark (GLUE, SuperGLUE: mean ± std over seeds, with the number of seeds), and per task.
 
 Writes tables/table1 and tables/table1_tasks (.csv, .md, .tex: "mean ± std (n)" cells) and tables/table1_values
-(the numbers)."""
+(the numbers); across model sizes (Figure 1: `size_section`, several studies of one design), figures/figure1 and
+tables/figure1."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from spot_core.analysis.frames import StudyResults
 from spot_core.analysis.generic import benchmark_scores, method_runs, task_scores
 from spot_core.report.document import Section
-from spot_core.report.tables import write_table
+from spot_core.report.tables import mean_std, write_table
 
 
 def generic_sections(results: StudyResults, runs: pd.DataFrame, out: Path) -> list[Section]:
@@ -48,14 +49,9 @@ def _label(method: str, source: str) -> str:
 
 
 def _cells(table: pd.DataFrame, column: str) -> list[str | None]:
-    """ "80.1 ± 0.3 (2)" per row of `table`'s `column` group; None (missing) where no seed counts."""
-    out = []
-    for mean, std, n in zip(table[(column, "mean")], table[(column, "std")], table[(column, "n")], strict=True):
-        if pd.isna(mean):
-            out.append(None)
-            continue
-        out.append(f"{mean:.1f}" + ("" if np.isnan(std) else f" ± {std:.1f}") + f" ({int(n)})")
-    return out
+    """`mean_std` per row of `table`'s `column` group (its mean, std and n)."""
+    stats = zip(table[(column, "mean")], table[(column, "std")], table[(column, "n")], strict=True)
+    return [mean_std(*v) for v in stats]
 
 
 def _text(benchmarks: pd.DataFrame, names: list[str]) -> str:
@@ -66,3 +62,43 @@ def _text(benchmarks: pd.DataFrame, names: list[str]) -> str:
         "study's targets; a seed counts only where the row has every one of them, and (n) says how many seeds did. "
         f"Benchmarks: {', '.join(names)}; rows: {len(benchmarks)}."
     )
+
+
+
+def size_section(points: pd.DataFrame, out: Path, benchmark: str = "SuperGLUE") -> Section:
+    """Figure 1 (SPoT): `benchmark`'s score against the model's parameter count (log scale), a line per row of
+    Table 1, from the same design's studies at several model sizes; and its table."""
+    from spot_core.report.curves import COLORS, MARKERS  # the report's line styles
+    from spot_core.report.style import save_figure, styled
+
+    @styled
+    def build() -> Figure:
+        fig = Figure(figsize=(5.6, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        for i, (label, rows) in enumerate(points.groupby("label", sort=False)):
+            x, y, s = (rows[c].to_numpy(dtype=float) for c in ("params", "mean", "std"))
+            color = COLORS[i % len(COLORS)]
+            ax.plot(x, y, marker=MARKERS[i % len(MARKERS)], color=color, label=label, linewidth=max(3.0 - i, 1.0))
+            ax.fill_between(x, y - s, y + s, color=color, alpha=0.15, linewidth=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("model parameters")
+        ax.set_ylabel(f"{benchmark} score")
+        ax.grid(color="#e0e0e0", linewidth=0.6)
+        ax.set_axisbelow(True)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False)
+        ax.set_title(f"{benchmark} by model size", loc="left")
+        return fig
+
+    figure_paths = save_figure(build(), out / "figures/figure1")
+    shown = points.assign(score=[mean_std(*v) for v in zip(points["mean"], points["std"], points["n"], strict=True)])
+    table = write_table(
+        shown[["label", "study", "params", "score"]].set_index(["label", "study"]),
+        out / "tables/figure1",
+        caption=f"Figure 1's points: {benchmark} mean ± std over seeds (n) per method and model size",
+        float_fmt="{:.0f}",
+    )[1]
+    text = (
+        f"SPoT's Figure 1: each method's {benchmark} score (Table 1's benchmark mean) against the parameter count of "
+        f"the model (log scale), one study per size: {', '.join(dict.fromkeys(points['study']))}."
+    )
+    return Section(f"{benchmark} across model sizes (Figure 1)", text, [figure_paths[0]], [table])

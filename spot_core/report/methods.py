@@ -19,7 +19,7 @@ from spot_core.analysis.frames import StudyResults
 from spot_core.report.document import Section, figure
 from spot_core.report.heatmap import heatmap
 from spot_core.report.scatter import correlation_scatter
-from spot_core.report.tables import write_table
+from spot_core.report.tables import mean_std, write_table
 from spot_core.tags import ATTENTION, OWN_PROMPT, Stage
 
 OWN_LABEL = "target's own prompt"
@@ -53,7 +53,7 @@ def _comparison_section(comparison: pd.DataFrame, out: Path) -> Section:
         {
             "method": labels,
             "target": comparison["target"].to_list(),
-            "score": [_pm(*x) for x in zip(comparison["mean"], comparison["std"], comparison["n"], strict=True)],
+            "score": [mean_std(*x) for x in zip(comparison["mean"], comparison["std"], comparison["n"], strict=True)],
             "gain": comparison["gain"].to_list(),
             **_costs(comparison),
         }
@@ -71,9 +71,9 @@ def _comparison_section(comparison: pd.DataFrame, out: Path) -> Section:
     shown = pd.DataFrame(
         {
             "method": names,
-            "score": [_pm(a, b) for a, b in zip(average["mean"], average["std"], strict=True)],
-            "gain": [_pm(a, b) for a, b in zip(average["gain"], average["gain_std"], strict=True)],
-            "Rel. (%)": [_pm(a, b) for a, b in zip(average["rel"], average["rel_std"], strict=True)],
+            "score": [mean_std(a, b) for a, b in zip(average["mean"], average["std"], strict=True)],
+            "gain": [mean_std(a, b) for a, b in zip(average["gain"], average["gain_std"], strict=True)],
+            "Rel. (%)": [mean_std(a, b) for a, b in zip(average["rel"], average["rel_std"], strict=True)],
             **_costs(average),
             "targets": average["n_targets"].to_list(),
             "left out": average["n_left_out"].to_list(),
@@ -92,13 +92,6 @@ def _comparison_section(comparison: pd.DataFrame, out: Path) -> Section:
         float_fmt="{:.3f}",
     )
     return Section("Transfer methods compared", _comparison_text(average), [], [t_average, t_target])
-
-
-def _pm(mean: float, std: float, n: int | None = None) -> str | None:
-    """ "80.1 ± 0.3 (2)"; None (shown as missing) without a mean."""
-    if np.isnan(mean):
-        return None
-    return f"{mean:.1f}" + ("" if np.isnan(std) else f" ± {std:.1f}") + ("" if n is None else f" ({n})")
 
 
 def _costs(table: pd.DataFrame) -> dict[str, list]:

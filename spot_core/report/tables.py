@@ -26,6 +26,14 @@ _NUMBER_START = re.compile(r"^[-+−]?\.?\d")
 _TEX_PATTERN = re.compile("|".join(re.escape(c) for c in _TEX_SPECIAL))
 
 
+def mean_std(mean: float, std: float, n: float | None = None) -> str | None:
+    """A table cell "80.1 ± 0.3 (2)": mean ± std over seeds (no spread shown for one seed, NaN std) and, given, how
+    many seeds; None (shown as missing) without a mean."""
+    if pd.isna(mean):
+        return None
+    return f"{mean:.1f}" + ("" if pd.isna(std) else f" ± {std:.1f}") + ("" if n is None else f" ({int(n)})")
+
+
 def write_table(df: pd.DataFrame, path_stem: Path, *, caption: str, float_fmt: str = "{:.1f}") -> list[Path]:
     """Write `<stem>.csv`, `<stem>.md` and `<stem>.tex`.
 
