@@ -3,7 +3,7 @@
 python -m pipelines.report                               # the demo study in outputs/mlflow.db
 python -m pipelines.report study=smoke tracking.uri=sqlite:///abs/mlflow.db out_dir=/tmp/report
 python -m pipelines.report expect=docs/demo-report/expected.json   # also check the findings a re-run should keep
-python -m pipelines.report study=smoke "sizes=[smoke-model=tiny-llama-wide]"   # Figure 1 across model sizes
+python -m pipelines.report study=smoke "sizes=[tiny-llama,tiny-t5]"   # after a sweep over model=: Figure 1
 
 Works on a partial study (missing cells are shown as missing); re-running on the same runs writes identical
 files. The study pipeline runs it as its last stage (`stages=[..., report]`).
@@ -23,7 +23,7 @@ from pipelines.deprecated import upgrade
 from pipelines.errors import MissingFileError, entry_point
 from pipelines.ledger import load_results
 from pipelines.paths import check_writable
-from pipelines.tracking import normalise_uri
+from pipelines.tracking import TrackingError, normalise_uri
 from pipelines.user_tasks import use_stages
 from spot_core.analysis.findings import check_expectations, describe
 from spot_core.analysis.frames import StudyResults
@@ -52,27 +52,38 @@ def read_notes(path: str) -> str:
     return file.read_text().strip()
 
 
-def across_sizes(uri: str, experiment: str, studies: list[str], first: StudyResults) -> pd.DataFrame | None:
-    """Figure 1's points from `studies` (the report's own first: `first`), one design at several model sizes (a
-    sweep over model=); None for the study alone. Each study must hold model-tuning runs (their parameter count is
-    the model's) and its Table 1 rows.
+def size_studies(uri: str, experiment: str, base: str, entries: list[str]) -> list[StudyResults]:
+    """The studies `sizes` names, each given as the model of a sweep over model= of study `base` (the study
+    `<base>-model=<entry>`, as `make study ARGS="-m ... model=a,b"` names its jobs) or as a study's own name.
 
     Raises:
-        ConfigError: a study without model-tuning runs. TrackingError: a study not in the store.
+        TrackingError: neither study is in the store (nothing is written then).
     """
-    names = list(dict.fromkeys(studies))
-    if len(names) < 2:
-        return None
+    found = []
+    for entry in entries:
+        try:
+            found.append(load_results(uri, experiment, f"{base}-model={entry}"))
+        except TrackingError:
+            found.append(load_results(uri, experiment, entry))
+    return found
+
+
+def size_points(studies: list[StudyResults]) -> pd.DataFrame:
+    """Figure 1's points: each study's Table 1 rows at its model's parameter count (what its model-tuning runs
+    train).
+
+    Raises:
+        ConfigError: a study without model-tuning runs.
+    """
     points = []
-    for name in names:
-        results = first if name == first.name else load_results(uri, experiment, name)
+    for results in studies:
         params = model_size(results.runs, results.facts)
         if params != params:  # NaN
             raise ConfigError(
-                f"sizes: study {name!r} has no model-tuning run, whose parameter count places it on Figure 1's "
-                "x axis: run it with stage model_tuning"
+                f"sizes: study {results.name!r} has no model-tuning run, whose parameter count places it on Figure "
+                "1's x axis: run it with stage model_tuning"
             )
-        points.append((name, params, benchmark_scores(results.runs, results.targets)))
+        points.append((results.name, params, benchmark_scores(results.runs, results.targets)))
     return size_table(points)
 
 
@@ -85,15 +96,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     notes = read_notes(cfg.notes) if cfg.get("notes") else None  # a reader's notes on what the results show
     out_dir = check_writable(cfg.out_dir, "out_dir")
     use_stages(cfg)  # stages added from outside: their runs' artifacts and report sections
-    results = load_results(uri, cfg.tracking.experiment, cfg.study.name)
-    sizes = across_sizes(uri, cfg.tracking.experiment, [results.name, *(cfg.get("sizes") or [])], results)
+    studies = size_studies(uri, cfg.tracking.experiment, cfg.study.name, list(cfg.get("sizes") or []))
+    results = studies[0] if studies else load_results(uri, cfg.tracking.experiment, cfg.study.name)
+    points = size_points(studies) if len(studies) > 1 else None
     if notes is not None:
         results.notes = notes
-    if sizes is not None:
-        results.extra_sections.append(size_section(sizes, out_dir))
+    if points is not None:
+        results.extra_sections.append(size_section(points, out_dir))
     paths = write_report(results, out_dir)
     summary = {
-        "study": cfg.study.name,
+        "study": results.name,
         "runs": len(results.runs),
         "out_dir": str(out_dir),
         "document": [str(p) for p in paths],

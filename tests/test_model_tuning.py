@@ -218,7 +218,7 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
     wide = (*wide, "stages=[target,model_tuning]")
     assert run(compose_study(*overrides(tmp_path, data_dir, *wide)))["failed"] == {}
     uri, out = f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", tmp_path / "sizes"
-    done = report_run(compose_report(uri, f"out_dir={out}", "sizes=[smoke-wide]"))
+    done = report_run(compose_report(uri, f"out_dir={out}", "sizes=[smoke,smoke-wide]"))
     assert (out / "figures/figure1.png").is_file() and (out / "figures/figure1.pdf").is_file()
     points = pd.read_csv(out / "tables/figure1.csv")
     tuned_runs = [r for r in cell_runs(tmp_path) if r.data.tags["stage"] == "model_tuning"]
@@ -229,9 +229,9 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
     assert {s: int(tuned.loc[s, "params"]) for s in tuned.index} == {s: p.pop() for s, p in params.items()}
     assert "## SuperGLUE across model sizes (Figure 1)" in Path(done["document"][0]).read_text()
     with pytest.raises(TrackingError):
-        report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[nosuch]"))
+        report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke,nosuch]"))
     prompts_only = ("study.name=smoke-prompts", "stages=[target]", *stages[1:])
     assert run(compose_study(*overrides(tmp_path, data_dir, *prompts_only)))["failed"] == {}
     with pytest.raises(ConfigError, match="sizes: study 'smoke-prompts' has no model-tuning run"):
-        report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke-prompts]"))
+        report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke,smoke-prompts]"))
     assert not (tmp_path / "none").exists()
