@@ -75,10 +75,11 @@ def size_section(points: pd.DataFrame, out: Path, benchmark: str = "SuperGLUE") 
     def build() -> Figure:
         fig = Figure(figsize=(5.6, 3.6), layout="constrained")
         ax = fig.add_subplot()
+        colors, markers = (*COLORS, "#66a61e", "#e6ab02", "#a6761d", "#666666"), (*MARKERS, "P", "X", "*", "h")
         for i, (label, rows) in enumerate(points.groupby("label", sort=False)):
             x, y, s = (rows[c].to_numpy(dtype=float) for c in ("params", "mean", "std"))
-            color = COLORS[i % len(COLORS)]
-            ax.plot(x, y, marker=MARKERS[i % len(MARKERS)], color=color, label=label, linewidth=max(3.0 - i, 1.0))
+            color = colors[i % len(colors)]
+            ax.plot(x, y, marker=markers[i % len(markers)], color=color, label=label, linewidth=max(3.0 - i, 1.0))
             ax.fill_between(x, y - s, y + s, color=color, alpha=0.15, linewidth=0)
         ax.set_xscale("log")
         ax.set_xlabel("model parameters")
