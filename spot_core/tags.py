@@ -43,6 +43,13 @@ ATTENTION = "attention"  # ATTEMPT's mean attention over the prompts (spot_core.
 NEURONS = "neurons"  # run key -> the activated-neuron mask of its task-embedding prompt
 OTHER_MODEL = "other_model"  # the cross-model stage's other model
 
+# SPoT's benchmarks (Table 1): their tasks, the members of the glue_v1 and superglue_v1 mixtures too
+# (spot_core/tasks/mixtures.py); GLUE without WNLI, and RTE in both
+BENCHMARK_TASKS = {
+    "GLUE": ("cola_v1", "sst2_v1", "mrpc_v1", "qqp_v1", "stsb_v1", "mnli_v1", "qnli_v1", "rte_v1"),
+    "SuperGLUE": ("boolq_v1", "cb_v1", "copa_v1", "multirc_v1", "record_v1", "rte_v1", "wic_v1", "wsc_v1"),
+}
+
 OWN_PROMPT = "target"  # ATTEMPT: the target's own prompt among the prompts its attention weighs (attention.json)
 
 STRATEGY_TAG = "retrieval"  # the tag of a retrieval run's strategy (its column: `retrieval` too)

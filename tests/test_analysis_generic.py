@@ -7,8 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from spot_core.analysis.generic import benchmark_scores, benchmark_tasks, task_scores
-from spot_core.tasks import get_task
+from spot_core.analysis.generic import benchmark_scores, task_scores
+from spot_core.tags import BENCHMARK_TASKS
+from spot_core.tasks import get_mixture, get_task
 
 TARGETS = ["cola_v1", "mrpc_v1", "rte_v1", "cb_v1"]  # GLUE holds cola, mrpc, rte; SuperGLUE rte and cb
 
@@ -68,6 +69,7 @@ def test_per_task_scores_and_the_benchmarks_members():
     assert list(tasks.columns.get_level_values(0).unique()) == TARGETS
     assert tasks.loc[("PromptTuning", ""), ("mrpc_v1", "mean")] == pytest.approx((MRPC + 80) / 2)
     assert tasks.loc[("SPoT", "glue_v1"), ("cola_v1", "n")] == 1
-    members = benchmark_tasks()
+    members = BENCHMARK_TASKS
     assert len(members["GLUE"]) == 8 and "wnli_v1" not in members["GLUE"] and len(members["SuperGLUE"]) == 8
     assert "rte_v1" in members["GLUE"] and "rte_v1" in members["SuperGLUE"]
+    assert get_mixture("glue_v1").tasks == members["GLUE"] and get_mixture("superglue_v1").tasks == members["SuperGLUE"]

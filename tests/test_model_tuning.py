@@ -230,7 +230,7 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
     assert "## SuperGLUE across model sizes (Figure 1)" in Path(done["document"][0]).read_text()
     with pytest.raises(TrackingError):
         report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke,nosuch]"))
-    prompts_only = ("study.name=smoke-prompts", "stages=[target]", *stages[1:])
+    prompts_only = ("study.name=smoke-prompts", "stages=[target]", "study.targets=[rte]", *stages[1:])
     assert run(compose_study(*overrides(tmp_path, data_dir, *prompts_only)))["failed"] == {}
     with pytest.raises(ConfigError, match="sizes: study 'smoke-prompts' has no model-tuning run"):
         report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke,smoke-prompts]"))

@@ -15,12 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from spot_core.tags import Stage
-from spot_core.tasks import get_mixture
+from spot_core.tags import BENCHMARK_TASKS, Stage
 
-# The benchmarks Table 1 averages over, each as the mixture of its tasks (GLUE without WNLI; SuperGLUE with RTE, which
-# GLUE also holds).
-BENCHMARKS = {"GLUE": "glue_v1", "SuperGLUE": "superglue_v1"}
 METHODS = {  # stage -> Table 1's row name (a source's rows add the source)
     Stage.TARGET: "PromptTuning",
     Stage.MODEL_TUNING: "ModelTuning",
@@ -28,11 +24,6 @@ METHODS = {  # stage -> Table 1's row name (a source's rows add the source)
     Stage.MT_TARGET: "Multi-task ModelTuning",
 }
 GENERIC_COLUMNS = ("method", "source", "task", "seed", "score")
-
-
-def benchmark_tasks(benchmarks: Mapping[str, str] = BENCHMARKS) -> dict[str, tuple[str, ...]]:
-    """Benchmark -> its tasks' names."""
-    return {name: tuple(get_mixture(mixture).tasks) for name, mixture in benchmarks.items()}
 
 
 def method_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -59,14 +50,14 @@ def row_order(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def benchmark_scores(
-    runs: pd.DataFrame, targets: Sequence[str], benchmarks: Mapping[str, str] = BENCHMARKS
+    runs: pd.DataFrame, targets: Sequence[str], benchmarks: Mapping[str, Sequence[str]] = BENCHMARK_TASKS
 ) -> pd.DataFrame:
     """Per row (method, source) and benchmark with tasks among `targets`: mean, std (ddof 1) and n over the seeds
     where the row has every such task, and `tasks`, how many of the benchmark's tasks the design holds ("3/8").
     Index (method, source); columns (benchmark, statistic)."""
     table = method_runs(runs)
     out: dict[tuple[str, str], dict[tuple[str, str], object]] = {pair: {} for pair in row_order(table)}
-    for name, tasks in benchmark_tasks(benchmarks).items():
+    for name, tasks in benchmarks.items():
         held = [t for t in tasks if t in targets]
         if not held:
             continue
