@@ -32,6 +32,22 @@ def by_stage(cells) -> Counter:
     return Counter(c.stage.value for c in cells)
 
 
+def test_the_generic_preset_plans_table_1s_design():
+    cfg = compose_study("study=generic")
+    assert cfg.model.name == "google/t5-base-lm-adapt" and "model_tuning" in cfg.stages
+    cells = planned("study=generic", stages=[s for s in cfg.stages if s != "report"])
+    study = build_study(cfg)
+    S, T, seeds = len(study.sources), len(study.targets), len(study.seeds)
+    assert (S, T, seeds) == (8, 15, 3)  # Table 1's registered sources; GLUE's 8 and SuperGLUE's 8 share RTE
+    assert by_stage(cells) == {
+        "source": S, "target": T * seeds, "transfer": S * T * seeds,
+        "model_tuning": T * seeds, "mt_source": S, "mt_target": S * T * seeds,
+    }  # fmt: skip
+    assert {c.trainer.steps for c in cells} == {2**18} and len({c.key for c in cells}) == len(cells)
+    model = {c.trainer.lr for c in cells if c.stage.value in ("model_tuning", "mt_source", "mt_target")}
+    assert model == {1e-3}
+
+
 def test_demo_preset_composes_and_plans_its_cells():
     cfg = compose_study("study=demo")
     assert cfg.model.name == "smollm2-135m" and cfg.study.name == "demo"
