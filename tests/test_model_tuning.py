@@ -235,3 +235,67 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
     with pytest.raises(ConfigError, match="sizes: study 'smoke-prompts' has no model-tuning run"):
         report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke,smoke-prompts]"))
     assert not (tmp_path / "none").exists()
+
+
+PAUSED_AT_STEP_2 = """
+import runpy, sys, time
+from spot_core.trainer import ModelTrainer
+
+checkpoint = ModelTrainer.checkpoint
+
+
+def paused(self, state):
+    checkpoint(self, state)
+    if state.step == 2:
+        print("checkpoint 2 written", flush=True)
+        time.sleep(120)  # the SIGKILL arrives here
+
+
+ModelTrainer.checkpoint = paused
+sys.argv[0] = "pipelines.study"
+runpy.run_module("pipelines.study", run_name="__main__")
+"""
+
+
+def test_a_sigkilled_model_tuning_cell_resumes_bit_exactly(tmp_path, data_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import cell_runs, compose_study, overrides
+    from safetensors.torch import load_file
+
+    from pipelines.study import run
+
+    design = ("stages=[model_tuning]", "study.seeds=[0]", "study.targets=[rte]", "ray.in_process=true")
+    killed = overrides(tmp_path / "killed", data_dir, *design)
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "SPOT_VERBOSE")}
+    study = subprocess.Popen([sys.executable, "-c", PAUSED_AT_STEP_2, *killed], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        paused = next((line for line in study.stdout if line == "checkpoint 2 written\n"), None)
+        study.send_signal(signal.SIGKILL)  # the process this test started: no handler, no clean-up
+        study.wait(timeout=60)
+    finally:
+        if study.poll() is None:
+            study.kill()
+            study.wait()
+    assert paused is not None and study.returncode == -signal.SIGKILL
+    (folder,) = (tmp_path / "killed/out/model_tuning").iterdir()
+    assert (folder / "resume.pt").is_file() and not (folder / "result.json").exists()
+
+    again = run(compose_study(*killed))  # the same command again
+    assert again["failed"] == {} and again["trained_now"] == 1
+    reference = run(compose_study(*overrides(tmp_path / "whole", data_dir, *design)))
+    assert reference["failed"] == {}
+    (whole,) = (tmp_path / "whole/out/model_tuning").iterdir()
+    assert folder.name == whole.name  # the same cell, by key
+    ours, theirs = (load_file(f / "best_model/model.safetensors") for f in (folder, whole))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert (folder / "metrics.json").read_text() == (whole / "metrics.json").read_text()
+    assert (folder / "result.json").read_text() == (whole / "result.json").read_text()
+    runs = cell_runs(tmp_path / "killed")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]  # the killed attempt is not left RUNNING
+    finished = next(r for r in runs if r.info.status == "FINISHED")
+    assert finished.data.metrics["train/resumed_at_step"] == 2
