@@ -208,7 +208,10 @@ def cell_shape(cell: Cell, shape: cost.Shape) -> cost.Shape:
     return replace(shape, prompt_once=False) if stage_of(cell.stage).prompt_per_example else shape
 
 
-RELATIVE = cost.TokenCost("any", train=3.0, evaluate=1.0, how="relative: a backward pass costs about two forwards")
+# model tuning's backward also computes every weight's gradient: about one forward more (its update left out)
+RELATIVE = cost.TokenCost(
+    "any", 3.0, 1.0, "relative: a backward pass costs about two forwards", train_weights=4.0, update=0.0
+)
 UNSIZED_EVALUATION = 100  # examples an evaluation of a whole validation split is priced at (its size is not known)
 
 
@@ -272,6 +275,7 @@ def model_costs(
     if device:
         return stored_costs(device, study, todo, plan.cells_per_trial)
     packed = {c.model or study.model for r in plan.rows if r.stage.run_pack for c in r.todo}
+    tuned = {c.model or study.model for c in todo if stage_of(c.stage).work(c, study).weights}  # model tuning
     out = {}
     for name in dict.fromkeys(c.model or study.model for c in todo):
         per_trial = plan.cells_per_trial if name in packed else 1
@@ -283,7 +287,9 @@ def model_costs(
         if torch.device(here).type == "cpu":
             torch.set_num_threads(trials.threads)
         try:
-            out[name] = cost.measure(name, config, shape(study, name), per_trial, batch, study.dtype, here)
+            out[name] = cost.measure(
+                name, config, shape(study, name), per_trial, batch, study.dtype, here, weights=name in tuned
+            )
         finally:
             torch.set_num_threads(threads)
     return out
@@ -337,8 +343,10 @@ def estimate(
     lines = ["estimate of the cells still to run (each input at its maximum length: an upper bound):"]
     if device is None and (why := calibration_device(study.device)[1]):
         lines.append(f"  {why}")
-    lines += [f"  {m}: {c.train:.3g} s per training token, {c.evaluate:.3g} s per evaluation token; {c.how}"
-              for m, c in costs.items()]  # fmt: skip
+    lines += [f"  {m}: {c.train:.3g} s per training token, {c.evaluate:.3g} s per evaluation token"
+              + ("" if c.train_weights is None else
+                 f", {c.train_weights:.3g} s per model-tuning token and {c.update:.3g} s per update of every weight")
+              + f"; {c.how}" for m, c in costs.items()]  # fmt: skip
     rows = cost_by_kind(plan, study, costs)
     for r in rows:
         cells = f"{r.cells} cell{'s' if r.cells > 1 else ''}"

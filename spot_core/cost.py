@@ -45,7 +45,7 @@ from spot_core.prompted import PromptedLM
 from spot_core.prompts import SoftPrompt
 from spot_core.run_dir import write_json
 from spot_core.study import Cell, StudyConfig
-from spot_core.trainer import TrainerConfig, accumulate_gradients
+from spot_core.trainer import TrainerConfig, accumulate_gradients, make_optimizer
 
 # T5 1.1 LM-adapted (SPoT's models), so that a plan can cost them without their files: d_model, d_ff, layers, heads
 T5_LM_ADAPT = {
@@ -91,13 +91,17 @@ class Shape:
 @dataclass(frozen=True)
 class TokenCost:
     """Seconds per token of a model: in a training step (forward and input-gradient backward) and in an evaluation
-    forward pass; `how` says where the figures come from; `gpu`: they are a GPU's."""
+    forward pass; `how` says where the figures come from; `gpu`: they are a GPU's. Model tuning's (None where not
+    measured): `train_weights`, seconds per token of a step that also computes every weight's gradient, and
+    `update`, seconds of one optimizer step over every weight (Adafactor: per step, whatever the batch)."""
 
     model: str
     train: float
     evaluate: float
     how: str
     gpu: bool = False
+    train_weights: float | None = None
+    update: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,11 +117,22 @@ class Work:
     eval_examples: int | None = None
     eval_batch_size: int = 1
     forward_steps: int = 0
+    weights: bool = False  # model tuning: no prompt, every weight's gradient and an optimizer step over them
 
     def seconds(self, shape: Shape, cost: TokenCost) -> tuple[float, float]:
-        """(training, evaluation) seconds; evaluation 0 when its size is not known."""
+        """(training, evaluation) seconds; evaluation 0 when its size is not known. Model tuning's steps at `cost`'s
+        model-tuning figures (ConfigError where it has none)."""
+        if self.weights:
+            if cost.train_weights is None or cost.update is None:
+                raise ConfigError(
+                    f"{cost.model}: no figure of a model-tuning step ({cost.how}); plan=true without a device "
+                    "measures one on this machine"
+                )
+            shape = Shape(0, shape.input_tokens, shape.target_tokens, shape.prompt_once)
         per_step = shape.step_tokens(self.batch_size)
-        train = self.steps * per_step * cost.train + self.forward_steps * per_step * cost.evaluate
+        per_token = cost.train_weights if self.weights else cost.train
+        train = self.steps * (per_step * per_token + (cost.update if self.weights else 0.0))
+        train += self.forward_steps * per_step * cost.evaluate
         return train, self.evaluations * (self.eval_examples or 0) * self.example_seconds(shape, cost)
 
     def example_seconds(self, shape: Shape, cost: TokenCost) -> float:
@@ -133,6 +148,14 @@ def evaluations(trainer: TrainerConfig) -> int:
 def trains(cell: Cell) -> bool:
     """Whether the cell trains a prompt (its key holds the trainer settings) rather than only scoring one."""
     return cell.trainer is not None and "trainer" in json.loads(cell.identity)
+
+
+def model_work(cell: Cell, study: StudyConfig) -> Work:
+    """A model-tuning cell's work: its trainer's steps and evaluations, every weight trained (`Work.weights`)."""
+    t = cell.trainer
+    assert t is not None  # a model-tuning cell trains
+    evals = evaluations(t)
+    return Work(t.steps, t.batch_size, evals, study.max_eval_examples, t.eval_batch_size, weights=True)
 
 
 def trained_work(cell: Cell, study: StudyConfig) -> Work:
@@ -268,16 +291,62 @@ def calibrate(
     return train * depth, evaluate * depth
 
 
+def calibrate_weights(
+    backbone: Backbone, shape: Shape, examples: int, depth: float, params: int
+) -> tuple[float, float]:
+    """Times a model-tuning step (no prompt, every weight's gradient) over `examples` examples and one Adafactor
+    update of every weight (T5's fine-tuning settings, `conf/trainer/model_tuning.yaml`); returns (seconds per
+    token times `depth`, the update's seconds scaled from the backbone's parameters to `params`)."""
+    gen = torch.Generator().manual_seed(0)
+    codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, shape.input_tokens, shape.target_tokens)
+    device = backbone.model.get_input_embeddings().weight.device
+    bare = Shape(0, shape.input_tokens, shape.target_tokens, shape.prompt_once)
+    backbone.model.requires_grad_(True)
+    try:
+        model = PromptedLM(backbone, SoftPrompt(torch.zeros(0, backbone.hidden_size, device=device))).train()
+        batch = _batch(backbone, bare, examples, gen)
+        weights = list(backbone.model.parameters())
+        optimizer = make_optimizer(TrainerConfig(lr=1e-3, scale_parameter=True, weight_decay=0.0), weights)
+
+        def step() -> None:
+            backbone.model.zero_grad(set_to_none=True)
+            accumulate_gradients(model, batch, codec, examples)
+
+        train = _fastest(step, device) / bare.step_tokens(examples)
+        update = _fastest(optimizer.step, device)
+    finally:
+        backbone.model.zero_grad(set_to_none=True)
+        backbone.model.requires_grad_(False)
+    return train * depth, update * params / sum(p.numel() for p in weights)
+
+
+def parameters(config: PretrainedConfig) -> int:
+    """The parameter count of a model of `config` (built on the meta device: no memory, no weights)."""
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.device("meta"):
+        return sum(p.numel() for p in auto.from_config(config).parameters())
+
+
 def measure(
-    name: str, config: PretrainedConfig, shape: Shape, cells: int, batch_size: int, dtype: str, device: str
+    name: str,
+    config: PretrainedConfig,
+    shape: Shape,
+    cells: int,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    weights: bool = False,
 ) -> TokenCost:
     """Calibrates model `name` here: on a CPU at 2 of its layers, min(cells, 2) cells of as many examples as make
-    CPU_TOKENS tokens (at least 1, at most the batch); on a GPU at all its layers and the full packed shape."""
+    CPU_TOKENS tokens (at least 1, at most the batch); on a GPU at all its layers and the full packed shape.
+    `weights`: model tuning's figures too (`calibrate_weights`)."""
     gpu = torch.device(device).type == "cuda"
     kept, depth = shallow(config, None if gpu else CPU_LAYERS)
     measured = cells if gpu else min(cells, 2)
     examples = batch_size if gpu else min(batch_size, -(-CPU_TOKENS // (shape.input_tokens + shape.target_tokens)))
-    train, evaluate = calibrate(random_backbone(name, kept, dtype, device), shape, measured, examples, depth)
+    backbone = random_backbone(name, kept, dtype, device)
+    train, evaluate = calibrate(backbone, shape, measured, examples, depth)
+    tuned = calibrate_weights(backbone, shape, examples, depth, parameters(config)) if weights else (None, None)
     where = torch.cuda.get_device_name(device) if gpu else f"cpu, {torch.get_num_threads()} threads"
     layers = "all its layers" if depth == 1 else f"{kept.num_hidden_layers} of its {config.num_hidden_layers} layers"
     scaled = "the study's tokens" if depth == 1 else "all layers and the study's tokens"
@@ -286,7 +355,9 @@ def measure(
         f"step of {measured} cell{'s' if measured > 1 else ''} x {examples} example{'s' if examples > 1 else ''} "
         f"at full length, scaled to {scaled}"
     )
-    return TokenCost(name, train, evaluate, how, gpu)
+    if weights:
+        how += "; model tuning: a step with every weight's gradient, and an Adafactor update scaled to all weights"
+    return TokenCost(name, train, evaluate, how, gpu, *tuned)
 
 
 # --- stored figures ------------------------------------------------------------------------------------------

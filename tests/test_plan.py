@@ -153,7 +153,8 @@ def test_on_a_cpu_the_estimate_spreads_the_cells_over_the_trials_that_run_at_onc
     assert "trials at once" not in plan.estimate(p, study, None, per_token, plan.Trials(2, 1))
     # the calibration runs with a trial's threads, and the process gets its own back
     threads = []
-    monkeypatch.setattr(plan.cost, "measure", lambda *a: threads.append(torch.get_num_threads()) or per_token[a[0]])
+    timed = lambda *a, **kw: threads.append(torch.get_num_threads()) or per_token[a[0]]  # noqa: E731
+    monkeypatch.setattr(plan.cost, "measure", timed)
     before = torch.get_num_threads()
     plan.model_costs(p, study, None, plan.Trials(1, 2))
     assert set(threads) == {1} and torch.get_num_threads() == before
@@ -178,6 +179,32 @@ def test_work_and_tokens_of_a_step():
     work = cost.Work(steps=10, batch_size=4, evaluations=3, eval_examples=50, eval_batch_size=4)
     train, evaluate = work.seconds(concatenated, cost.TokenCost("m", 2.0, 1.0, ""))
     assert (train, evaluate) == (10 * 4 * 32 * 2.0, 3 * 50 * 32 * 1.0)
+    # model tuning: no prompt tokens, its own per-token figure, and an update of every weight per step
+    tuned = cost.Work(steps=10, batch_size=4, evaluations=3, eval_examples=50, eval_batch_size=4, weights=True)
+    figures = cost.TokenCost("m", 2.0, 1.0, "", train_weights=3.0, update=0.5)
+    assert tuned.seconds(concatenated, figures) == (10 * (4 * 22 * 3.0 + 0.5), 3 * 50 * 22 * 1.0)
+    with pytest.raises(cost.ConfigError, match="m: no figure of a model-tuning step"):
+        tuned.seconds(concatenated, cost.TokenCost("m", 2.0, 1.0, "stored"))
+
+
+def test_model_tuning_cells_are_priced_by_a_model_tuning_step(tmp_path, monkeypatch):
+    measured, calibrate = [], cost.measure
+    figures = cost.TokenCost("tiny-llama", 1e-3, 5e-4, "fixed", train_weights=2e-3, update=0.25)
+    monkeypatch.setattr(plan.cost, "measure", lambda *a, **kw: measured.append(kw.get("weights")) or figures)
+    both = "stages=[target,model_tuning]"
+    study = build_study(compose_study("study=smoke", both))
+    p = planned(tmp_path, "study=smoke", both)
+    costs = plan.model_costs(p, study, None)
+    assert measured == [True]  # the study's model, with its model-tuning figures
+    by_kind = {k.kind: k.train for k in plan.cost_by_kind(p, study, costs)}
+    # smoke: 2 targets x 2 seeds, 4 steps of 4 examples of 128 input and 16 target tokens; a target cell's prompt of
+    # 4 runs once per step, a model-tuning cell has none and updates every weight once per step
+    assert by_kind["target"] == pytest.approx(4 * 4 * (4 + 4 * 144) * 1e-3)
+    assert by_kind["model_tuning"] == pytest.approx(4 * 4 * (4 * 144 * 2e-3 + 0.25))
+    # the real calibration measures both figures
+    real = calibrate("tiny-llama", cost.architecture("tiny-llama"), plan.shape(study, "tiny-llama"), 1, 4,
+                        "float32", "cpu", weights=True)  # fmt: skip
+    assert real.train_weights > 0 and real.update > 0 and "model tuning" in real.how
 
 
 def test_a_named_device_reads_its_stored_figure(tmp_path, data_dir, capsys, monkeypatch):

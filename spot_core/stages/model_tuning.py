@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from spot_core.cost import model_work
 from spot_core.stages.base import StageDef, report_of
 from spot_core.study import Cell, StudyConfig, data_fields, make_cell
 from spot_core.tags import Stage
@@ -45,4 +46,6 @@ def needs(study: StudyConfig) -> str | None:
 
 TABLE1 = report_of("spot_core.report.generic", "generic_sections")  # Table 1's layout (both model-tuning stages)
 
-STAGE = StageDef("model_tuning", (Stage.MODEL_TUNING,), plan, spec, run, needs=needs, report=TABLE1)
+STAGE = StageDef(
+    "model_tuning", (Stage.MODEL_TUNING,), plan, spec, run, needs=needs, work=model_work, report=TABLE1
+)

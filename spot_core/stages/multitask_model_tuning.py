@@ -6,6 +6,7 @@ mt_target  a run per source, target and seed, from the first source seed's best 
 
 from __future__ import annotations
 
+from spot_core.cost import model_work
 from spot_core.stages import model_tuning
 from spot_core.stages.base import StageDef
 from spot_core.study import Cell, StudyConfig
@@ -31,5 +32,6 @@ STAGE = StageDef(
     model_tuning.spec,
     model_tuning.run,
     needs=model_tuning.needs,
+    work=model_work,
     report=model_tuning.TABLE1,
 )
