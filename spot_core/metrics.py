@@ -119,6 +119,18 @@ def multirc(
     return {"exact_match": exact_match, "f1a": f1(targets, predictions, positive)["f1"]}
 
 
+def bleu(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU by sacrebleu with T5's settings (t5.evaluation.metrics.bleu: exponential smoothing at 0,
+    international tokenisation, case kept, no effective order), one reference per example, 0-100."""
+    import sacrebleu  # only translation tasks score with it
+
+    score = sacrebleu.corpus_bleu(
+        list(predictions), [list(targets)], smooth_method="exp", smooth_value=0.0, force=False, lowercase=False,
+        tokenize="intl", use_effective_order=False,
+    )  # fmt: skip
+    return {"bleu": float(score.score)}
+
+
 def named_metric(name: str, label_words: Sequence[str] | None = None):
     """A metric function by its name, as a task file names it (`metrics: [accuracy, f1]`); `f1` and
     `mean_multiclass_f1` take the label set from `label_words` (`f1`'s positive class is the last word, as `True`
@@ -135,6 +147,7 @@ def named_metric(name: str, label_words: Sequence[str] | None = None):
         "matthews_corr": matthews_corr,
         "pearson_spearman": pearson_spearman,
         "squad": lambda t, p: squad([[x] if isinstance(x, str) else list(x) for x in t], p),
+        "bleu": bleu,
         "f1": lambda t, p: f1(t, p, words[-1]),
         "mean_multiclass_f1": lambda t, p: mean_multiclass_f1(t, p, words),
     }
@@ -144,4 +157,4 @@ def named_metric(name: str, label_words: Sequence[str] | None = None):
 
 
 LABEL_METRICS = ("f1", "mean_multiclass_f1")
-METRIC_NAMES = ("accuracy", "matthews_corr", "pearson_spearman", "squad", *LABEL_METRICS)
+METRIC_NAMES = ("accuracy", "matthews_corr", "pearson_spearman", "squad", "bleu", *LABEL_METRICS)

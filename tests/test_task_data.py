@@ -69,7 +69,7 @@ def test_the_spot_study_tasks_and_mixtures_are_registered():
     for name in (SPOT_SOURCES + " " + SPOT_TARGETS).split():
         assert get_task(name).name == f"{name}_v1"  # an unversioned name means the latest version
     assert {"snli_v1", "anli_v1", "goemotions_v1", "sentiment140_v1"} < set(task_names())  # mixture members
-    assert mixture_names() == ["glue_v1", "nli_v1", "paraphrase_v1", "sentiment_v1", "superglue_v1"]
+    assert mixture_names() == ["glue_v1", "nli_v1", "paraphrase_v1", "sentiment_v1", "superglue_v1", "translation_v1"]
     assert get_mixture("glue").tasks == (
         "cola_v1",
         "sst2_v1",

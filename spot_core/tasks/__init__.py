@@ -10,6 +10,7 @@ from spot_core.tasks import (  # noqa: F401  (registrations)
     sentiment,
     similarity,
     superglue,
+    translation,
 )
 from spot_core.tasks.base import (
     Example,
