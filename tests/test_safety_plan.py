@@ -38,7 +38,7 @@ def test_the_generic_preset_plans_table_1s_design():
     cells = planned("study=generic", stages=[s for s in cfg.stages if s != "report"])
     study = build_study(cfg)
     S, T, seeds = len(study.sources), len(study.targets), len(study.seeds)
-    assert (S, T, seeds) == (8, 15, 3)  # Table 1's registered sources; GLUE's 8 and SuperGLUE's 8 share RTE
+    assert (S, T, seeds) == (9, 15, 3)  # Table 1's registered sources; GLUE's 8 and SuperGLUE's 8 share RTE
     assert by_stage(cells) == {
         "source": S, "target": T * seeds, "transfer": S * T * seeds,
         "model_tuning": T * seeds, "mt_source": S, "mt_target": S * T * seeds,
