@@ -2,11 +2,14 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pytest
-import torch
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# torch and pandas are imported where used: the CI-skip tests start pytest sessions of their own on this file.
 # Set before any test module imports transformers or datasets (they read them once, on import); so spot_core is
 # imported inside the helpers below, not here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Under pytest-xdist (`make test`) each worker process gets its share of the cores for torch's threads: two workers
 # at torch's default (every core each) ran the tiny models' tests up to 10x slower than one process did.
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    import torch
+
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
@@ -223,6 +228,8 @@ def prompted(name: str, length: int = 4, seed: int = 0, prompt_once: bool | None
     from spot_core.prompts import SoftPrompt, random_uniform
 
     backbone = load_backbone(name)
+    import torch
+
     init = random_uniform(length, backbone.hidden_size, 0.5, torch.Generator().manual_seed(seed))
     model = PromptedLM(backbone, SoftPrompt(init), prompt_once)
     return model, Codec(backbone.tokenizer, backbone.is_encoder_decoder, 64, 8)
@@ -257,12 +264,14 @@ RUN_TUPLE = ("key", "stage", "task", "source", "source_key", "target", "seed", "
 RUN_DEFAULTS = {"source": "", "source_key": "", "target": "", "k": 0, "retrieval": ""}
 
 
-def runs_frame(*rows) -> pd.DataFrame:
+def runs_frame(*rows) -> "pd.DataFrame":
     """A hand-made runs table with every column of spot_core.analysis.frames.RUN_COLUMNS, in that order.
 
     Rows are dicts (missing source, source_key, target: ""; k: 0; retrieval: ""; score: NaN) or tuples
     (key, stage, task, source, source_key, target, seed, score).
     """
+    import pandas as pd
+
     from spot_core.analysis.frames import RUN_COLUMNS
 
     records = [row if isinstance(row, dict) else dict(zip(RUN_TUPLE, row, strict=True)) for row in rows]
