@@ -283,7 +283,7 @@ def tune_model(
     if weights is not None and not (weights / "config.json").is_file():
         raise ConfigError(f"weights: no model folder at {weights} (a model-tuning run's best_model folder)")
     model, data = prepare(spec, module=lambda backbone: SoftPrompt(torch.zeros(0, backbone.hidden_size)))
-    if weights is not None:
+    if weights is not None and not RunDir(out_dir).resume.exists():  # a checkpoint holds the weights to go on from
         start = type(model.model).from_pretrained(weights, dtype=model.model.dtype)
         model.model.load_state_dict(start.state_dict())
         del start

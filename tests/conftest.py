@@ -123,6 +123,32 @@ def mlflow_schema_once(tmp_path_factory):
     utils._initialize_tables = original
 
 
+def paused_at_step(step: int, module: str) -> str:
+    """A `python -c` script that runs `python -m <module>` (its arguments after the script) whose training prints
+    "checkpoint <step> written" after that checkpoint and then waits (for the signal a test sends: a short run
+    could end before a busy machine had the test send it). Ctrl-C raises KeyboardInterrupt there, as in a terminal,
+    also when the suite runs as a background job (which starts its processes with SIGINT ignored)."""
+    return f"""
+import runpy, signal, sys, time
+from spot_core.trainer import Trainer
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+checkpoint = Trainer.checkpoint
+
+
+def paused(self, state):
+    checkpoint(self, state)
+    if state.step == {step}:
+        print("checkpoint {step} written", flush=True)
+        time.sleep(120)
+
+
+Trainer.checkpoint = paused
+sys.argv[0] = "{module}"
+runpy.run_module("{module}", run_name="__main__")
+"""
+
+
 # --- studies: their settings, their runs, and the session's smoke study -------------------------------------------
 def overrides(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
     """study=smoke in tmp_path: its out_dir tmp_path/out and its MLflow store tmp_path/mlflow.db."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_main
+from conftest import paused_at_step, run_main
 from mlflow.tracking import MlflowClient
 
 from pipelines import report, train
@@ -313,30 +313,6 @@ def test_malformed_task_file(tmp_path, store, data_dir, module):
 
 
 # --- a run stopped by Ctrl-C or SIGTERM: KILLED, one line, and the same command resumes it -------------------------
-PAUSED_AT_STEP_20 = """
-import runpy, signal, sys, time
-from spot_core.trainer import Trainer
-
-# Ctrl-C raises KeyboardInterrupt, as in a terminal, also when the suite runs as a background job (which starts its
-# processes with SIGINT ignored, and Python keeps it so)
-signal.signal(signal.SIGINT, signal.default_int_handler)
-
-checkpoint = Trainer.checkpoint
-
-
-def paused(self, state):
-    checkpoint(self, state)
-    if state.step == 20:
-        print("checkpoint 20 written", flush=True)
-        time.sleep(120)  # the stop arrives here
-
-
-Trainer.checkpoint = paused
-sys.argv[0] = "pipelines.train"
-runpy.run_module("pipelines.train", run_name="__main__")
-"""
-
-
 @pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
     tmp_path, data_dir, monkeypatch, capsys, signum, code, name
@@ -350,7 +326,7 @@ def test_a_stopped_run_is_killed_in_one_line_and_the_same_command_resumes_it(
     env.pop("SPOT_VERBOSE", None)
     # `python -m pipelines.train args`, whose training waits after its step-20 checkpoint until the signal comes
     # (a run of 100 tiny steps could end before a busy machine had the test send it)
-    command = [sys.executable, "-c", PAUSED_AT_STEP_20, *args]
+    command = [sys.executable, "-c", paused_at_step(20, "pipelines.train"), *args]
     training = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -237,33 +237,13 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
     assert not (tmp_path / "none").exists()
 
 
-PAUSED_AT_STEP_2 = """
-import runpy, sys, time
-from spot_core.trainer import ModelTrainer
-
-checkpoint = ModelTrainer.checkpoint
-
-
-def paused(self, state):
-    checkpoint(self, state)
-    if state.step == 2:
-        print("checkpoint 2 written", flush=True)
-        time.sleep(120)  # the SIGKILL arrives here
-
-
-ModelTrainer.checkpoint = paused
-sys.argv[0] = "pipelines.study"
-runpy.run_module("pipelines.study", run_name="__main__")
-"""
-
-
 def test_a_sigkilled_model_tuning_cell_resumes_bit_exactly(tmp_path, data_dir):
     import os
     import signal
     import subprocess
     import sys
 
-    from conftest import cell_runs, compose_study, overrides
+    from conftest import cell_runs, compose_study, overrides, paused_at_step
     from safetensors.torch import load_file
 
     from pipelines.study import run
@@ -271,8 +251,10 @@ def test_a_sigkilled_model_tuning_cell_resumes_bit_exactly(tmp_path, data_dir):
     design = ("stages=[model_tuning]", "study.seeds=[0]", "study.targets=[rte]", "ray.in_process=true")
     killed = overrides(tmp_path / "killed", data_dir, *design)
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "SPOT_VERBOSE")}
-    study = subprocess.Popen([sys.executable, "-c", PAUSED_AT_STEP_2, *killed], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    command = [sys.executable, "-c", paused_at_step(2, "pipelines.study"), *killed]
+    study = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         paused = next((line for line in study.stdout if line == "checkpoint 2 written\n"), None)
         study.send_signal(signal.SIGKILL)  # the process this test started: no handler, no clean-up

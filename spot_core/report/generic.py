@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 
 from spot_core.analysis.frames import StudyResults
 from spot_core.analysis.generic import benchmark_scores, method_runs, task_scores
+from spot_core.report.curves import COLORS, MARKERS
 from spot_core.report.document import Section
+from spot_core.report.style import save_figure, styled
 from spot_core.report.tables import mean_std, write_table
 
 
@@ -65,32 +67,31 @@ def _text(benchmarks: pd.DataFrame, names: list[str]) -> str:
 
 
 
+@styled
+def size_figure(points: pd.DataFrame, benchmark: str) -> Figure:
+    """`benchmark`'s score against the parameter count (log scale): a line per row label, a band of ± std."""
+    colors, markers = (*COLORS, "#66a61e", "#e6ab02", "#a6761d", "#666666"), (*MARKERS, "P", "X", "*", "h")
+    fig = Figure(figsize=(5.6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, rows) in enumerate(points.groupby("label", sort=False)):
+        x, y, s = (rows[c].to_numpy(dtype=float) for c in ("params", "mean", "std"))
+        color = colors[i % len(colors)]
+        ax.plot(x, y, marker=markers[i % len(markers)], color=color, label=label, linewidth=max(3.0 - i, 1.0))
+        ax.fill_between(x, y - s, y + s, color=color, alpha=0.15, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("model parameters")
+    ax.set_ylabel(f"{benchmark} score")
+    ax.grid(color="#e0e0e0", linewidth=0.6)
+    ax.set_axisbelow(True)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False)
+    ax.set_title(f"{benchmark} by model size", loc="left")
+    return fig
+
+
 def size_section(points: pd.DataFrame, out: Path, benchmark: str = "SuperGLUE") -> Section:
     """Figure 1 (SPoT): `benchmark`'s score against the model's parameter count (log scale), a line per row of
     Table 1, from the same design's studies at several model sizes; and its table."""
-    from spot_core.report.curves import COLORS, MARKERS  # the report's line styles
-    from spot_core.report.style import save_figure, styled
-
-    @styled
-    def build() -> Figure:
-        fig = Figure(figsize=(5.6, 3.6), layout="constrained")
-        ax = fig.add_subplot()
-        colors, markers = (*COLORS, "#66a61e", "#e6ab02", "#a6761d", "#666666"), (*MARKERS, "P", "X", "*", "h")
-        for i, (label, rows) in enumerate(points.groupby("label", sort=False)):
-            x, y, s = (rows[c].to_numpy(dtype=float) for c in ("params", "mean", "std"))
-            color = colors[i % len(colors)]
-            ax.plot(x, y, marker=markers[i % len(markers)], color=color, label=label, linewidth=max(3.0 - i, 1.0))
-            ax.fill_between(x, y - s, y + s, color=color, alpha=0.15, linewidth=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("model parameters")
-        ax.set_ylabel(f"{benchmark} score")
-        ax.grid(color="#e0e0e0", linewidth=0.6)
-        ax.set_axisbelow(True)
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False)
-        ax.set_title(f"{benchmark} by model size", loc="left")
-        return fig
-
-    figure_paths = save_figure(build(), out / "figures/figure1")
+    figure_paths = save_figure(size_figure(points, benchmark), out / "figures/figure1")
     shown = points.assign(score=[mean_std(*v) for v in zip(points["mean"], points["std"], points["n"], strict=True)])
     table = write_table(
         shown[["label", "study", "params", "score"]].set_index(["label", "study"]),
