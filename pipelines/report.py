@@ -25,7 +25,7 @@ from pipelines.ledger import load_results
 from pipelines.paths import check_writable
 from pipelines.tracking import TrackingError, normalise_uri
 from pipelines.user_tasks import use_stages
-from spot_core.analysis.findings import check_expectations, describe
+from spot_core.analysis.findings import check_claims, check_expectations, describe
 from spot_core.analysis.frames import StudyResults
 from spot_core.analysis.generic import benchmark_scores, model_size, size_table
 from spot_core.errors import ConfigError
@@ -99,6 +99,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     studies = size_studies(uri, cfg.tracking.experiment, cfg.study.name, list(cfg.get("sizes") or []))
     results = studies[0] if studies else load_results(uri, cfg.tracking.experiment, cfg.study.name)
     points = size_points(studies) if len(studies) > 1 else None
+    if expected is not None:
+        check_claims(expected, cfg.expect, [s.name for s in studies])
     if notes is not None:
         results.notes = notes
     if points is not None:
@@ -111,7 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "document": [str(p) for p in paths],
     }
     if expected is not None:
-        summary["expectations"] = check_expectations(expected, results.runs, results.curves, cfg.expect)
+        others = {s.name: (s.runs, s.curves) for s in studies}
+        summary["expectations"] = check_expectations(expected, results.runs, results.curves, cfg.expect, others)
     return summary
 
 

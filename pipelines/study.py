@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from spot_core.report.study import write_report
 from spot_core.stages.base import StageDef
 from spot_core.stages.catalogue import CATALOGUE, parse_stages, plan_stages, runnable, stage_of
 from spot_core.study import Cell, StudyConfig
-from spot_core.tasks import TaskDataError, check_data
+from spot_core.tasks import TaskDataError, check_data, check_downloads
 
 REPORT = "report"  # the last of `stages`: pipelines.report on this study's runs
 
@@ -238,13 +239,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if device:
         plan.stored_costs(device, study, cells, cfg.ray.cells_per_trial)  # a GPU without figures: fail here
     lacking = []
-    for name in [*study.sources, *study.targets]:
+    names = [*study.sources, *study.targets]
+    # missing data: fail here, before the store, Ray or a model (a manual download: before any task is read)
+    checks = [partial(check_downloads, names, study.data_dir), *(partial(check_data, n, study.data_dir) for n in names)]
+    for check in checks:
         try:
-            check_data(name, study.data_dir)  # missing data: fail here, before the store, Ray or a model
+            check()
         except TaskDataError as e:
             if not planning:
                 raise
-            lacking.append(str(e))
+            if str(e) not in lacking:
+                lacking.append(str(e))
     for model in dict.fromkeys([study.model, *(c.model for c in cells if c.model)]):
         # an unknown or uninstalled model, or prompt_once on an encoder-decoder one: fail here too
         prompt_once = study.prompt_once if model == study.model else None

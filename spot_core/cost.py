@@ -47,13 +47,18 @@ from spot_core.run_dir import write_json
 from spot_core.study import Cell, StudyConfig
 from spot_core.trainer import TrainerConfig, accumulate_gradients, make_optimizer
 
-# T5 1.1 LM-adapted (SPoT's models), so that a plan can cost them without their files: d_model, d_ff, layers, heads
-T5_LM_ADAPT = {
-    "google/t5-small-lm-adapt": (512, 1024, 8, 6),
-    "google/t5-base-lm-adapt": (768, 2048, 12, 12),
-    "google/t5-large-lm-adapt": (1024, 2816, 24, 16),
-    "google/t5-xl-lm-adapt": (2048, 5120, 24, 32),
-    "google/t5-xxl-lm-adapt": (4096, 10240, 24, 64),
+# T5 1.1, LM-adapted (SPoT's prompts) and original (its model-tuning rows), so that a plan can cost them without their
+# files: d_model, d_ff, layers, heads
+T5_SIZES = {
+    "small": (512, 1024, 8, 6),
+    "base": (768, 2048, 12, 12),
+    "large": (1024, 2816, 24, 16),
+    "xl": (2048, 5120, 24, 32),
+    "xxl": (4096, 10240, 24, 64),
+}
+T5_V1_1 = {
+    **{f"google/t5-{size}-lm-adapt": dims for size, dims in T5_SIZES.items()},
+    **{f"google/t5-v1_1-{size}": dims for size, dims in T5_SIZES.items()},
 }
 # The built-in models' architectures as their caches hold them, so that a machine without their packages (a GPU
 # lent for a benchmark) builds them too; tests/test_plan.py checks them against the installed models.
@@ -172,14 +177,14 @@ def trained_work(cell: Cell, study: StudyConfig) -> Work:
 
 # --- a model to time ----------------------------------------------------------------------------------------
 def architecture(name: str, cache_dir: str | Path | None = None) -> PretrainedConfig:
-    """The config of model `name` from this machine's files only (no hub lookups): a known architecture (T5 1.1
-    LM-adapted, the built-in models), or a local directory or Hugging Face cache entry.
+    """The config of model `name` from this machine's files only (no hub lookups): a known architecture (T5 1.1,
+    LM-adapted or not, the built-in models), or a local directory or Hugging Face cache entry.
 
     Raises:
         BackboneError: none of these has it.
     """
-    if name in T5_LM_ADAPT:
-        d_model, d_ff, layers, heads = T5_LM_ADAPT[name]
+    if name in T5_V1_1:
+        d_model, d_ff, layers, heads = T5_V1_1[name]
         return T5Config(
             vocab_size=32128, d_model=d_model, d_ff=d_ff, d_kv=64, num_layers=layers, num_heads=heads,
             feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
@@ -193,7 +198,7 @@ def architecture(name: str, cache_dir: str | Path | None = None) -> PretrainedCo
             return model_config(name, cache_dir)
         return AutoConfig.from_pretrained(name, local_files_only=True)  # a local directory, or the HF cache
     except (OSError, ValueError) as e:
-        known = ", ".join(T5_LM_ADAPT)
+        known = ", ".join(T5_V1_1)
         raise BackboneError(
             f"cannot cost model {name!r}: its config is not on this machine and it is not an architecture spot knows "
             f"offline ({known}): download it once with internet, or plan with a stored figure (plan=DEVICE)"

@@ -131,6 +131,26 @@ def bleu(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]
     return {"bleu": float(score.score)}
 
 
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeLsum")
+
+
+def rouge(targets: Sequence[str], predictions: Sequence[str], use_stemmer: bool = False) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-Lsum F-measure x 100 (rouge_score), with T5's settings
+    (t5.evaluation.metrics.rouge): the package's tokeniser (lower-cased runs of letters and digits), no stemming,
+    and for ROUGE-Lsum one sentence per line, a " . " also ending one. Each is the mean over examples; T5 reports
+    the median of a bootstrap over that mean instead (random, and the same value up to its resampling noise)."""
+    from rouge_score import rouge_scorer  # only generation tasks score with it
+
+    if not len(targets):
+        return dict.fromkeys(ROUGE_KEYS, float("nan"))
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=use_stemmer)
+    scores = [
+        scorer.score(target=t.replace(" . ", " .\n"), prediction=p.replace(" . ", " .\n"))
+        for t, p in zip(targets, predictions, strict=True)
+    ]
+    return {key: 100.0 * float(np.mean([s[key].fmeasure for s in scores])) for key in ROUGE_KEYS}
+
+
 def named_metric(name: str, label_words: Sequence[str] | None = None):
     """A metric function by its name, as a task file names it (`metrics: [accuracy, f1]`); `f1` and
     `mean_multiclass_f1` take the label set from `label_words` (`f1`'s positive class is the last word, as `True`
@@ -148,6 +168,7 @@ def named_metric(name: str, label_words: Sequence[str] | None = None):
         "pearson_spearman": pearson_spearman,
         "squad": lambda t, p: squad([[x] if isinstance(x, str) else list(x) for x in t], p),
         "bleu": bleu,
+        "rouge": rouge,
         "f1": lambda t, p: f1(t, p, words[-1]),
         "mean_multiclass_f1": lambda t, p: mean_multiclass_f1(t, p, words),
     }
@@ -157,4 +178,4 @@ def named_metric(name: str, label_words: Sequence[str] | None = None):
 
 
 LABEL_METRICS = ("f1", "mean_multiclass_f1")
-METRIC_NAMES = ("accuracy", "matthews_corr", "pearson_spearman", "squad", "bleu", *LABEL_METRICS)
+METRIC_NAMES = ("accuracy", "matthews_corr", "pearson_spearman", "squad", "bleu", "rouge", *LABEL_METRICS)

@@ -123,6 +123,9 @@ class StudyConfig:
         default_factory=lambda: TrainerConfig(lr=1e-3, scale_parameter=True, weight_decay=0.0, keep_checkpoints=False)
     )
     prompt_once: bool | None = None  # the model's prompt-once switch (not in the keys: results differ by rounding)
+    # the model that model-tuning cells fine-tune, None: the study's (SPoT's model-tuning rows: the original T5 1.1
+    # checkpoint of the LM-adapted one its prompts use)
+    model_tuning_model: str | None = None
 
     def __post_init__(self):
         self.prompt = nested(StudyPrompt, self.prompt, "study.prompt")
@@ -149,6 +152,8 @@ class StudyConfig:
         if self.cross_model is not None:
             self.cross_model = nested(CrossModelConfig, self.cross_model, "study.cross_model")
             self.cross_model.check(self.sources, self.model)
+        if self.model_tuning_model == self.model:
+            self.model_tuning_model = None  # the same cells, the same keys
         check_data_settings(self, "study.")
         self.check_inits()
 
@@ -180,7 +185,7 @@ class Cell:
     source: Cell | None = None  # transfer / mixture / MPT init: the cell whose prompt starts this one
     blend: tuple[tuple[Cell, float], ...] = ()  # weighted-average init: (source cell, weight)
     k: int = 0  # retrieval, ATTEMPT: how many top-ranked source runs
-    model: str = ""  # cross-model cells: the other model ("" = the study's)
+    model: str = ""  # cross-model cells, model tuning on study.model_tuning_model: that model ("" = the study's)
     projector: Cell | None = None  # cross-model cells: the projector that maps the source prompt
     parts: tuple[Cell, ...] = ()  # a projector: the runs whose prompts it learns from; ATTEMPT: those it mixes
     target: str = ""  # the target task the run is scored as (the matrices' column); "" for source-like runs

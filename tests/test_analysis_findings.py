@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from conftest import runs_frame
 
-from spot_core.analysis.findings import check_expectations, describe
+from spot_core.analysis.findings import check_claims, check_expectations, describe
+from spot_core.errors import ConfigError
 
 
 def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,3 +59,58 @@ def test_a_malformed_claim_is_named(claim, message):
     runs, curves = tables()
     with pytest.raises(ValueError, match="expected.json: " + message):
         check_expectations({"claims": [claim]}, runs, curves, "expected.json")
+
+
+def generic_tables(shift: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1's rows on RTE (GLUE and SuperGLUE) and CB (SuperGLUE), two seeds; `shift` raises every score."""
+    scores = {  # (stage, source, target, seed) -> score
+        ("target", "", "rte_v1", 0): 70.0, ("target", "", "rte_v1", 1): 74.0,
+        ("target", "", "cb_v1", 0): 90.0, ("target", "", "cb_v1", 1): 80.0,  # SuperGLUE: 80 and 77
+        ("transfer", "glue_v1", "rte_v1", 0): 75.0, ("transfer", "glue_v1", "rte_v1", 1): 79.0,
+        ("transfer", "glue_v1", "cb_v1", 0): 95.0, ("transfer", "glue_v1", "cb_v1", 1): 97.0,  # 85 and 88
+        ("transfer", "glue_v1", "cb_v1", 2): 99.0,  # a seed without RTE counts nowhere
+    }  # fmt: skip
+    rows = [(f"k{i}", stage, target, source, "", target, seed, score + shift)
+            for i, ((stage, source, target, seed), score) in enumerate(scores.items())]  # fmt: skip
+    return runs_frame(*rows), pd.DataFrame(columns=["key", "step", "score"])
+
+
+def test_table_1_kinds_measure_a_rows_benchmark_score_per_seed_on_the_study_they_name():
+    runs, curves = generic_tables()
+    claims = [
+        {"kind": "benchmark_score", "method": "PromptTuning", "benchmark": "SuperGLUE", "min": 76, "max": 81},
+        {"kind": "benchmark_score", "method": "PromptTuning", "benchmark": "GLUE", "max": 72},  # RTE alone: 70, 74
+        {
+            "kind": "benchmark_gain",
+            "method": "SPoT",
+            "source": "glue_v1",
+            "baseline": "PromptTuning",
+            "benchmark": "SuperGLUE",
+            "min": 6,
+        },  # +5 and +11
+        {"kind": "benchmark_score", "method": "ModelTuning", "benchmark": "GLUE", "min": 0},  # no runs
+        {
+            "kind": "benchmark_score",
+            "method": "SPoT",
+            "source": "glue_v1",
+            "benchmark": "SuperGLUE",
+            "min": 95,
+            "study": "bigger",
+        },  # fmt: skip
+    ]
+    checked = check_expectations({"claims": claims}, runs, curves, others={"bigger": generic_tables(shift=10.0)})
+    assert checked["values"].tolist() == [[80.0, 77.0], [70.0, 74.0], [5.0, 11.0], [], [95.0, 98.0]]
+    assert checked["holds"].tolist() == [True, False, False, False, True]
+    assert checked["subject"].tolist()[2] == "SPoT (glue_v1) -> PromptTuning -> SuperGLUE"
+    assert checked["subject"].tolist()[4] == "SPoT (glue_v1) -> SuperGLUE @ bigger"
+
+
+def test_a_claim_on_a_study_the_report_does_not_compare_is_refused_before_any_is_measured():
+    runs, curves = generic_tables()
+    claim = {"kind": "benchmark_score", "method": "SPoT", "benchmark": "GLUE", "min": 0, "study": "huge"}
+    with pytest.raises(ConfigError, match=r"claim 0 is on study 'huge', not among the report's studies \(none: "):
+        check_claims({"claims": [claim]}, "expected.json", [])
+    with pytest.raises(ConfigError, match=r"\(small, bigger\)"):
+        check_expectations(
+            {"claims": [claim]}, runs, curves, "e.json", {"small": (runs, curves), "bigger": (runs, curves)}
+        )

@@ -38,14 +38,21 @@ def test_the_generic_preset_plans_table_1s_design():
     cells = planned("study=generic", stages=[s for s in cfg.stages if s != "report"])
     study = build_study(cfg)
     S, T, seeds = len(study.sources), len(study.targets), len(study.seeds)
-    assert (S, T, seeds) == (9, 15, 3)  # Table 1's registered sources; GLUE's 8 and SuperGLUE's 8 share RTE
+    assert (S, T, seeds) == (14, 15, 3)  # Table 1's sources; GLUE's 8 and SuperGLUE's 8 share RTE
     assert by_stage(cells) == {
         "source": S, "target": T * seeds, "transfer": S * T * seeds,
         "model_tuning": T * seeds, "mt_source": S, "mt_target": S * T * seeds,
     }  # fmt: skip
     assert {c.trainer.steps for c in cells} == {2**18} and len({c.key for c in cells}) == len(cells)
-    model = {c.trainer.lr for c in cells if c.stage.value in ("model_tuning", "mt_source", "mt_target")}
-    assert model == {1e-3}
+    tuned = [c for c in cells if c.stage.value in ("model_tuning", "mt_source", "mt_target")]
+    assert {c.trainer.lr for c in tuned} == {1e-3}
+    # SPoT's model-tuning rows fine-tune the original T5 1.1; its prompts train on the LM-adapted one
+    assert {c.model for c in tuned} == {"google/t5-v1_1-base"} and {c.model for c in cells} - {
+        c.model for c in tuned
+    } == {""}
+    assert json.loads(tuned[0].identity)["model"] == "google/t5-v1_1-base"  # in the key
+    study = build_study(compose_study("study=generic", "study.model_tuning_model=null"))
+    assert {c.model for c in plan_stages(study, parse_stages(["model_tuning"]))} == {""}
 
 
 def test_demo_preset_composes_and_plans_its_cells():

@@ -69,7 +69,13 @@ def test_the_spot_study_tasks_and_mixtures_are_registered():
     for name in (SPOT_SOURCES + " " + SPOT_TARGETS).split():
         assert get_task(name).name == f"{name}_v1"  # an unversioned name means the latest version
     assert {"snli_v1", "anli_v1", "goemotions_v1", "sentiment140_v1"} < set(task_names())  # mixture members
-    assert mixture_names() == ["glue_v1", "nli_v1", "paraphrase_v1", "sentiment_v1", "superglue_v1", "translation_v1"]
+    assert mixture_names() == [
+        "all_v1", "gem_v1", "glue_v1", "mrqa_v1", "nli_v1", "paraphrase_v1", "rainbow_v1", "sentiment_v1",
+        "summarization_v1", "superglue_v1", "translation_v1",
+    ]  # fmt: skip
+    every = get_mixture("all").tasks  # C4 and SPoT's 55 supervised datasets: each other mixture's, and SQuAD
+    assert every[0] == "c4_v1" and len(every) == 56 and len(set(every)) == 56 and "squad_v1" in every
+    assert all(set(get_mixture(m).tasks) <= set(every) for m in mixture_names())
     assert get_mixture("glue").tasks == (
         "cola_v1",
         "sst2_v1",

@@ -49,22 +49,41 @@ def row_order(table: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: (p[1] != "", p[1], rank[p[0]]))
 
 
-def benchmark_scores(
+def seed_scores(
     runs: pd.DataFrame, targets: Sequence[str], benchmarks: Mapping[str, Sequence[str]] = BENCHMARK_TASKS
 ) -> pd.DataFrame:
-    """Per row (method, source) and benchmark with tasks among `targets`: mean, std (ddof 1) and n over the seeds
-    where the row has every such task, and `tasks`, how many of the benchmark's tasks the design holds ("3/8").
-    Index (method, source); columns (benchmark, statistic)."""
+    """Per row (method, source), benchmark with tasks among `targets` and seed: the mean score over the benchmark's
+    tasks, for the seeds where the row has every such task. Columns: method, source, benchmark, seed, score."""
     table = method_runs(runs)
-    out: dict[tuple[str, str], dict[tuple[str, str], object]] = {pair: {} for pair in row_order(table)}
+    parts = []
     for name, tasks in benchmarks.items():
         held = [t for t in tasks if t in targets]
         if not held:
             continue
         for (method, source), rows in table[table["task"].isin(held)].groupby(["method", "source"]):
             per_seed = rows.pivot_table(index="seed", columns="task", values="score", aggfunc="mean")
-            complete = per_seed.reindex(columns=held).dropna()
-            means = complete.mean(axis=1)
+            means = per_seed.reindex(columns=held).dropna().mean(axis=1)
+            parts.append(pd.DataFrame({"method": method, "source": source, "benchmark": name,
+                                       "seed": means.index, "score": means.to_numpy()}))  # fmt: skip
+    columns = ["method", "source", "benchmark", "seed", "score"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def benchmark_scores(
+    runs: pd.DataFrame, targets: Sequence[str], benchmarks: Mapping[str, Sequence[str]] = BENCHMARK_TASKS
+) -> pd.DataFrame:
+    """Per row (method, source) and benchmark with tasks among `targets`: mean, std (ddof 1) and n over the seeds
+    where the row has every such task (`seed_scores`), and `tasks`, how many of the benchmark's tasks the design
+    holds ("3/8"). Index (method, source); columns (benchmark, statistic)."""
+    table, per_seed = method_runs(runs), seed_scores(runs, targets, benchmarks)
+    out: dict[tuple[str, str], dict[tuple[str, str], object]] = {pair: {} for pair in row_order(table)}
+    for name, tasks in benchmarks.items():
+        held = [t for t in tasks if t in targets]
+        if not held:
+            continue
+        scored = per_seed[per_seed["benchmark"] == name]
+        for method, source in table[table["task"].isin(held)].groupby(["method", "source"]).groups:
+            means = scored[(scored["method"] == method) & (scored["source"] == source)]["score"]
             out[(method, source)].update({
                 (name, "mean"): means.mean() if len(means) else np.nan,
                 (name, "std"): means.std(ddof=1) if len(means) > 1 else np.nan,

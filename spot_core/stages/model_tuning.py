@@ -17,9 +17,11 @@ from spot_core.tuning import RunSpec, tune_model
 
 
 def model_cell(study: StudyConfig, stage: Stage, task: str, seed: int, source: Cell | None = None) -> Cell:
-    """A model-tuning cell: `task` by `study.model_trainer`, from the pretrained weights or `source`'s best."""
+    """A model-tuning cell: `task` by `study.model_trainer` on `study.model_tuning_model` (or the study's model),
+    from the pretrained weights or `source`'s best."""
     return make_cell(study, stage, task, seed, trainer=study.model_trainer, init="" if source else "pretrained",
-                     target="" if stage is Stage.MT_SOURCE else task, source=source)  # fmt: skip
+                     target="" if stage is Stage.MT_SOURCE else task, source=source,
+                     model=study.model_tuning_model or "")  # fmt: skip
 
 
 def plan(study: StudyConfig) -> list[Cell]:
@@ -30,8 +32,9 @@ def spec(study: StudyConfig, cell: Cell, root: Path) -> dict[str, Any]:
     """The cell's RunSpec: its task and trainer, and the model folder it starts from (its source cell's best)."""
     weights = str(cell.source.run_dir(root).best_model) if cell.source else None
     return asdict(
-        RunSpec(model=study.model, task=cell.task, trainer=cell.trainer, weights=weights, **data_fields(study))
-    )
+        RunSpec(model=cell.model or study.model, task=cell.task, trainer=cell.trainer, weights=weights,
+                **data_fields(study, cell.model))
+    )  # fmt: skip
 
 
 def run(spec: dict[str, Any], out_dir: Path, tracker: Tracker) -> dict[str, Any]:
@@ -46,6 +49,4 @@ def needs(study: StudyConfig) -> str | None:
 
 TABLE1 = report_of("spot_core.report.generic", "generic_sections")  # Table 1's layout (both model-tuning stages)
 
-STAGE = StageDef(
-    "model_tuning", (Stage.MODEL_TUNING,), plan, spec, run, needs=needs, work=model_work, report=TABLE1
-)
+STAGE = StageDef("model_tuning", (Stage.MODEL_TUNING,), plan, spec, run, needs=needs, work=model_work, report=TABLE1)

@@ -51,6 +51,4 @@ def masks(runs: list[tuple[Tags, Path | None]]) -> dict[str, np.ndarray]:
     return {tags["source_key"]: load_neurons(path).numpy() for tags, path in runs}
 
 
-STAGE = StageDef(
-    "neurons", (Stage.NEURONS,), plan, spec, run, artifacts=(RunArtifact(NEURONS, RunDir.NEURONS, masks),)
-)
+STAGE = StageDef("neurons", (Stage.NEURONS,), plan, spec, run, artifacts=(RunArtifact(NEURONS, RunDir.NEURONS, masks),))

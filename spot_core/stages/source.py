@@ -21,6 +21,4 @@ def plan(study: StudyConfig) -> list[Cell]:
     return [source_cell(study, t, s) for t in study.sources for s in study.source_seeds]
 
 
-STAGE = StageDef(
-    "source", (Stage.SOURCE,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack, embedded=True
-)
+STAGE = StageDef("source", (Stage.SOURCE,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack, embedded=True)

@@ -18,6 +18,4 @@ def plan(study: StudyConfig) -> list[Cell]:
     ]
 
 
-STAGE = StageDef(
-    "target", (Stage.TARGET,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack, embedded=True
-)
+STAGE = StageDef("target", (Stage.TARGET,), plan, tune_spec, run_tune, core=True, run_pack=run_tune_pack, embedded=True)

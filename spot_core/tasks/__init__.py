@@ -26,7 +26,7 @@ from spot_core.tasks.base import (
     register,
     task_names,
 )
-from spot_core.tasks.loading import check_data, load_examples, read_examples, read_rows
+from spot_core.tasks.loading import check_data, check_downloads, load_examples, read_examples, read_rows
 from spot_core.tasks.source import DataSource
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "TaskDataError",
     "UnknownNameError",
     "check_data",
+    "check_downloads",
     "get",
     "get_mixture",
     "get_task",

@@ -102,12 +102,19 @@ class Task:
         postprocess: applied to each prediction before scoring.
         hub_data_files: split name -> file pattern in the hub repo, for datasets too large to load whole (C4).
         on_hub: False where no Hugging Face copy exists; the task then reads only from a mirror.
+        manual_download: where to get data the hub cannot serve without a manual download (Newsroom: a form), in
+            one line. Such a task reads only from a data directory (`on_hub` is False), and its notes lead with this,
+            so that asking for it from the hub fails at once, before any work, with the remedy
+            (`spot_core.tasks.loading.read_split`); docs/tasks.md marks it.
         notes: shown in docs/tasks.md (format choices, carve-outs, caveats).
         reads: the row fields the preprocessor reads and their kinds (KINDS): every row read is checked against
             them (a missing field, null or a value of another kind is a TaskDataError naming the row). Default:
             what the preprocessor declares with `@reads`.
         files: split name -> the data file it reads (JSONL, CSV or TSV), whatever the data directory: a task
             defined by a file of its own (spot_core.tasks.definitions) reads its data from where that file says.
+        row_filter: field -> value: the task reads only the rows of each split whose field holds that value, for
+            tasks that share one dataset (MRQA's six training sets, told apart by `subset`); split specs slice the
+            rows kept. A mirror holds the whole shared split, as the hub does.
     """
 
     name: str
@@ -125,14 +132,23 @@ class Task:
     revision: str | None = None
     hub_data_files: Mapping[str, str] = field(default_factory=dict)
     on_hub: bool = True
+    manual_download: str | None = field(default=None, compare=False)
     family: str = ""
     notes: str = field(default="", compare=False)
     reads: Mapping[str, str] = field(default_factory=dict, compare=False)
     files: Mapping[str, str] = field(default_factory=dict)
+    row_filter: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.reads:
             object.__setattr__(self, "reads", dict(getattr(self.preprocess, "reads", {})))
+        if self.manual_download:
+            if "\n" in self.manual_download:
+                raise ValueError(f"task {self.name!r}: manual_download must be one line (it ends an error message)")
+            object.__setattr__(self, "on_hub", False)
+            lead = f"Manual download: {self.manual_download}"
+            if not self.notes.startswith(lead):  # dataclasses.replace runs this again
+                object.__setattr__(self, "notes", f"{lead} {self.notes}".strip())
         if not re.fullmatch(r"[a-z0-9_]+_v\d+", self.name):
             raise ValueError(f"task name {self.name!r} must be lower_snake_case ending in a version, like 'rte_v1'")
         unknown = set(self.splits) - set(ROLES)
@@ -143,6 +159,9 @@ class Task:
                 f"task {self.name!r}: fallback_configs must be a tuple of configuration names other than its "
                 f"hub_config {self.hub_config!r}, got {self.fallback_configs!r}"
             )
+        picks = self.row_filter
+        if not isinstance(picks, Mapping) or not all(isinstance(v, str) for v in (*picks, *picks.values())):
+            raise ValueError(f"task {self.name!r}: row_filter must map field names to strings, got {picks!r}")
 
     @property
     def base_name(self) -> str:

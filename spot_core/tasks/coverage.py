@@ -46,6 +46,8 @@ def task_row(task: Task, data_dir: str | Path) -> dict[str, str]:
         if source.reads_fallback:
             status += f" of `{source.config}`"
     hub = f"`{task.hub_id}`" + (f" ({task.hub_config})" if task.hub_config else "") if task.on_hub else "none"
+    if task.manual_download:  # the hub cannot serve it: see the task's notes
+        hub = f"manual download (`{task.hub_id}`)"
     shown = f"`{_clip(example['inputs'])}` → `{_clip(example['targets'], 60)}`" if example else "no offline data"
     return {
         "task": f"`{task.name}`",

@@ -3,7 +3,8 @@
 Both give rows in the hub's schema, so one preprocessor serves both. Which files, which configuration and which
 split specs (a carve-out where a mirror lacks a split) the source settles once (`spot_core.tasks.source`); the
 specs are applied here, the same way for both: `name`, `name[a:b]` with integers (negative counts from the end) or
-percentages (`[:50%]`, boundaries rounded to the nearest row), and `+` to join splits.
+percentages (`[:50%]`, boundaries rounded to the nearest row), and `+` to join splits. A task that shares a
+dataset with others (`Task.row_filter`: MRQA's subsets) has its rows picked from each split before it is sliced.
 
 Data is checked, not guessed: every row read is checked against the fields its task reads (`Task.reads`) before
 the preprocessor sees it, and a row that is not JSON, lacks a field, holds a value of another kind, or a label
@@ -65,6 +66,8 @@ def read_split(source: DataSource, name: str, role: str | None = None) -> Rows:
             raise TaskDataError(f"task {task.name!r}: {e}. {fix(task, e.place)}") from None
         except OSError as e:
             raise TaskDataError(f"task {task.name!r}: cannot read {path}: {e.strerror or e}") from e
+    if task.manual_download:
+        raise TaskDataError(f"task {task.name!r} needs a manual download: {task.manual_download}")
     if not task.on_hub:
         raise TaskDataError(
             f"task {task.name!r} has no Hugging Face copy; it reads only from a mirror. Put its {name!r} split at "
@@ -95,10 +98,27 @@ def read_rows(source: DataSource, role: str) -> Rows:
         raise TaskDataError(f"task {source.task.name!r} has no {role!r} split (it declares {sorted(source.splits)})")
     spec = source.splits[role]
     parts = [
-        slice_rows(read_split(source, name, role), part)
+        slice_rows(picked(source, read_split(source, name, role)), part)
         for part, name in zip(spec.split("+"), split_file(spec), strict=True)
     ]
     return Rows.concat(parts)
+
+
+def picked(source: DataSource, rows: Rows) -> Rows:
+    """The rows of one split name that the task reads: those its `row_filter` picks (MRQA's `subset`), else all."""
+    task = source.task
+    if not task.row_filter:
+        return rows
+    try:
+        kept = rows.where(task.row_filter)
+    except RowError as e:
+        raise TaskDataError(f"task {task.name!r}: {e}. {fix(task, e.place)}") from None
+    if len(rows) and not len(kept):
+        raise TaskDataError(
+            f"task {task.name!r}: none of the {len(rows):,} rows of {rows.parts[0].source} holds "
+            + ", ".join(f"{name} {value!r}" for name, value in task.row_filter.items())
+        )
+    return kept
 
 
 def examples(task: Task, rows: Rows, role: str) -> Iterator[Example]:
@@ -168,11 +188,23 @@ def _stamp(source: DataSource, role: str) -> tuple:
     return (source.task.name, role, *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
+def check_downloads(names: Sequence[str], data_dir: str | Path | None) -> None:
+    """Each task of `names` (a mixture: each member) that the hub cannot serve without a manual download
+    (`Task.manual_download`) has its files in `data_dir`; else TaskDataError in one line, the download's how-to,
+    before any task is read (a mixture's other members would download first)."""
+    for task in (task for name in names for task in members(name)):
+        if task.manual_download:
+            source = DataSource.of(task, data_dir)
+            if source.from_hub or source.availability == "missing":
+                raise TaskDataError(f"task {task.name!r} needs a manual download: {task.manual_download}")
+
+
 def check_data(name: str, data_dir: str | Path | None, roles: Sequence[str] = ("train", "validation")) -> None:
     """The check that runs before any model loads: every row of the `roles` splits of a task (or of each task of a
     mixture) in a mirror is parsed, checked and preprocessed; from the hub, whose schema is fixed, one row.
     Missing or empty data, or a bad row, raises TaskDataError. A mirror split already found good in this process,
     unchanged since, is not read again (an entry point checks before `prepare` does; a worker runs many cells)."""
+    check_downloads([name], data_dir)
     for task in members(name):
         source = DataSource.of(task, data_dir)
         for role in roles:

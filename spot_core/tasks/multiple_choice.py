@@ -3,7 +3,9 @@
 These formats are not in the T5 reference code. They follow its "task field: value" pattern: the input lists every
 option under a field name, and the target is the correct option's field name (`option1`, `ending2`, `answer0`) or,
 for RACE, its letter; never the option text, so each task has a small fixed label set.
-Test splits with hidden labels (WinoGrande, HellaSwag, Cosmos QA) are not declared; RACE's test labels are public.
+Test splits with hidden labels (WinoGrande, HellaSwag, Cosmos QA, PIQA) are not declared; RACE's test labels are
+public. RAINBOW (SPoT's Table 1 mixture, Lourie et al. 2021) adds alpha-NLI, PIQA and Social IQa to WinoGrande,
+HellaSwag and Cosmos QA.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from collections.abc import Callable, Mapping
 from spot_core.metrics import accuracy
 from spot_core.tasks.base import Example, FieldError, Task, reads, register
 from spot_core.tasks.formats import classify, fields
+from spot_core.tasks.source import PARQUET_EXPORT, parquet_export
 
 WINOGRANDE_LABELS = ("option1", "option2")
 HELLASWAG_LABELS = ("ending0", "ending1", "ending2", "ending3")
 COSMOS_QA_LABELS = ("answer0", "answer1", "answer2", "answer3")
 RACE_LABELS = ("A", "B", "C", "D")
+ALPHA_NLI_LABELS = ("hypothesis_1", "hypothesis_2")
+PIQA_LABELS = ("sol1", "sol2")
+SOCIAL_I_QA_LABELS = ("answerA", "answerB", "answerC")
 TRAIN_VAL = {"train": "train", "validation": "validation"}
 
 
@@ -66,6 +72,24 @@ def race(row: dict) -> Example:
     return {
         "inputs": f"{fields('race', row, ('article', 'question'))} options: {listed}",
         "targets": answer_word("answer", {letter: letter for letter in RACE_LABELS}, hidden=False)(row),
+    }
+
+
+@reads(
+    {"observation_1": "text", "observation_2": "text", **dict.fromkeys(ALPHA_NLI_LABELS, "text"), "label": "integer"}
+)
+def alpha_nli(row: dict) -> Example:
+    return {
+        "inputs": fields("alpha_nli", row, ("observation_1", "observation_2", *ALPHA_NLI_LABELS)),
+        "targets": answer_word("label", {1: "hypothesis_1", 2: "hypothesis_2"}, hidden=False)(row),
+    }
+
+
+@reads({"context": "text", "question": "text", **dict.fromkeys(SOCIAL_I_QA_LABELS, "text"), "label": "text"})
+def social_i_qa(row: dict) -> Example:
+    return {
+        "inputs": fields("social_i_qa", row, ("context", "question", *SOCIAL_I_QA_LABELS)),
+        "targets": answer_word("label", {"1": "answerA", "2": "answerB", "3": "answerC"}, hidden=False)(row),
     }
 
 
@@ -136,5 +160,58 @@ register(
         notes="Format not in the T5 reference code. RACE-M and RACE-H together (config `all`); test labels are "
         "public, so the test split is declared. The offline mirror's train split is a sample: every question of "
         "6,000 of the 25,137 training articles (21,054 questions).",
+    )
+)
+register(
+    Task(
+        name="alpha_nli_v1",
+        hub_id="allenai/art",
+        hub_config="anli",
+        splits=TRAIN_VAL,
+        preprocess=alpha_nli,
+        metrics=(accuracy,),
+        label_words=ALPHA_NLI_LABELS,
+        family="multiple_choice",
+        notes="Abductive NLI (alpha-NLI, the ART dataset), not Adversarial NLI (`anli_v1`); the hub names its only "
+        "configuration `anli`. Format not in the T5 reference code: both observations, then both hypotheses; the "
+        "target is the more plausible one's field name (label 1 or 2; the label set's 0 is never used). No test "
+        "split on the hub. Not in the offline mirror.",
+    )
+)
+register(
+    Task(
+        name="piqa_v1",
+        hub_id="ybisk/piqa",
+        hub_config=None,
+        revision=PARQUET_EXPORT,
+        hub_data_files=parquet_export("default", TRAIN_VAL.values()),
+        splits=TRAIN_VAL,
+        preprocess=classify("piqa", ("goal", *PIQA_LABELS), PIQA_LABELS),
+        metrics=(accuracy,),
+        label_words=PIQA_LABELS,
+        family="multiple_choice",
+        notes="Format not in the T5 reference code. The hub's main branch of `ybisk/piqa` is a loading script, which "
+        "`datasets` 4 and later refuse: the task reads the hub's own Parquet conversion of it (revision "
+        "`refs/convert/parquet`, one `default` configuration; lm-evaluation-harness reads the copy `baber/piqa`). "
+        "Test labels are hidden (-1): no test split. Not in the offline mirror.",
+    )
+)
+register(
+    Task(
+        name="social_i_qa_v1",
+        hub_id="allenai/social_i_qa",
+        hub_config=None,
+        revision=PARQUET_EXPORT,
+        hub_data_files=parquet_export("default", TRAIN_VAL.values()),
+        splits=TRAIN_VAL,
+        preprocess=social_i_qa,
+        metrics=(accuracy,),
+        label_words=SOCIAL_I_QA_LABELS,
+        family="multiple_choice",
+        notes="Social IQa. Format not in the T5 reference code; the label strings 1-3 become the option's field "
+        "name. The hub's main branch of `allenai/social_i_qa` is a loading script, which `datasets` 4 and later "
+        "refuse: the task reads the hub's own Parquet conversion of it (revision `refs/convert/parquet`, one "
+        "`default` configuration; lm-evaluation-harness reads the copy `lighteval/siqa`). No test split on the hub. "
+        "Not in the offline mirror.",
     )
 )

@@ -52,6 +52,29 @@ class Part:
             return Part(self.source, [self.records[i] for i in positions], self.numbers[positions])
         return Part(self.source, self.records.select(positions.tolist()), self.numbers[positions])
 
+    def holds(self, values: Mapping[str, Any]) -> np.ndarray:
+        """Whether each record's fields hold `values` (field -> value), [len(records)] bool. A record without one
+        of the fields raises RowError."""
+        keep = np.ones(len(self.records), dtype=bool)
+        if not self.is_file:
+            names = self.records.column_names
+            for name, value in values.items():
+                if name not in names:
+                    raise RowError(
+                        self.place(int(self.numbers[0])),
+                        f" lacks field {name!r} (the row has: {', '.join(names)})",
+                        name,
+                    )
+                column = self.records.with_format("arrow")[name].to_pylist()  # not Column's slow iteration
+                keep &= np.fromiter((v == value for v in column), dtype=bool, count=len(column))
+            return keep
+        for i, (place, row) in enumerate(self.located()):
+            for name, value in values.items():
+                if name not in row:
+                    raise RowError(place, f" lacks field {name!r} (the row has: {', '.join(row) or 'nothing'})", name)
+                keep[i] &= row[name] == value
+        return keep
+
     def located(self) -> Iterator[tuple[str, dict]]:
         if not self.is_file:
             yield from zip(map(self.place, self.numbers.tolist()), self.records, strict=True)
@@ -129,6 +152,12 @@ class Rows:
             k = int(which[start])
             out.append(self.parts[k].select(idx[start:stop] - bounds[k]))
         return Rows(out)
+
+    def where(self, values: Mapping[str, Any]) -> Rows:
+        """The rows whose fields hold `values` (field -> value), in order, each keeping its place (its line or row
+        number in the whole split). A row without one of the fields, or a line that is not a JSON object, raises
+        RowError."""
+        return Rows([p.select(np.flatnonzero(p.holds(values))) for p in self.parts])
 
     def located(self) -> Iterator[tuple[str, dict]]:
         """(place, row) of every row; a line that is not a JSON object raises RowError."""

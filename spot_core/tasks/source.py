@@ -19,12 +19,25 @@ the coverage table all ask this object; none re-derives a path.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from spot_core.tasks.base import Task, TaskDataError, members, split_file
+
+PARQUET_EXPORT = "refs/convert/parquet"  # the hub's parquet copy of a dataset, beside its main branch
+EXPORT_NOTE = (
+    "Read from the hub's parquet export of {hub} (revision refs/convert/parquet): its main branch is a loading "
+    "script, which datasets >= 3 cannot run."
+)
+
+
+def parquet_export(config: str, splits: Iterable[str]) -> dict[str, str]:
+    """Split name -> its files in the hub's parquet export (`<config>/<split>/NNNN.parquet`), for
+    `Task.hub_data_files` with `revision=PARQUET_EXPORT`; a script dataset without named configurations has one,
+    `default`."""
+    return {split: f"{config}/{split}/*.parquet" for split in splits}
 
 
 @dataclass(frozen=True)
