@@ -72,9 +72,14 @@ retrieve:
 library:
 	$(BIN)/python -m pipelines.library $(ARGS)
 
-# Checks a finished demo study (make study) against the findings our run says should reproduce on any machine.
+# Checks a finished demo study against the findings our run says should reproduce on any machine: DEMO=demo (after
+# `make study`) or DEMO=generic (after `make study ARGS="-m study=generic_cpu model=smollm2-135m,gemma3-270m"`).
+DEMO ?= demo
+CHECK_demo := study=demo expect=docs/demo-report/expected.json
+CHECK_generic := study=generic_cpu sizes=[smollm2-135m,gemma3-270m] expect=docs/demo-report/generic/expected.json
 check-demo:
-	$(BIN)/python -m pipelines.report study=demo expect=docs/demo-report/expected.json $(ARGS)
+	$(if $(CHECK_$(DEMO)),,$(error DEMO=$(DEMO): choose demo or generic))
+	$(BIN)/python -m pipelines.report $(CHECK_$(DEMO)) $(ARGS)
 
 # TEST_WORKERS=N: N pytest-xdist workers, each test file on one of them (its module fixtures run once), each with its
 # share of the cores for torch (tests/conftest.py). On the 2-core machine 2 workers took 316 s, one process 474 s

@@ -347,6 +347,7 @@ def estimate(
               + ("" if c.train_weights is None else
                  f", {c.train_weights:.3g} s per model-tuning token and {c.update:.3g} s per update of every weight")
               + f"; {c.how}" for m, c in costs.items()]  # fmt: skip
+    lines += [f"  {m}: a model-tuning cell holds {c.held.describe()}" for m, c in costs.items() if c.held]
     rows = cost_by_kind(plan, study, costs)
     for r in rows:
         cells = f"{r.cells} cell{'s' if r.cells > 1 else ''}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -107,6 +108,42 @@ class TokenCost:
     gpu: bool = False
     train_weights: float | None = None
     update: float | None = None
+    held: TuningMemory | None = None  # model tuning: what a cell holds before activations (`tuning_memory`)
+
+
+@dataclass(frozen=True)
+class TuningMemory:
+    """Bytes a model-tuning cell holds besides its activations: every weight, its gradient and Adafactor's state
+    (T5's: no first moment; a matrix's second moment factored into its row and column means, a vector's whole)."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer
+
+    def describe(self) -> str:
+        return (f"{size(self.total)} before activations: weights {size(self.weights)}, their gradients "
+                f"{size(self.gradients)}, Adafactor's factored state {size(self.optimizer)}")  # fmt: skip
+
+
+def size(nbytes: int) -> str:
+    """Bytes as a reader takes them in: GiB from one GiB up, else MiB."""
+    return f"{nbytes / 1024**3:.2f} GiB" if nbytes >= 1024**3 else f"{nbytes / 1024**2:.1f} MiB"
+
+
+def tuning_memory(config: PretrainedConfig, dtype: str) -> TuningMemory:
+    """What a model-tuning cell of a model of `config` holds besides activations, from its parameters' shapes
+    (built on the meta device: no memory, no weights). Adafactor keeps its state in float32."""
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.device("meta"):
+        shapes = [p.shape for p in auto.from_config(config).parameters()]
+    size = torch.empty(0, dtype=DTYPES[dtype]).element_size()
+    count = sum(math.prod(s) for s in shapes)
+    state = sum(math.prod(s[:-1]) + math.prod(s[:-2]) * s[-1] if len(s) >= 2 else math.prod(s) for s in shapes)
+    return TuningMemory(count * size, count * size, 4 * state)
 
 
 @dataclass(frozen=True)
@@ -351,7 +388,8 @@ def measure(
     examples = batch_size if gpu else min(batch_size, -(-CPU_TOKENS // (shape.input_tokens + shape.target_tokens)))
     backbone = random_backbone(name, kept, dtype, device)
     train, evaluate = calibrate(backbone, shape, measured, examples, depth)
-    tuned = calibrate_weights(backbone, shape, examples, depth, parameters(config)) if weights else (None, None)
+    tuned = (*calibrate_weights(backbone, shape, examples, depth, parameters(config)), tuning_memory(config, dtype)) \
+        if weights else (None, None, None)  # fmt: skip
     where = torch.cuda.get_device_name(device) if gpu else f"cpu, {torch.get_num_threads()} threads"
     layers = "all its layers" if depth == 1 else f"{kept.num_hidden_layers} of its {config.num_hidden_layers} layers"
     scaled = "the study's tokens" if depth == 1 else "all layers and the study's tokens"

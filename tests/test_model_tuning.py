@@ -228,6 +228,42 @@ def test_a_study_plans_runs_and_resumes_the_model_tuning_cells(tmp_path, data_di
     tuned = points[points["label"] == "ModelTuning"].set_index("study")
     assert {s: int(tuned.loc[s, "params"]) for s in tuned.index} == {s: p.pop() for s, p in params.items()}
     assert "## SuperGLUE across model sizes (Figure 1)" in Path(done["document"][0]).read_text()
+    # expected findings across the sizes (make check-demo DEMO=generic): a claim names the study it is measured on
+    claims = [
+        {"kind": "benchmark_score", "method": "ModelTuning", "benchmark": "SuperGLUE", "min": 0, "max": 100},
+        {
+            "kind": "benchmark_gain",
+            "method": "ModelTuning",
+            "baseline": "PromptTuning",
+            "benchmark": "SuperGLUE",
+            "study": "smoke-wide",
+            "min": 101,
+        },  # fmt: skip
+    ]
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps({"claims": claims}))
+    checked = report_run(compose_report(uri, f"out_dir={out}", "sizes=[smoke,smoke-wide]", f"expect={expected}"))
+    wide = {(r.data.tags["stage"], r.data.tags["target"]): r.data.metrics["best/val_score"]
+            for r in cell_runs(tmp_path) if r.data.tags["study"] == "smoke-wide"}  # fmt: skip
+    wide_gain = sum(wide["model_tuning", t] - wide["target", t] for t in ("rte_v1", "cb_v1")) / 2  # SuperGLUE's two
+    assert checked["expectations"]["holds"].tolist() == [True, False]
+    assert checked["expectations"]["values"].iloc[1] == [round(wide_gain, 1)]  # one seed
+    expected.write_text(json.dumps({"claims": [{**claims[1], "study": "smoke-huge"}]}))
+    with pytest.raises(ConfigError, match="claim 0 is on study 'smoke-huge', not among the report's studies"):
+        report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke,smoke-wide]", f"expect={expected}"))
+    assert not (tmp_path / "none").exists()  # refused before anything is written
+    # SPoT's model-tuning rows on another checkpoint than its prompts (study.model_tuning_model): one study
+    other = ("study.name=smoke-other", "study.model_tuning_model=tiny-llama-wide", "stages=[target,model_tuning]")
+    done = run(compose_study(*overrides(tmp_path, data_dir, *other, *stages[1:], "study.seeds=[1]")))
+    assert done["failed"] == {} and done["trained_now"] == 4  # seed 1: cells no study here has
+    ran = [r for r in cell_runs(tmp_path) if r.data.tags["study"] == "smoke-other"]
+    assert {(r.data.tags["stage"], r.data.tags["model"]) for r in ran} == {
+        ("target", "tiny-llama"),
+        ("model_tuning", "tiny-llama-wide"),
+    }
+    assert {int(r.data.params["trainable_params"]) for r in ran if r.data.tags["stage"] == "model_tuning"} == {
+        int(tuned.loc["smoke-wide", "params"])
+    }
     with pytest.raises(TrackingError):
         report_run(compose_report(uri, f"out_dir={tmp_path}/none", "sizes=[smoke,nosuch]"))
     prompts_only = ("study.name=smoke-prompts", "stages=[target]", "study.targets=[rte]", *stages[1:])

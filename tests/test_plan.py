@@ -205,6 +205,32 @@ def test_model_tuning_cells_are_priced_by_a_model_tuning_step(tmp_path, monkeypa
     real = calibrate("tiny-llama", cost.architecture("tiny-llama"), plan.shape(study, "tiny-llama"), 1, 4,
                         "float32", "cpu", weights=True)  # fmt: skip
     assert real.train_weights > 0 and real.update > 0 and "model tuning" in real.how
+    assert real.held == cost.tuning_memory(cost.architecture("tiny-llama"), "float32")
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_model_tunings_memory_is_what_its_step_allocates(model):
+    """The plan's memory of a model-tuning cell against a real step: the weights, the gradients a backward pass
+    leaves and the state Adafactor (T5's settings) keeps after one update, counted in bytes."""
+    from spot_core.backbones import load_backbone
+    from spot_core.trainer import TrainerConfig, make_optimizer
+
+    backbone = load_backbone(model)
+    weights = list(backbone.model.requires_grad_(True).parameters())
+    optimizer = make_optimizer(TrainerConfig(lr=1e-3, scale_parameter=True, weight_decay=0.0), weights)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    extra = {"decoder_input_ids": ids} if backbone.is_encoder_decoder else {}
+    backbone.model(input_ids=ids, labels=ids, **extra).loss.backward()
+    optimizer.step()
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    state = [t for p in weights for t in optimizer.state[p].values() if torch.is_tensor(t) and t.dim() > 0]
+    held = cost.tuning_memory(backbone.model.config, "float32")
+    assert (held.weights, held.gradients, held.optimizer) == (
+        nbytes(weights),
+        nbytes(p.grad for p in weights),
+        nbytes(state),
+    )
+    assert "MiB before activations: weights" in held.describe()
 
 
 def test_a_named_device_reads_its_stored_figure(tmp_path, data_dir, capsys, monkeypatch):
