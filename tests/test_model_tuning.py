@@ -317,3 +317,18 @@ def test_a_sigkilled_model_tuning_cell_resumes_bit_exactly(tmp_path, data_dir):
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]  # the killed attempt is not left RUNNING
     finished = next(r for r in runs if r.info.status == "FINISHED")
     assert finished.data.metrics["train/resumed_at_step"] == 2
+
+
+def test_the_model_step_benchmark_times_both_steps_and_names_the_plans_memory(tmp_path):
+    from bench.model_step import main
+
+    from spot_core.backbones import load_backbone
+    from spot_core.cost import tuning_memory
+
+    out = tmp_path / "figures.json"
+    main(["--models", "tiny-llama", "--steps", "1", "--threads", "1", "--no-memory", "--json", str(out)])
+    (figures,) = json.loads(out.read_text())
+    assert figures["prompt_step_s"] > 0 and figures["model_step_s"] > 0
+    assert figures["model_over_prompt"] == pytest.approx(figures["model_step_s"] / figures["prompt_step_s"], rel=0.05)
+    held = tuning_memory(load_backbone("tiny-llama").model.config, "float32").total
+    assert figures["plan_held_gib"] == round(held / 1024**3, 3)
