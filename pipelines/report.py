@@ -100,7 +100,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results = studies[0] if studies else load_results(uri, cfg.tracking.experiment, cfg.study.name)
     points = size_points(studies) if len(studies) > 1 else None
     if expected is not None:
-        check_claims(expected, cfg.expect, [s.name for s in studies])
+        try:
+            check_claims(expected, cfg.expect, [s.name for s in studies])
+        except ValueError as e:  # a malformed claim: the user's file
+            raise ConfigError(str(e)) from None
     if notes is not None:
         results.notes = notes
     if points is not None:

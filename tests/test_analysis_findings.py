@@ -5,7 +5,6 @@ import pytest
 from conftest import runs_frame
 
 from spot_core.analysis.findings import check_claims, check_expectations, describe
-from spot_core.errors import ConfigError
 
 
 def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -108,9 +107,9 @@ def test_table_1_kinds_measure_a_rows_benchmark_score_per_seed_on_the_study_they
 def test_a_claim_on_a_study_the_report_does_not_compare_is_refused_before_any_is_measured():
     runs, curves = generic_tables()
     claim = {"kind": "benchmark_score", "method": "SPoT", "benchmark": "GLUE", "min": 0, "study": "huge"}
-    with pytest.raises(ConfigError, match=r"claim 0 is on study 'huge', not among the report's studies \(none: "):
+    with pytest.raises(ValueError, match=r"claim 0 is on study 'huge', not among the report's studies \(none: "):
         check_claims({"claims": [claim]}, "expected.json", [])
-    with pytest.raises(ConfigError, match=r"\(small, bigger\)"):
+    with pytest.raises(ValueError, match=r"\(small, bigger\)"):
         check_expectations(
             {"claims": [claim]}, runs, curves, "e.json", {"small": (runs, curves), "bigger": (runs, curves)}
         )

@@ -109,7 +109,8 @@ def test_unknown_model_name(tmp_path, store, data_dir):
 
 def test_unknown_study_preset(tmp_path, store):
     line = fail(tmp_path, store, "study", "study=nosuch", process=True)
-    assert line == "error: study=nosuch: no such option in conf/study/; choose from demo, generic, methods, smoke, spot"
+    presets = "demo, generic, generic_cpu, methods, smoke, spot"
+    assert line == f"error: study=nosuch: no such option in conf/study/; choose from {presets}"
 
 
 def test_unknown_stage(tmp_path, store, data_dir):

@@ -321,7 +321,6 @@ def test_a_sigkilled_model_tuning_cell_resumes_bit_exactly(tmp_path, data_dir):
 
 def test_the_model_step_benchmark_times_both_steps_and_names_the_plans_memory(tmp_path):
     from bench.model_step import main
-
     from spot_core.backbones import load_backbone
     from spot_core.cost import tuning_memory
 

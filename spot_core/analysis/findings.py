@@ -35,7 +35,6 @@ import pandas as pd
 
 from spot_core.analysis.frames import check_curves, check_runs, stage
 from spot_core.analysis.generic import method_runs, seed_scores
-from spot_core.errors import ConfigError
 
 
 class Kind(StrEnum):
@@ -129,7 +128,7 @@ def check_claims(expected: Mapping[str, Any], origin: str, studies: list[str]) -
     """Each claim's kind, once every claim is known to be well formed (before any study is read or anything written).
 
     Raises:
-        ConfigError: a claim has an unknown kind, lacks a field it needs or names a study not among `studies`.
+        ValueError: a claim has an unknown kind, lacks a field it needs or names a study not among `studies`.
     """
     kinds = []
     for i, claim in enumerate(expected.get("claims", [])):
@@ -137,14 +136,14 @@ def check_claims(expected: Mapping[str, Any], origin: str, studies: list[str]) -
             kind = Kind(claim.get("kind"))
         except ValueError:
             allowed = ", ".join(k.value for k in Kind)
-            raise ConfigError(f"{origin}: claim {i} has kind {claim.get('kind')!r}; use one of {allowed}") from None
+            raise ValueError(f"{origin}: claim {i} has kind {claim.get('kind')!r}; use one of {allowed}") from None
         fields = KINDS[kind][0]
         if any(f not in claim for f in fields) or (claim.get("min") is None and claim.get("max") is None):
-            raise ConfigError(f"{origin}: claim {i} ({kind}) needs {', '.join(fields)} and min and/or max")
+            raise ValueError(f"{origin}: claim {i} ({kind}) needs {', '.join(fields)} and min and/or max")
         study = claim.get("study")
         if study is not None and study not in studies:
             known = ", ".join(studies) or "none: give the report the studies in sizes=[...]"
-            raise ConfigError(f"{origin}: claim {i} is on study {study!r}, not among the report's studies ({known})")
+            raise ValueError(f"{origin}: claim {i} is on study {study!r}, not among the report's studies ({known})")
         kinds.append(kind)
     return kinds
 
@@ -168,7 +167,7 @@ def check_expectations(
         One row per claim: kind, subject, values (one per seed, rounded to 0.1), min, max, holds.
 
     Raises:
-        ConfigError: a claim is not well formed (`check_claims`).
+        ValueError: a claim is not well formed (`check_claims`).
     """
     tables = {name: (check_runs(r), check_curves(c)) for name, (r, c) in (others or {}).items()}
     runs, curves = check_runs(runs), check_curves(curves)

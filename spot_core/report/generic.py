@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from spot_core.analysis.frames import StudyResults
 from spot_core.analysis.generic import benchmark_scores, method_runs, task_scores
@@ -66,7 +67,6 @@ def _text(benchmarks: pd.DataFrame, names: list[str]) -> str:
     )
 
 
-
 @styled
 def size_figure(points: pd.DataFrame, benchmark: str) -> Figure:
     """`benchmark`'s score against the parameter count (log scale): a line per row label, a band of ± std."""
@@ -79,6 +79,9 @@ def size_figure(points: pd.DataFrame, benchmark: str) -> Figure:
         ax.plot(x, y, marker=markers[i % len(markers)], color=color, label=label, linewidth=max(3.0 - i, 1.0))
         ax.fill_between(x, y - s, y + s, color=color, alpha=0.15, linewidth=0)
     ax.set_xscale("log")
+    sizes = sorted(set(points["params"].astype(float)))
+    ax.set_xticks(sizes, [f"{p / 1e9:.1f}B" if p >= 1e9 else f"{p / 1e6:.0f}M" for p in sizes])
+    ax.xaxis.set_minor_formatter(NullFormatter())  # the sizes' own ticks only: minor labels overlap
     ax.set_xlabel("model parameters")
     ax.set_ylabel(f"{benchmark} score")
     ax.grid(color="#e0e0e0", linewidth=0.6)
