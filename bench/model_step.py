@@ -11,8 +11,9 @@ Per model, on one batch of random token ids at the generic CPU preset's shape (c
             Adafactor with T5's fine-tuning settings (conf/trainer/model_tuning.yaml) over every weight
 The two are timed in alternation in one process (the order rotates each step, so machine noise hits both); the
 median of `--steps` is reported, and the ratio model / prompt. Peak resident memory of each is measured in a fresh
-subprocess (one model loaded, a warm-up step and a timed one), beside what `make plan` says a model-tuning cell
-holds before activations (`spot_core.cost.tuning_memory`: weights, gradients, Adafactor's state).
+subprocess over two steps (the peak reset once the model is loaded: loading the GGUF file peaks higher), beside what
+`make plan` says a model-tuning cell holds before activations (`spot_core.cost.tuning_memory`: weights, gradients,
+Adafactor's state).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -101,13 +102,20 @@ def timed(step) -> float:
     return time.perf_counter() - start
 
 
-def peak_rss(model: str, kind: str, args: argparse.Namespace) -> float:
-    """GiB of peak resident memory of a fresh process that loads `model` and runs two `kind` steps."""
+def status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in KiB: VmRSS now, VmHWM its peak."""
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def peak_rss(model: str, kind: str, args: argparse.Namespace) -> dict[str, float]:
+    """GiB of resident memory of a fresh process that loads `model` (`loaded_rss_gib`: after loading and building
+    the step) and its peak over two `kind` steps (`peak_rss_gib`; the peak is reset after loading)."""
     command = [sys.executable, "-m", "bench.model_step", "--models", model, "--memory-of", kind,
                "--batch", str(args.batch), "--input-len", str(args.input_len), "--prompt-len", str(args.prompt_len),
                "--threads", str(args.threads)]  # fmt: skip
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -137,8 +145,10 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     }
     if not args.no_memory:
         del steps, backbone
-        figures["prompt_peak_rss_gib"] = round(peak_rss(name, "prompt", args), 2)
-        figures["model_peak_rss_gib"] = round(peak_rss(name, "model", args), 2)
+        for kind in ("prompt", "model"):
+            rss = peak_rss(name, kind, args)
+            figures[f"{kind}_loaded_rss_gib"] = round(rss["loaded_rss_gib"], 2)
+            figures[f"{kind}_peak_rss_gib"] = round(rss["peak_rss_gib"], 2)
         figures["model_minus_prompt_rss_gib"] = round(figures["model_peak_rss_gib"] - figures["prompt_peak_rss_gib"], 2)
     return figures
 
@@ -150,9 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         backbone = load_backbone(args.models[0])
         rows = batch(backbone, args)
         step = prompt_step(backbone, rows, args) if args.memory_of == "prompt" else model_step(backbone, rows)
+        loaded = status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here: loading the GGUF file peaks higher
         step()
         step()
-        print(json.dumps({"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}))
+        print(json.dumps({"peak_rss_gib": status_kib("VmHWM") / 2**20, "loaded_rss_gib": loaded / 2**20}))
         return
     results = [measure(name, args) for name in args.models]
     for r in results:
@@ -160,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['threads']} threads): prompt step {r['prompt_step_s']:.2f} s, model-tuning step "
               f"{r['model_step_s']:.2f} s ({r['model_over_prompt']:.2f}x)")  # fmt: skip
         if "model_peak_rss_gib" in r:
-            print(f"  peak RSS: prompt step {r['prompt_peak_rss_gib']:.2f} GiB, model-tuning step "
+            print(f"  peak RSS over the steps (the model loaded: {r['prompt_loaded_rss_gib']:.2f} GiB): prompt step "
+                  f"{r['prompt_peak_rss_gib']:.2f} GiB, model-tuning step "
                   f"{r['model_peak_rss_gib']:.2f} GiB (+{r['model_minus_prompt_rss_gib']:.2f}); make plan's held "
                   f"memory of a model-tuning cell: {r['plan_held_gib']:.2f} GiB before activations")  # fmt: skip
     if args.json:
