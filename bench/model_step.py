@@ -63,37 +63,32 @@ def batch(backbone: Backbone, args: argparse.Namespace) -> list[Encoded]:
     return [Encoded(ids(args.input_len), ids(args.target_len) + [tok.eos_token_id], "") for _ in range(args.batch)]
 
 
-def prompt_step(backbone: Backbone, rows: list[Encoded], args: argparse.Namespace):
-    """The prompt-tuning step as a closure: frozen weights, a sampled-vocabulary prompt, Adafactor on it."""
-    init = sampled_vocab(backbone.embeddings, args.prompt_len, torch.Generator().manual_seed(0))
-    model = PromptedLM(backbone, SoftPrompt(init)).train()
-    optimizer = make_optimizer(TrainerConfig(), model.prompt.parameters())
+def training_step(model: PromptedLM, optimizer: torch.optim.Optimizer, rows: list[Encoded], weights: bool):
+    """One training step on `rows` as a closure; `weights`: the backbone's weights get gradients during it."""
+    backbone = model.backbone
     codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder)
 
     def step() -> None:
-        backbone.model.requires_grad_(False)
+        backbone.model.requires_grad_(weights)
         accumulate_gradients(model, rows, codec, len(rows))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        backbone.model.requires_grad_(False)
 
     return step
+
+
+def prompt_step(backbone: Backbone, rows: list[Encoded], args: argparse.Namespace):
+    """The prompt-tuning step: frozen weights, a sampled-vocabulary prompt, Adafactor on it."""
+    init = sampled_vocab(backbone.embeddings, args.prompt_len, torch.Generator().manual_seed(0))
+    model = PromptedLM(backbone, SoftPrompt(init)).train()
+    return training_step(model, make_optimizer(TrainerConfig(), model.prompt.parameters()), rows, weights=False)
 
 
 def model_step(backbone: Backbone, rows: list[Encoded]):
-    """The model-tuning step as a closure: no prompt, every weight trained by T5's Adafactor."""
+    """The model-tuning step: no prompt, every weight trained by T5's Adafactor."""
     model = PromptedLM(backbone, SoftPrompt(torch.zeros(0, backbone.hidden_size))).train()
-    weights = list(backbone.model.parameters())
-    optimizer = make_optimizer(MODEL_TUNING, weights)
-    codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder)
-
-    def step() -> None:
-        backbone.model.requires_grad_(True)
-        accumulate_gradients(model, rows, codec, len(rows))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        backbone.model.requires_grad_(False)
-
-    return step
+    return training_step(model, make_optimizer(MODEL_TUNING, backbone.model.parameters()), rows, weights=True)
 
 
 def timed(step) -> float:
