@@ -41,13 +41,18 @@ class Codec:
         return self.tokenizer.pad_token_id
 
     def encode_input(self, text: str) -> list[int]:
+        """The input's ids (`input_ids`), cut to `max_input_tokens` (an encoder input keeps its end token)."""
+        return _truncate(self.input_ids(text), self.max_input_tokens, keep_last=self.is_encoder_decoder)
+
+    def input_ids(self, text: str) -> list[int]:
+        """The input's ids, however many."""
         # The tokenizer's own special tokens. An encoder input keeps its closing </s>. A decoder-only input
         # keeps a <bos> its tokenizer starts text with (Gemma: it follows the prompt, where the model expects
         # text to begin; Gemma 3's loss on plain text is 6.2 without it, 1.8 with it) and no end token.
         ids = self.tokenizer(text, add_special_tokens=True).input_ids
         if not self.is_encoder_decoder and len(ids) > 1 and ids[-1] == self.tokenizer.eos_token_id:
             ids = ids[:-1]
-        return _truncate(ids, self.max_input_tokens, keep_last=self.is_encoder_decoder)
+        return ids
 
     def encode_target(self, text: str) -> list[int]:
         if self.is_encoder_decoder:

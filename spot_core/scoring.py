@@ -145,7 +145,8 @@ def label_scores(
     model: PromptedLM,
     inputs: Sequence[Sequence[int]],
     labels: Sequence[Sequence[int]],
-    prompt: PromptStates | None = None,
+    prompt: PromptStates | torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-likelihood of each label for each input.
 
@@ -153,16 +154,18 @@ def label_scores(
         inputs: B lists of input token ids.
         labels: K lists of target token ids (as `Codec.encode_target` gives them).
         prompt: prompt-once mode: the prompt's states, to share over several calls (computed here otherwise).
+        rows: a mixed batch ([B] on the model's device): input b is prompted by prompt `rows[b]` of P prompts,
+            `prompt` holding their states (prompt once) or the [P, L, H] prompts (concatenated paths).
 
     Returns:
         [B, K] summed log-probabilities.
     """
     if not trie_applies(model):
-        return label_scores_repeated(model, inputs, labels, prompt)
+        return label_scores_repeated(model, inputs, labels, prompt, rows)
     device = model.device
     B = len(inputs)
     ids, mask = _on(device, *pad(inputs, model.backbone.tokenizer.pad_token_id))  # right padding
-    out = model.hidden(ids, mask, prompt, use_cache=True)
+    out = model.hidden(ids, mask, prompt, use_cache=True, rows=rows)
     last = mask.sum(-1) - 1  # each row's last input token
     first = torch.log_softmax(model.head(out.states[torch.arange(B, device=device), last]), -1)  # [B, V]
     trie = LabelTrie(labels)
@@ -183,11 +186,13 @@ def label_scores_repeated(
     model: PromptedLM,
     inputs: Sequence[Sequence[int]],
     labels: Sequence[Sequence[int]],
-    prompt: PromptStates | None = None,
+    prompt: PromptStates | torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rank classification with the prompt + input computed once per example and one row per (example, label)
     continuing from a copy of it (decoder-only), or from the encoder's states (encoder-decoder). [B, K].
-    `prompt`: prompt-once mode, the prompt's states shared over calls."""
+    `prompt`: prompt-once mode, the prompt's states shared over calls; `prompt` and `rows`: a mixed batch, as in
+    `label_scores`."""
     B, K = len(inputs), len(labels)
     lab, lab_mask = pad(labels, model.backbone.tokenizer.pad_token_id)  # [K, S]
     lab, lab_mask = lab.repeat(B, 1), lab_mask.repeat(B, 1)  # [B*K, S], example-major
@@ -195,7 +200,7 @@ def label_scores_repeated(
     lab, lab_mask = _on(device, lab, lab_mask)
     if model.is_encoder_decoder:
         ids, mask = _on(device, *pad(inputs, model.backbone.tokenizer.pad_token_id))
-        embeds, full_mask = model.embed(ids, mask)
+        embeds, full_mask = model.embed(ids, mask, prompt if rows is not None else None, rows)
         enc = model.model.get_encoder()(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
         dec_in = model.model.prepare_decoder_input_ids_from_labels(labels=lab.masked_fill(lab_mask == 0, -100))
         logits = model.model(
@@ -206,7 +211,7 @@ def label_scores_repeated(
         return _token_logprobs(logits, lab, lab_mask).view(B, K)
     # Decoder-only: left-pad so every row's last position is its last input token.
     ids, mask = _on(device, *pad(inputs, model.backbone.tokenizer.pad_token_id, left=True))
-    out = model.hidden(ids, mask, prompt, use_cache=True)
+    out = model.hidden(ids, mask, prompt, use_cache=True, rows=rows)
     first = torch.log_softmax(model.head(out.states[:, -1]), -1)  # [B, V]
     first = first.repeat_interleave(K, 0).gather(-1, lab[:, :1]).squeeze(-1)  # [B*K]
     cache = out.cache
@@ -245,19 +250,24 @@ def label_scores_naive(
 
 @torch.no_grad()
 def generate(
-    model: PromptedLM, inputs: Sequence[Sequence[int]], max_new_tokens: int, prompt: PromptStates | None = None
+    model: PromptedLM,
+    inputs: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    prompt: PromptStates | torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Greedy decoding after prompt + input. Returns B lists of generated token ids (end token excluded).
 
     Prompt-once mode: every example starts from the same prompt states, then its input, then one token a step
-    on the cache. Otherwise transformers' `generate` on the concatenated embeddings (the reference path)."""
+    on the cache. Otherwise transformers' `generate` on the concatenated embeddings (the reference path).
+    `prompt` and `rows`: a mixed batch, as in `label_scores`."""
     tok = model.backbone.tokenizer
     device = model.device
     ids, mask = _on(device, *pad(inputs, tok.pad_token_id, left=not model.is_encoder_decoder))
     if model.shares_prompt:
-        rows = _greedy(model, ids, mask, max_new_tokens, prompt)
+        out_rows = _greedy(model, ids, mask, max_new_tokens, prompt, rows)
     else:
-        embeds, full_mask = model.embed(ids, mask)
+        embeds, full_mask = model.embed(ids, mask, prompt if rows is not None else None, rows)
         out = model.model.generate(
             inputs_embeds=embeds,
             attention_mask=full_mask,
@@ -267,18 +277,23 @@ def generate(
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-        rows = [row[1:] if model.is_encoder_decoder else row for row in out.tolist()]  # drop the decoder start
+        out_rows = [row[1:] if model.is_encoder_decoder else row for row in out.tolist()]  # drop the decoder start
     # Finished rows are filled with pad after their end token: cut at the end token.
-    return [row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row for row in rows]
+    return [row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row for row in out_rows]
 
 
 def _greedy(
-    model: PromptedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, prompt: PromptStates | None
+    model: PromptedLM,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    prompt: PromptStates | None,
+    rows: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Left-padded greedy decoding on the prompt-once cache, as transformers' greedy search does it: the next
     token is the argmax of the last position's logits; a row's later tokens are cut at its end token."""
     eos = model.backbone.tokenizer.eos_token_id
-    out = model.hidden(ids, mask, prompt, use_cache=True)
+    out = model.hidden(ids, mask, prompt, use_cache=True, rows=rows)
     full_mask, cache = out.mask, out.cache
     pos = position_ids(full_mask)[:, -1:]
     nxt = model.head(out.states[:, -1]).argmax(-1)
