@@ -376,3 +376,26 @@ def pytest_sessionfinish(session, exitstatus):
     CHANGED.update(state_change(AT_START, repository_state()))
     if exitstatus == pytest.ExitCode.OK and (CHANGED or (in_ci() and SKIPPED)):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def tiny_library(root: Path, prompts, model: str = "tiny-llama", hidden: int = 32) -> Path:
+    """A prompt library at root/library of random prompts, one entry per (task, seed, length, score) of `prompts`,
+    as if trained (spot_core.library.write of SourceRuns whose three prompt files hold the same prompt)."""
+    import torch
+
+    from spot_core.library import SourceRun, write
+    from spot_core.prompt_files import save_prompt
+    from spot_core.prompts import random_uniform
+    from spot_core.run_dir import RunDir
+
+    runs = []
+    for task, seed, length, score in prompts:
+        folder = root / "runs" / f"{task}-{seed}-{length}"
+        folder.mkdir(parents=True)
+        prompt = random_uniform(length, hidden, 0.5, torch.Generator().manual_seed(seed))
+        files = {}
+        for name in (RunDir.BEST_PROMPT, RunDir.TASK_EMBEDDING, RunDir.INITIAL_PROMPT):
+            files[name] = save_prompt(folder / name, prompt * (1 + len(files)), task=task, model=model, step=0)
+        runs.append(SourceRun(files, task, model, seed, "random_uniform", 4, 2, score, {"val/accuracy": score}))
+    write(root / "library", runs)
+    return root / "library"
