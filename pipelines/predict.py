@@ -29,10 +29,10 @@ from spot_core.config import check_int
 from spot_core.encoding import Codec
 from spot_core.errors import ConfigError
 from spot_core.library import Library
+from spot_core.run_dir import write_atomic
 from spot_core.serving import Prediction, Predictor, PromptSet, Request, RequestError
 from spot_core.tasks.definitions import register_definitions
 from spot_core.tasks.rows import RowError, Rows
-from spot_core.run_dir import write_atomic
 
 CHUNK = 8  # batches per progress step: each chunk is predicted as one mixed set of rows
 

@@ -146,3 +146,36 @@ def test_a_short_run_trains_the_same_prompt_with_prompt_once(name, lr, data_dir,
     assert (prompt - ref_prompt).abs().max() < 2e-3
     assert (prompt - ref_prompt).norm() < 1e-2 * (ref_prompt - init).norm()
     assert result["final/val_score"] == pytest.approx(ref_result["final/val_score"], abs=3.2)  # one of 32 may flip
+
+
+def test_a_mixed_task_batch_on_smollm2_gives_each_row_its_score_alone(data_dir):
+    """Prompts of four tasks (length 100, sampled from the vocabulary) answer real validation rows in shared batches:
+    each row gets the label and, to float rounding, the scores that its prompt gives it alone."""
+    import torch
+    from conftest import mirror_rows
+
+    from spot_core.backbones import load_backbone
+    from spot_core.encoding import Codec, Encoded
+    from spot_core.evaluation import predict
+    from spot_core.prompted import PromptedLM
+    from spot_core.prompts import SoftPrompt, sampled_vocab
+    from spot_core.scoring import label_scores
+    from spot_core.serving import Predictor, PromptSet, TaskPrompt
+    from spot_core.tasks import get_task
+
+    backbone = load_backbone("smollm2-135m")
+    codec = Codec(backbone.tokenizer, False, 128, 16)
+    tasks = ["sst2_v1", "rte_v1", "mrpc_v1", "cola_v1"]
+    g = torch.Generator().manual_seed(0)
+    prompts = [TaskPrompt(t, t, "smollm2-135m", sampled_vocab(backbone.embeddings, 100, g)) for t in tasks]
+    served = PromptSet("smollm2-135m", prompts)
+    data = {t: mirror_rows(get_task(t), data_dir, "validation")[:6] for t in tasks}
+    rows = [{"entry": t, **data[t][i]} for i in range(6) for t in tasks]
+    requests = [served.request(r, codec, f"row {i}") for i, r in enumerate(rows)]
+    out = Predictor(backbone, codec, batch_size=8).predict(requests)
+    for request, got in zip(requests, out, strict=True):
+        model = PromptedLM(backbone, SoftPrompt(request.prompt.prompt)).eval()
+        labels = [codec.encode_target(w) for w in request.task.label_words]
+        alone = label_scores(model, [request.input_ids], labels)[0]
+        torch.testing.assert_close(torch.tensor(list(got.scores.values())), alone, rtol=1e-4, atol=2e-4)
+        assert got.prediction == predict(model, codec, request.task, [Encoded(request.input_ids, [], "")], 1)[0]

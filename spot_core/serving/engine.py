@@ -159,7 +159,8 @@ class Predictor:
         scores = label_scores(engine, inputs, [list(ids) for ids in union], prompts, rows).cpu()
         out = []
         for r, row in zip(requests, scores, strict=True):
-            mine = {w: float(row[union[tuple(ids)]]) for w, ids in zip(r.task.label_words, self.label_ids(r))}
+            words = zip(r.task.label_words, self.label_ids(r), strict=True)
+            mine = {w: float(row[union[tuple(ids)]]) for w, ids in words}
             best = max(mine, key=mine.get)  # the first of equal scores, as argmax picks it
             out.append(Prediction(r.prompt.id, r.task.name, best, mine, r.id))
         return out

@@ -73,7 +73,8 @@ class TaskPrompt:
         task, score = meta.get("task"), meta.get("score")
         task = task if isinstance(task, str) else ""
         score = float(score) if isinstance(score, int | float) and not isinstance(score, bool) else math.nan
-        info = {"task": task or None, "model": model, "prompt_length": tensor.shape[0], "score": score, "file": str(path)}
+        info = {"task": task or None, "model": model, "prompt_length": tensor.shape[0], "score": score}
+        info |= {"file": str(path)}
         digest = sha256(path if path.is_file() else path / PEFT_WEIGHTS)[:ID_LENGTH]
         return cls(digest, task, model or "", tensor, score, info)
 
@@ -127,20 +128,23 @@ class PromptSet:
         prompt = self._entry(entry, place) if entry is not None else None
         name = task if task is not None else prompt.task
         if not name:
-            raise RequestError(f"{place}: entry {prompt.id}'s file does not say its task: name it in \"task\"", "task")
+            raise RequestError(f'{place}: entry {prompt.id}\'s file does not say its task: name it in "task"', "task")
         try:
             found = get(name)
         except UnknownNameError as e:
             raise RequestError(f"{place}: {e}", "task") from None
         if isinstance(found, Mixture):
             hint = f"entry {prompt.id} was trained on the mixture {name!r}; " if task is None else ""
-            raise RequestError(f"{place}: {hint}name one of its tasks in \"task\": {', '.join(found.tasks)}", "task")
+            raise RequestError(f'{place}: {hint}name one of its tasks in "task": {", ".join(found.tasks)}', "task")
         if prompt is None:
             prompt = self.best.get(found.name)
             if prompt is None:
                 tasks = ", ".join(sorted(t for t in self.best if t)) or "none"
-                raise RequestError(f"{place}: no prompt of task {found.name!r} for model {self.model} (its tasks: "
-                                   f"{tasks}); name an \"entry\" to run another task's prompt on it", "task")  # fmt: skip
+                raise RequestError(
+                    f"{place}: no prompt of task {found.name!r} for model {self.model} (its tasks: {tasks}); name an "
+                    '"entry" to run another task\'s prompt on it',
+                    "task",
+                )
         return prompt, found
 
     def _entry(self, id: str, place: str) -> TaskPrompt:
