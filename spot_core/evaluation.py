@@ -3,8 +3,9 @@ which the Trainer trains on and scores with."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -12,6 +13,8 @@ from spot_core.encoding import Codec, Encoded
 from spot_core.prompted import PromptedLM, PromptStates
 from spot_core.scoring import generate, has_sliding_window, label_scores
 from spot_core.tasks.base import Mixture, Task
+
+T = TypeVar("T")
 
 
 def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Encoded], batch_size: int) -> list[str]:
@@ -30,24 +33,14 @@ def predict(model: PromptedLM, codec: Codec, task: Task, examples: Sequence[Enco
     lengths = [len(e.input_ids) for e in examples]
     order = sorted(range(len(examples)), key=lambda i: lengths[i])
     one_length = label_ids is None and has_sliding_window(model)
-    preds: list[str] = [""] * len(examples)
     with torch.no_grad():  # prompt once: its states serve every batch of the evaluation
         prompt = model.prompt_states() if model.shares_prompt else None
-    pending = batches(order, lengths, batch_size, one_length)
-    while pending:
-        idx = pending.pop(0)
-        try:
-            texts = _predict_batch(model, codec, task, [examples[i].input_ids for i in idx], label_ids, prompt)
-        except torch.OutOfMemoryError:
-            if len(idx) == 1:
-                raise
-            texts = None
-        if texts is None:  # after the handler: its traceback held the failed batch's tensors
-            torch.cuda.empty_cache()
-            pending = batches([i for b in (idx, *pending) for i in b], lengths, (len(idx) + 1) // 2, one_length)
-            continue
-        for i, text in zip(idx, texts, strict=True):
-            preds[i] = text
+
+    def run(idx: list[int]) -> list[str]:
+        return _predict_batch(model, codec, task, [examples[i].input_ids for i in idx], label_ids, prompt)
+
+    done, _ = in_batches(order, lengths, batch_size, one_length, run)
+    preds = [done[i] for i in range(len(examples))]
     model.train(was_training)
     return preds
 
@@ -66,6 +59,32 @@ def _predict_batch(
         best = label_scores(model, inputs, label_ids, prompt).argmax(-1).tolist()
         return [task.label_words[k] for k in best]
     return [codec.decode(ids) for ids in generate(model, inputs, task.max_target_tokens, prompt)]
+
+
+def in_batches(
+    order: Sequence[int], lengths: Sequence[int], size: int, one_length: bool, run: Callable[[list[int]], list[T]]
+) -> tuple[dict[int, T], int]:
+    """`run(indices)` over `order` cut into `batches`; returns each index's result and the batch size it ended with.
+
+    A batch that does not fit the GPU (CUDA out of memory) is taken again in halves, and the batches after it keep
+    the smaller size."""
+    done: dict[int, T] = {}
+    pending = batches(order, lengths, size, one_length)
+    while pending:
+        idx = pending.pop(0)
+        try:
+            results = run(idx)
+        except torch.OutOfMemoryError:
+            if len(idx) == 1:
+                raise
+            results = None
+        if results is None:  # after the handler: its traceback held the failed batch's tensors
+            torch.cuda.empty_cache()
+            size = (len(idx) + 1) // 2
+            pending = batches([i for b in (idx, *pending) for i in b], lengths, size, one_length)
+            continue
+        done.update(zip(idx, results, strict=True))
+    return done, size
 
 
 def batches(order: Sequence[int], lengths: Sequence[int], size: int, one_length: bool) -> list[list[int]]:

@@ -169,3 +169,24 @@ def test_the_predictor_computes_each_prompts_states_once_while_they_fit(served):
     first = small.predict(requests)
     assert small.cache.bytes <= 2 * one and small.cache.stats.evictions > 0
     assert [p.prediction for p in first] == [p.prediction for p in predictor.predict(requests)]
+
+
+def test_a_batch_that_runs_out_of_gpu_memory_is_taken_again_in_halves(served, monkeypatch):
+    from spot_core.serving import engine
+
+    backbone, codec, prompts = served
+    requests = [prompts.request(r, codec, "row") for r in mixed_rows(12) if "question" not in r]
+    expected = Predictor(backbone, codec, batch_size=8).predict(requests)
+    real, sizes = engine.label_scores, []
+
+    def fits_three(model, inputs, *args):
+        sizes.append(len(inputs))
+        if len(inputs) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, inputs, *args)
+
+    monkeypatch.setattr(engine, "label_scores", fits_three)
+    predictor = Predictor(backbone, codec, batch_size=8)
+    got = predictor.predict(requests)
+    torch.testing.assert_close([list(p.scores.values()) for p in got], [list(p.scores.values()) for p in expected])
+    assert sizes[:2] == [8, 4] and max(sizes[2:]) <= 2 and predictor.batch_size == 2

@@ -12,7 +12,8 @@ Rank classification: a batch scores the union of its tasks' label sequences in o
 (`spot_core.scoring.label_scores`; a label's score depends on its own tokens only) and each row keeps its task's.
 Generation: greedy, up to the longest `max_target_tokens` of the batch's tasks, each row cut to its own task's.
 Batches hold rank-classification rows or generation rows, of one prompt length, sorted by input length
-(`spot_core.evaluation.batches`); with a sliding-window model, generation batches hold inputs of one length.
+(`spot_core.evaluation.in_batches`); with a sliding-window model, generation batches hold inputs of one length.
+A batch that does not fit the GPU is taken again in halves, and later batches keep the smaller size.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from spot_core.backbones import Backbone
 from spot_core.encoding import Codec
-from spot_core.evaluation import batches
+from spot_core.evaluation import in_batches
 from spot_core.prompted import PromptedLM, PromptStates
 from spot_core.prompts import SoftPrompt
 from spot_core.scoring import generate, has_sliding_window, label_scores
@@ -130,9 +131,15 @@ class Predictor:
         for (generating, length), members in groups.items():
             order = sorted(members, key=lambda i: lengths[i])
             one_length = generating and has_sliding_window(self.engine(length))
-            for idx in batches(order, lengths, self.batch_size, one_length):
-                for i, p in zip(idx, self._batch([requests[i] for i in idx], generating), strict=True):
-                    out[i] = p
+            done, self.batch_size = in_batches(
+                order,
+                lengths,
+                self.batch_size,
+                one_length,
+                lambda idx, generating=generating: self._batch([requests[i] for i in idx], generating),
+            )
+            for i, p in done.items():
+                out[i] = p
         self.throughput.rows += len(requests)
         self.throughput.batches += 1
         self.throughput.seconds += time.perf_counter() - start
