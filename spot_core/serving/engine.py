@@ -53,8 +53,10 @@ class Prediction:
 
 @dataclass
 class Throughput:
+    """What `Predictor.predict` has done: rows, calls, and the seconds they took."""
+
     rows: int = 0
-    batches: int = 0
+    calls: int = 0
     seconds: float = 0.0
 
     @property
@@ -72,6 +74,9 @@ class Predictor:
         cache_bytes: the prompt cache's bound (decoder-only prompt states; T5's prompts).
         prompt_once: decoder-only: run on cached prompt states (None: wherever it applies); False: prepend each
             row's prompt to its input (the reference path).
+
+    One `predict` at a time: its prompt cache and engines are not shared between threads (a server runs its
+    batches one after another).
     """
 
     def __init__(
@@ -141,7 +146,7 @@ class Predictor:
             for i, p in done.items():
                 out[i] = p
         self.throughput.rows += len(requests)
-        self.throughput.batches += 1
+        self.throughput.calls += 1
         self.throughput.seconds += time.perf_counter() - start
         return out  # type: ignore[return-value]
 

@@ -73,7 +73,8 @@ class TaskPrompt:
         task, score = meta.get("task"), meta.get("score")
         task = task if isinstance(task, str) else ""
         score = float(score) if isinstance(score, int | float) and not isinstance(score, bool) else math.nan
-        info = {"task": task or None, "model": model, "prompt_length": tensor.shape[0], "score": score}
+        info = {"task": task or None, "model": model, "prompt_length": tensor.shape[0]}
+        info |= {"score": None if math.isnan(score) else score}
         info |= {"file": str(path)}
         digest = sha256(path if path.is_file() else path / PEFT_WEIGHTS)[:ID_LENGTH]
         return cls(digest, task, model or "", tensor, score, info)
