@@ -85,11 +85,45 @@ class LabelTrie:
         return anc
 
 
+class Forest:
+    """Each row's own label trie, padded to the widest (N nodes): rows of several label sets scored in one call.
+
+    Row b runs the nodes of `tries[of_row[b]]`, then padding nodes (token 0 at depth 1, seeing the prompt, its input
+    and itself: their outputs are not read)."""
+
+    def __init__(self, tries: Sequence[LabelTrie], of_row: Sequence[int]):
+        self.tries, self.of_row = list(tries), list(of_row)
+        n = max(len(t) for t in tries)
+        self.width = n
+        token, depth, anc = (
+            torch.zeros(len(tries), n, dtype=torch.long),
+            torch.ones(len(tries), n, dtype=torch.long),
+            [],
+        )
+        for s, t in enumerate(tries):
+            token[s, : len(t)], depth[s, : len(t)] = (
+                torch.as_tensor(t.token, dtype=torch.long),
+                torch.as_tensor(t.depth),
+            )
+            a = torch.eye(n, dtype=torch.bool)
+            a[: len(t), : len(t)] = t.ancestry()
+            anc.append(a)
+        index = torch.as_tensor(self.of_row)
+        self.token, self.depth, self.anc = token[index], depth[index], torch.stack(anc)[index]  # [B, N], [B, N, N]
+        self.labels = max(len(t.first) for t in tries)
+        first = torch.zeros(len(tries), self.labels, dtype=torch.long)
+        for s, t in enumerate(tries):
+            first[s, : len(t.first)] = torch.as_tensor(t.first)
+        self.first = first[index]  # [B, K]: each row's labels' first tokens, padded
+        steps = [(b, *step) for b, s in enumerate(self.of_row) for step in tries[s].steps]
+        self.steps = torch.as_tensor(steps, dtype=torch.long).reshape(-1, 4)  # (row, label, node, next token)
+
+
 def _layer_kinds(config) -> set[str]:
     return set(getattr(config, "layer_types", None) or [FULL])
 
 
-def _tree_masks(model: PromptedLM, trie: LabelTrie, full_mask: torch.Tensor, q_pos: torch.Tensor, dtype: torch.dtype):
+def _tree_masks(model: PromptedLM, anc: torch.Tensor, full_mask: torch.Tensor, q_pos: torch.Tensor, dtype: torch.dtype):
     """Additive 4-D masks [B, 1, N, L + T + N] for the trie's positions after a right-padded batch.
 
     A node sees the prompt, its example's real input tokens and its own ancestors (itself included). Sliding-window
@@ -97,6 +131,7 @@ def _tree_masks(model: PromptedLM, trie: LabelTrie, full_mask: torch.Tensor, q_p
     the end of each row, so these are the positions a lone unpadded example would have).
 
     Args:
+        anc: [B, N, N] each row's trie ancestry (`LabelTrie.ancestry`, padded: `Forest`).
         full_mask: [B, P] mask over prompt + input (P = L + T), right-padded.
         q_pos: [B, N] each node's position: its row's last input position + its depth.
 
@@ -105,8 +140,7 @@ def _tree_masks(model: PromptedLM, trie: LabelTrie, full_mask: torch.Tensor, q_p
     """
     device = full_mask.device
     B, P = full_mask.shape
-    anc = trie.ancestry().to(device)
-    allowed = torch.cat([full_mask.bool()[:, None, :].expand(B, len(trie), P), anc.expand(B, -1, -1)], -1)
+    allowed = torch.cat([full_mask.bool()[:, None, :].expand(B, anc.shape[1], P), anc], -1)
 
     def additive(ok: torch.Tensor) -> torch.Tensor:
         zero = torch.zeros((), dtype=dtype, device=device)
@@ -160,25 +194,61 @@ def label_scores(
     Returns:
         [B, K] summed log-probabilities.
     """
+    return torch.stack(label_scores_per_row(model, inputs, [labels], [0] * len(inputs), prompt, rows))
+
+
+@torch.no_grad()
+def label_scores_per_row(
+    model: PromptedLM,
+    inputs: Sequence[Sequence[int]],
+    label_sets: Sequence[Sequence[Sequence[int]]],
+    of_row: Sequence[int],
+    prompt: PromptStates | torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """`label_scores` where input b has labels of its own, `label_sets[of_row[b]]` (rows of several tasks): each
+    row's trie runs on its own positions (`Forest`), so a row costs its own labels' nodes whatever the others'.
+    Returns B tensors, [K_b] each."""
     if not trie_applies(model):
-        return label_scores_repeated(model, inputs, labels, prompt, rows)
+        return _per_set(model, inputs, label_sets, of_row, prompt, rows)
     device = model.device
     B = len(inputs)
     ids, mask = _on(device, *pad(inputs, model.backbone.tokenizer.pad_token_id))  # right padding
     out = model.hidden(ids, mask, prompt, use_cache=True, rows=rows)
     last = mask.sum(-1) - 1  # each row's last input token
     first = torch.log_softmax(model.head(out.states[torch.arange(B, device=device), last]), -1)  # [B, V]
-    trie = LabelTrie(labels)
-    scores = first[:, torch.as_tensor(trie.first, device=device)]  # [B, K]
-    if not len(trie):
-        return scores
-    nodes = torch.as_tensor(trie.token, device=device).expand(B, -1)
-    q_pos = position_ids(out.mask)[:, -1:] + torch.as_tensor(trie.depth, device=device)[None]  # [B, N]
-    masks = _tree_masks(model, trie, out.mask, q_pos, out.states.dtype)
-    hidden = model.extend(nodes, q_pos, out.cache, masks)  # [B, N, H]
-    label, node, token = (torch.as_tensor(x, device=device) for x in zip(*trie.steps, strict=True))
-    lp = torch.log_softmax(model.head(hidden.flatten(0, 1)), -1).view(B, len(trie), -1)
-    return scores.index_add(1, label, lp[:, node, token])
+    forest = Forest([LabelTrie(labels) for labels in label_sets], of_row)
+    scores = first.gather(1, forest.first.to(device))  # [B, K], padded
+    if forest.width:
+        nodes, depth, anc = (t.to(device) for t in (forest.token, forest.depth, forest.anc))
+        q_pos = position_ids(out.mask)[:, -1:] + depth  # [B, N]
+        masks = _tree_masks(model, anc, out.mask, q_pos, out.states.dtype)
+        hidden = model.extend(nodes, q_pos, out.cache, masks)  # [B, N, H]
+        lp = torch.log_softmax(model.head(hidden.flatten(0, 1)), -1).view(B, forest.width, -1)
+        row, label, node, token = forest.steps.to(device).unbind(1)
+        scores = scores.index_put((row, label), lp[row, node, token], accumulate=True)
+    return [scores[b, : len(label_sets[s])] for b, s in enumerate(of_row)]
+
+
+def _per_set(
+    model: PromptedLM,
+    inputs: Sequence[Sequence[int]],
+    label_sets: Sequence[Sequence[Sequence[int]]],
+    of_row: Sequence[int],
+    prompt: PromptStates | torch.Tensor | None,
+    rows: torch.Tensor | None,
+) -> list[torch.Tensor]:
+    """`label_scores_per_row` without the trie: `label_scores_repeated` over the rows of each label set."""
+    out: list[torch.Tensor | None] = [None] * len(inputs)
+    for s, labels in enumerate(label_sets):
+        members = [b for b, t in enumerate(of_row) if t == s]
+        if not members:
+            continue
+        picked = None if rows is None else rows[torch.as_tensor(members, device=rows.device)]
+        scores = label_scores_repeated(model, [inputs[b] for b in members], labels, prompt, picked)
+        for b, row in zip(members, scores, strict=True):
+            out[b] = row
+    return out  # type: ignore[return-value]
 
 
 @torch.no_grad()

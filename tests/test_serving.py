@@ -177,7 +177,7 @@ def test_a_batch_that_runs_out_of_gpu_memory_is_taken_again_in_halves(served, mo
     backbone, codec, prompts = served
     requests = [prompts.request(r, codec, "row") for r in mixed_rows(12) if "question" not in r]
     expected = Predictor(backbone, codec, batch_size=8).predict(requests)
-    real, sizes = engine.label_scores, []
+    real, sizes = engine.label_scores_per_row, []
 
     def fits_three(model, inputs, *args):
         sizes.append(len(inputs))
@@ -185,7 +185,7 @@ def test_a_batch_that_runs_out_of_gpu_memory_is_taken_again_in_halves(served, mo
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, inputs, *args)
 
-    monkeypatch.setattr(engine, "label_scores", fits_three)
+    monkeypatch.setattr(engine, "label_scores_per_row", fits_three)
     predictor = Predictor(backbone, codec, batch_size=8)
     got = predictor.predict(requests)
     scores = [torch.tensor(list(p.scores.values())) for p in (*got, *expected)]

@@ -8,8 +8,8 @@ alone with its task's prompt gives (`spot_core.evaluation.predict`), to float ro
   tokens only.
 - T5: the prompt is prepended to each row's embedded input, as in evaluation (`PromptedLM.embed`).
 
-Rank classification: a batch scores the union of its tasks' label sequences in one prefix tree
-(`spot_core.scoring.label_scores`; a label's score depends on its own tokens only) and each row keeps its task's.
+Rank classification: each row runs its own task's labels as a prefix tree, the rows of every task in one call
+(`spot_core.scoring.label_scores_per_row`): a row costs its input and its own labels' tokens.
 Generation: greedy, up to the longest `max_target_tokens` of the batch's tasks, each row cut to its own task's.
 Batches hold rank-classification rows or generation rows, of one prompt length, sorted by input length
 (`spot_core.evaluation.in_batches`); with a sliding-window model, generation batches hold inputs of one length.
@@ -30,7 +30,7 @@ from spot_core.encoding import Codec
 from spot_core.evaluation import in_batches
 from spot_core.prompted import PromptedLM, PromptStates
 from spot_core.prompts import SoftPrompt
-from spot_core.scoring import generate, has_sliding_window, label_scores
+from spot_core.scoring import generate, has_sliding_window, label_scores_per_row
 from spot_core.serving.cache import PromptCache
 from spot_core.serving.prompts import Request, TaskPrompt
 
@@ -164,16 +164,15 @@ class Predictor:
                 Prediction(r.prompt.id, r.task.name, self.codec.decode(ids[: r.task.max_target_tokens]), None, r.id)
                 for r, ids in zip(requests, texts, strict=True)
             ]
-        union: dict[tuple[int, ...], int] = {}
-        for r in requests:
-            for ids in self.label_ids(r):
-                union.setdefault(tuple(ids), len(union))
-        scores = label_scores(engine, inputs, [list(ids) for ids in union], prompts, rows).cpu()
+        sets = list({r.task.name: r for r in requests}.values())  # one label set per task of the batch
+        of_task = {r.task.name: i for i, r in enumerate(sets)}
+        label_sets = [self.label_ids(r) for r in sets]
+        of_row = [of_task[r.task.name] for r in requests]
+        scores = label_scores_per_row(engine, inputs, label_sets, of_row, prompts, rows)
         out = []
         for r, row in zip(requests, scores, strict=True):
-            words = zip(r.task.label_words, self.label_ids(r), strict=True)
-            mine = {w: float(row[union[tuple(ids)]]) for w, ids in words}
-            best = max(mine, key=mine.get)  # the first of equal scores, as argmax picks it
+            mine = dict(zip(r.task.label_words, row.tolist(), strict=True))
+            best = r.task.label_words[int(row.argmax())]
             out.append(Prediction(r.prompt.id, r.task.name, best, mine, r.id))
         return out
 
