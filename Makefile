@@ -108,6 +108,7 @@ bench:
 	$(BIN)/python -m bench.study_overhead --steps 200
 	$(BIN)/python -m bench.packed
 	$(BIN)/python -m bench.methods
+	$(BIN)/python -m bench.serve --server --serve-override serve.cpus_per_replica=2
 
 lint:
 	$(BIN)/ruff check spot_core pipelines tests bench
