@@ -16,7 +16,8 @@ the request is answered 4xx with `{"error": "<one line>", "field": <the field at
 object; 413: over serve.max_rows rows or serve.max_body_bytes; 422: a row that cannot be answered, naming it as
 "row N") and the server goes on. Checked requests of concurrent calls are gathered into one dynamic batch (up to
 serve.max_batch_size requests, waiting at most serve.batch_wait_timeout_s for them) and predicted as one mixed-task
-set of rows, in a thread, while the replica goes on accepting calls. The prompts and the settings are checked, and a
+set of rows, in a thread, while the replica goes on accepting calls; the batches that gather meanwhile are predicted
+together next, as one set. The prompts and the settings are checked, and a
 library verified, before Ray starts: a changed file stops the command in one line.
 """
 
@@ -47,6 +48,7 @@ from spot_core.serving import Prediction, RequestError
 from spot_core.serving import Request as Row
 
 APP = "spot"  # the Serve application's name
+WAITING_BATCHES = 16  # batches Serve may start at once: one predicted, the others waiting to be merged
 INT_SETTINGS = ("port", "num_replicas", "max_batch_size", "max_rows", "max_body_bytes")
 ONE_ROW_OR_ROWS = 'send one row as a JSON object, or {"rows": [row, ...]}'
 
@@ -132,6 +134,8 @@ class Server:
         # @serve.batch takes its settings when the class is defined; these are the config's.
         self.answer.set_max_batch_size(s.max_batch_size)
         self.answer.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+        self.waiting: list[tuple[list[list[Row]], asyncio.Future]] = []
+        self.lock = asyncio.Lock()
 
     @app.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
@@ -148,17 +152,37 @@ class Server:
             {"predictions": [jsonable({"row": i, **p.to_json()}) for i, p in enumerate(predictions, 1)]}
         )
 
-    # One batch at a time: the predictor (its prompt cache, its engines) is not shared between threads.
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=1)
+    # Serve forms a batch every batch_wait_timeout_s, also while one is being predicted: those wait on the lock, and
+    # the next to hold it predicts every waiting batch's rows at once. Under load one predict then takes all the
+    # queued rows instead of many small batches in turn; the predictor itself runs one predict at a time.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=WAITING_BATCHES)
     async def answer(self, calls: list[list[Row]]) -> list[list[Prediction]]:
-        """The predictions of several calls' rows, from one mixed-task `predict` run in a thread (the event loop
-        goes on accepting calls meanwhile), split back by call."""
-        predictions = await asyncio.to_thread(self.predictor.predict, [r for call in calls for r in call])
-        out, start = [], 0
-        for call in calls:
-            out.append(predictions[start : start + len(call)])
-            start += len(call)
-        return out
+        """The predictions of several calls' rows (`answer_waiting`), split back by call."""
+        done = asyncio.get_running_loop().create_future()
+        self.waiting.append((calls, done))
+        async with self.lock:
+            if not done.done():
+                await self.answer_waiting()
+        return await done
+
+    async def answer_waiting(self) -> None:
+        """One mixed-task `predict` of every waiting batch's rows, run in a thread (the event loop goes on accepting
+        calls meanwhile); each batch's future gets its calls' predictions."""
+        taken, self.waiting = self.waiting, []
+        rows = [r for calls, _ in taken for call in calls for r in call]
+        try:
+            predictions = await asyncio.to_thread(self.predictor.predict, rows)
+        except Exception as e:  # noqa: BLE001 - every waiting call fails with it, as one batch would
+            for _, done in taken:
+                done.set_exception(e)
+            return
+        start = 0
+        for calls, done in taken:
+            out = []
+            for call in calls:
+                out.append(predictions[start : start + len(call)])
+                start += len(call)
+            done.set_result(out)
 
     @app.get("/entries")
     async def entries(self) -> JSONResponse:
@@ -261,8 +285,8 @@ def application(cfg: DictConfig) -> serve.Application:
     server = importlib.import_module("pipelines.serve").Server
     return server.options(
         num_replicas=s.num_replicas,
-        # a full batch gathers while the one before it is predicted
-        max_ongoing_requests=2 * s.max_batch_size,
+        # full batches gather and wait while the ones before them are predicted
+        max_ongoing_requests=WAITING_BATCHES * s.max_batch_size,
         ray_actor_options={"num_cpus": s.cpus_per_replica, "num_gpus": s.gpus_per_replica},
     ).bind(replica_config(cfg))
 
