@@ -32,16 +32,28 @@ def row(task: str, i: int) -> dict:
     return {"sentence1": f"the {w} cat is {pad}{v}", "sentence2": f"{v} cat"}
 
 
-@pytest.fixture(scope="module", params=["tiny-llama", "tiny-t5", "tiny-gemma3"])
-def served(request):
-    backbone = load_backbone(request.param)
+def served_by(name: str):
+    """A tiny model, its codec (128 input tokens) and the PROMPTS as a PromptSet."""
+    backbone = load_backbone(name)
     codec = Codec(backbone.tokenizer, backbone.is_encoder_decoder, 128, 8)
     prompts = [
-        TaskPrompt(f"{task}-{seed}", task, request.param,
+        TaskPrompt(f"{task}-{seed}", task, name,
                    random_uniform(length, backbone.hidden_size, 0.5, torch.Generator().manual_seed(seed)))
         for task, seed, length in PROMPTS
     ]  # fmt: skip
-    return backbone, codec, PromptSet(request.param, prompts)
+    return backbone, codec, PromptSet(name, prompts)
+
+
+@pytest.fixture(scope="module", params=["tiny-llama", "tiny-t5", "tiny-gemma3"])
+def served(request):
+    """What the model-dependent tests run on: each tiny family."""
+    return served_by(request.param)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    """What the row checks run on: they read the tokenizer only."""
+    return served_by("tiny-llama")
 
 
 def mixed_rows(n: int = 30) -> list[dict]:
@@ -83,8 +95,8 @@ def test_a_mixed_batch_gives_each_row_what_it_gets_alone(served, prompt_once):
             assert p.prediction == want
 
 
-def test_rows_naming_a_task_get_its_best_prompt(served):
-    backbone, codec, _ = served
+def test_rows_naming_a_task_get_its_best_prompt(llama):
+    backbone, codec, _ = llama
     g = torch.Generator().manual_seed(0)
     worse = TaskPrompt("a", "sst2_v1", "m", random_uniform(4, backbone.hidden_size, 0.5, g), score=60.0)
     better = TaskPrompt("b", "sst2_v1", "m", random_uniform(4, backbone.hidden_size, 0.5, g), score=80.0)
@@ -109,8 +121,8 @@ def test_rows_naming_a_task_get_its_best_prompt(served):
         ({"entry": "sst2_v1-0", "inputs": "word " * 200}, "inputs", "over the limit of 128"),
     ],
 )
-def test_a_bad_row_is_refused_naming_its_field(served, row, field, says):
-    backbone, codec, prompts = served
+def test_a_bad_row_is_refused_naming_its_field(llama, row, field, says):
+    backbone, codec, prompts = llama
     prompts = PromptSet(prompts.model, list(prompts.prompts.values()), {"other": "gemma"})
     with pytest.raises(RequestError, match=re.escape(says)) as caught:
         prompts.request(row, codec, "row 3")
@@ -118,8 +130,8 @@ def test_a_bad_row_is_refused_naming_its_field(served, row, field, says):
     assert str(caught.value).startswith("row 3")
 
 
-def test_labels_are_not_needed_and_inputs_are_the_tasks_format(served):
-    backbone, codec, prompts = served
+def test_labels_are_not_needed_and_inputs_are_the_tasks_format(llama):
+    backbone, codec, prompts = llama
     full = {"sentence1": "a b", "sentence2": "c", "label": 1}
     task = get_task("rte_v1")
     with_label = prompts.request({"entry": "rte_v1-2", **full}, codec, "row 1")
