@@ -164,7 +164,7 @@ def test_a_mixed_task_batch_on_smollm2_gives_each_row_its_score_alone(data_dir):
     from spot_core.tasks import get_task
 
     backbone = load_backbone("smollm2-135m")
-    codec = Codec(backbone.tokenizer, False, 128, 16)
+    codec = Codec(backbone.tokenizer, False, 512, 16)
     tasks = ["sst2_v1", "rte_v1", "mrpc_v1", "cola_v1"]
     g = torch.Generator().manual_seed(0)
     prompts = [TaskPrompt(t, t, "smollm2-135m", sampled_vocab(backbone.embeddings, 100, g)) for t in tasks]
