@@ -74,17 +74,11 @@ def read_requests(path: Path, prompts: PromptSet, codec: Codec) -> list[Request]
     try:
         for place, row in Rows.from_file(path).located():
             requests.append(prompts.request(row, codec, place))
-    except RowError as e:  # not JSON, or a CSV record of the wrong width
-        raise RequestError(f"{e}: fix that line of the input file", e.field) from None
-    except RequestError as e:
+    except (RowError, RequestError) as e:  # RowError: not JSON, or a CSV record of the wrong width
         raise RequestError(f"{e}: fix that line of the input file", e.field) from None
     if not requests:
         raise RequestError(f"{path} holds no rows: one JSON object per line, or a CSV/TSV file with a header")
     return requests
-
-
-def output_line(number: int, prediction: Prediction) -> str:
-    return json.dumps({"row": number, **prediction.to_json()}, ensure_ascii=False)
 
 
 def predict_all(predictor: Predictor, requests: Sequence[Request], show: bool = True) -> list[Prediction]:
@@ -109,11 +103,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_writable(output.parent, "output")
     predictor = load_predictor(cfg)
     requests = read_requests(source, prompts, predictor.codec)
-    numbers = [n + 1 for n in range(len(requests))]
     start = time.perf_counter()
     predictions = predict_all(predictor, requests, show=cfg.progress)
     seconds = time.perf_counter() - start
-    text = "".join(output_line(n, p) + "\n" for n, p in zip(numbers, predictions, strict=True))
+    text = "".join(json.dumps(p.to_json(n), ensure_ascii=False) + "\n" for n, p in enumerate(predictions, 1))
     write_atomic(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     stats = predictor.cache.stats
     return {

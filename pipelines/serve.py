@@ -149,7 +149,7 @@ class Server:
         predictions = await self.answer(checked)
         self.rows += len(checked)
         return JSONResponse(
-            {"predictions": [jsonable({"row": i, **p.to_json()}) for i, p in enumerate(predictions, 1)]}
+            {"predictions": [jsonable(p.to_json(i)) for i, p in enumerate(predictions, 1)]}
         )
 
     # Serve forms a batch every batch_wait_timeout_s, also while one is being predicted: those wait on the lock, and

@@ -46,8 +46,11 @@ class Prediction:
     scores: dict[str, float] | None = None
     id: Any = None
 
-    def to_json(self) -> dict[str, Any]:
-        out = {"id": self.id} if self.id is not None else {}
+    def to_json(self, row: int | None = None) -> dict[str, Any]:
+        """The output row: its number (`row`, counted from 1) where given, the row's id where it had one, then the
+        prediction."""
+        out = {"row": row} if row is not None else {}
+        out |= {"id": self.id} if self.id is not None else {}
         return out | {"entry": self.entry, "task": self.task, "prediction": self.prediction, "scores": self.scores}
 
 

@@ -22,15 +22,13 @@ import torch
 from spot_core.encoding import Codec
 from spot_core.errors import SpotError
 from spot_core.library import Entry, Library, sha256
+from spot_core.library.entry import ID_LENGTH
 from spot_core.prompt_files import PEFT_WEIGHTS, is_safetensors, load_prompt, read_prompt_file
 from spot_core.prompts import check_shape
 from spot_core.tasks import get
 from spot_core.tasks.base import Mixture, Task, UnknownNameError
 from spot_core.tasks.inputs import task_inputs
 from spot_core.tasks.rows import RowError
-
-ROW_KEYS = ("entry", "task", "inputs", "id")  # what a row may hold besides the task's fields
-ID_LENGTH = 16
 
 
 class RequestError(SpotError, ValueError):
