@@ -1,6 +1,7 @@
 """Mixed-task prediction (spot_core.serving): a shared batch gives each row what scoring it alone gives, the prompt
 cache keeps within its byte bound, and rows are checked field by field."""
 
+import functools
 import re
 
 import pytest
@@ -32,6 +33,7 @@ def row(task: str, i: int) -> dict:
     return {"sentence1": f"the {w} cat is {pad}{v}", "sentence2": f"{v} cat"}
 
 
+@functools.cache
 def served_by(name: str):
     """A tiny model, its codec (128 input tokens) and the PROMPTS as a PromptSet."""
     backbone = load_backbone(name)
@@ -71,11 +73,13 @@ def alone(backbone, codec, prompt: TaskPrompt, task, ids: list[int]):
     return pred, label_scores(model, [ids], labels)[0]
 
 
-@pytest.mark.parametrize("prompt_once", [None, False])
-def test_a_mixed_batch_gives_each_row_what_it_gets_alone(served, prompt_once):
-    backbone, codec, prompts = served
-    if prompt_once is False and backbone.is_encoder_decoder:
-        pytest.skip("T5 always concatenates")
+# prompt once (None: the model's default) and concatenated; T5 always concatenates
+@pytest.mark.parametrize(
+    "family, prompt_once",
+    [("tiny-llama", None), ("tiny-llama", False), ("tiny-t5", None), ("tiny-gemma3", None), ("tiny-gemma3", False)],
+)
+def test_a_mixed_batch_gives_each_row_what_it_gets_alone(family, prompt_once):
+    backbone, codec, prompts = served_by(family)
     predictor = Predictor(backbone, codec, batch_size=7, prompt_once=prompt_once)
     rows = mixed_rows()
     requests = [prompts.request(r, codec, f"row {i + 1}") for i, r in enumerate(rows)]
