@@ -96,7 +96,7 @@ check-demo:
 # (docs/benchmarks.md); 0 runs the suite in this process.
 TEST_WORKERS ?= 2
 test:
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-slow:
 	$(BIN)/python -m pytest -q -m slow

@@ -21,7 +21,7 @@ def test_data():
 
 def run_probe(tmp_path, ci: str, gpu_only: bool = False):
     (tmp_path / "test_probe.py").write_text(PROBE.split("def test_data")[0] if gpu_only else PROBE)
-    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO / "tests")}
+    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO / "tests"), "SPOT_SKIP_PROBE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", str(tmp_path)]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -36,3 +36,10 @@ def test_in_ci_a_skip_for_missing_data_fails_the_run_and_is_listed(tmp_path):
 def test_outside_ci_skips_pass_and_in_ci_a_cuda_skip_alone_passes(tmp_path):
     assert run_probe(tmp_path, "").returncode == 0
     assert run_probe(tmp_path, "true", gpu_only=True).returncode == 0
+
+
+def test_the_files_that_run_first_are_there():
+    """`make test` starts the longest files first (conftest.LONGEST_FIRST): a renamed one would quietly run last."""
+    from conftest import LONGEST_FIRST
+
+    assert [name for name in LONGEST_FIRST if not (REPO / "tests" / name).is_file()] == []
