@@ -264,6 +264,8 @@ def smoke_study(tmp_path_factory, data_dir, worker_id):
     tmp, returned = common / "smoke", common / "smoke.json"
     args = overrides(tmp, data_dir, *SMOKE_DESIGN, "ray.in_process=true")
     with FileLock(common / "smoke.lock"):
+        if tmp.exists() and not returned.exists():
+            pytest.fail("the smoke study failed in another pytest-xdist worker: its error is that worker's")
         if not returned.exists():
             tmp.mkdir()
             with contextlib.redirect_stdout(io.StringIO()) as printed:
