@@ -13,7 +13,6 @@ command in one line naming the file, the line and the field, with nothing writte
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,18 +102,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_writable(output.parent, "output")
     predictor = load_predictor(cfg)
     requests = read_requests(source, prompts, predictor.codec)
-    start = time.perf_counter()
     predictions = predict_all(predictor, requests, show=cfg.progress)
-    seconds = time.perf_counter() - start
     text = "".join(json.dumps(p.to_json(n), ensure_ascii=False) + "\n" for n, p in enumerate(predictions, 1))
     write_atomic(output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    stats = predictor.cache.stats
+    stats, done = predictor.cache.stats, predictor.throughput
     return {
         "output": str(output),
         "rows": len(requests),
         "entries": len({r.prompt.id for r in requests}),
-        "seconds": seconds,
-        "rows_per_second": len(requests) / seconds if seconds else 0.0,
+        "seconds": done.seconds,
+        "rows_per_second": done.rows_per_second,
         "cache_hit_rate": stats.hit_rate,
         "cache_evictions": stats.evictions,
     }
